@@ -1,0 +1,3 @@
+from coarsecrop.cli import main
+
+raise SystemExit(main())

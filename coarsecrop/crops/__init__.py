@@ -1,0 +1,1 @@
+"""The crop engine: anchors, objectness maps, box scoring, strategies, crop quality and crop jobs."""

@@ -1,0 +1,1 @@
+"""Backbones (torchvision ResNets) and checkpoint loading."""
