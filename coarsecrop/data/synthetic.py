@@ -1,0 +1,495 @@
+"""Built-in scene data: seeded procedural multi-object scenes with instance masks, written as COCO.
+
+Why: the paper works on uncurated scene images (COCO, VOC). Tests, CI and the book need the same kind of
+data without a download: several objects per image, of varied class, size and pose, partly occluded and
+cut by the frame, on a cluttered background with "stuff" (blobs, lines, pebbles, surfaces) that is not an
+object and is not in the masks.
+
+- ``CLASSES``: 12 shape and glyph classes; each has its own look (colour family + texture pattern).
+- ``render_scene(seed, index, size)``: one image and its visible instance masks. Its content depends only
+  on ``(seed, index)`` (a ``numpy`` generator seeded by ``SeedSequence([seed, index])``), so any image can be
+  regenerated alone.
+- ``write_scenes(out, num_images, seed, size, val_fraction)``: ``out/images/NNNNNN.jpg`` plus
+  ``out/annotations.json`` (COCO, compressed RLE masks, an extra ``"split"`` key per image entry).
+
+Objects are painted in random order; a later object occludes earlier ones, so an instance mask holds only
+its visible pixels. An instance whose visible area falls below ``min_visible_area`` is dropped from the
+annotations (its few painted pixels stay in the image, like an unannotated scrap in COCO).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_util
+from PIL import Image
+from tqdm import tqdm
+
+GENERATOR_VERSION = 1  # bump when the rendering changes, so old and new data sets are told apart
+
+
+@dataclass(frozen=True)
+class ObjectClass:
+    """How one class looks: shape, colour family (hue range in degrees, saturation, value) and texture."""
+
+    name: str
+    shape: str
+    hue: tuple[float, float]
+    sat: tuple[float, float]
+    val: tuple[float, float]
+    pattern: str  # solid | stripes | dots | checker | gradient | radial | grid
+
+
+CLASSES: tuple[ObjectClass, ...] = (
+    ObjectClass("disc", "disc", (350, 372), (0.75, 0.95), (0.70, 0.95), "radial"),
+    ObjectClass("ring", "ring", (205, 230), (0.70, 0.95), (0.60, 0.90), "stripes"),
+    ObjectClass("square", "square", (95, 135), (0.60, 0.90), (0.45, 0.80), "checker"),
+    ObjectClass("triangle", "triangle", (45, 58), (0.80, 1.00), (0.85, 1.00), "gradient"),
+    ObjectClass("star", "star", (285, 315), (0.60, 0.90), (0.60, 0.90), "dots"),
+    ObjectClass("cross", "cross", (175, 192), (0.70, 1.00), (0.70, 0.95), "solid"),
+    ObjectClass("crescent", "crescent", (35, 55), (0.05, 0.20), (0.88, 1.00), "stripes"),
+    ObjectClass("hexagon", "hexagon", (18, 32), (0.80, 1.00), (0.80, 1.00), "grid"),
+    ObjectClass("heart", "heart", (325, 345), (0.35, 0.60), (0.85, 1.00), "gradient"),
+    ObjectClass("arrow", "arrow", (255, 275), (0.55, 0.85), (0.45, 0.75), "checker"),
+    ObjectClass("glyph_A", "glyph_A", (220, 240), (0.30, 0.60), (0.10, 0.25), "solid"),
+    ObjectClass("glyph_S", "glyph_S", (80, 100), (0.90, 1.00), (0.70, 0.90), "dots"),
+)
+
+CATEGORIES: list[dict] = [
+    {"id": i + 1, "name": c.name, "supercategory": "glyph" if c.shape.startswith("glyph") else "shape"}
+    for i, c in enumerate(CLASSES)
+]
+
+MIN_OBJECTS, MAX_OBJECTS = 1, 6
+OBJECT_COUNT_WEIGHTS = (0.10, 0.15, 0.20, 0.20, 0.20, 0.15)  # of 1..6 objects (before drops)
+MIN_SCALE, MAX_SCALE = 0.05, 0.50  # object size = sqrt(area before occlusion and cropping) / image side
+PLACEMENT_TRIES = 3  # candidate centres per object; the least crowded wins
+
+
+@dataclass
+class RenderedScene:
+    """One generated image and its annotations (visible instance masks, in paint order)."""
+
+    image: np.ndarray  # uint8 [H, W, 3] RGB
+    category_ids: list[int]  # [K], 1-based, ids of ``CATEGORIES``
+    masks: list[np.ndarray]  # K x bool [H, W], visible pixels only
+    scales: list[float]  # [K] sampled sqrt(area) / image side (before truncation and occlusion)
+
+
+# --------------------------------------------------------------------------------------------- shapes
+# A shape is a list of (polygon [n, 2] in unit coordinates, fill value): value 1 paints, value 0 cuts a hole.
+# Unit coordinates span [-1, 1] on the larger axis; the renderer scales them to the object's area.
+
+
+def _circle(radius: float = 1.0, cx: float = 0.0, cy: float = 0.0, n: int = 48) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.stack([cx + radius * np.cos(t), cy + radius * np.sin(t)], 1)
+
+
+def _regular(n: int, radius: float = 1.0, phase: float = -np.pi / 2) -> np.ndarray:
+    t = phase + np.arange(n) * 2 * np.pi / n
+    return np.stack([radius * np.cos(t), radius * np.sin(t)], 1)
+
+
+def _star(points: int, inner: float) -> np.ndarray:
+    radii = np.where(np.arange(2 * points) % 2 == 0, 1.0, inner)
+    t = -np.pi / 2 + np.arange(2 * points) * np.pi / points
+    return np.stack([radii * np.cos(t), radii * np.sin(t)], 1)
+
+
+def _cross(arm: float) -> np.ndarray:
+    a = arm
+    return np.array([[-a, -1], [a, -1], [a, -a], [1, -a], [1, a], [a, a], [a, 1], [-a, 1], [-a, a],
+                     [-1, a], [-1, -a], [-a, -a]], dtype=np.float64)
+
+
+def _heart(n: int = 60) -> np.ndarray:
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    x = 16 * np.sin(t) ** 3
+    y = -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+    pts = np.stack([x, y], 1)
+    pts -= (pts.max(0) + pts.min(0)) / 2
+    return pts / np.abs(pts).max()
+
+
+def _arrow(shaft: float, head: float) -> np.ndarray:
+    return np.array([[-1, -shaft], [1 - head, -shaft], [1 - head, -1], [1, 0], [1 - head, 1],
+                     [1 - head, shaft], [-1, shaft]], dtype=np.float64)
+
+
+@lru_cache(maxsize=None)
+def _glyph(letter: str) -> tuple[tuple[np.ndarray, int], ...]:
+    """A thick Hershey letter as polygons (outer contours paint, holes cut), normalised to [-1, 1]."""
+    canvas = np.zeros((160, 160), np.uint8)
+    font = cv2.FONT_HERSHEY_DUPLEX
+    (tw, th), _ = cv2.getTextSize(letter, font, 4.0, 16)
+    cv2.putText(canvas, letter, ((160 - tw) // 2, (160 + th) // 2), font, 4.0, 255, 16, cv2.LINE_8)
+    contours, hierarchy = cv2.findContours(canvas, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float64)
+    centre = (pts.max(0) + pts.min(0)) / 2
+    half = (pts.max(0) - pts.min(0)).max() / 2
+    polys = []
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0]):
+        poly = (contour.reshape(-1, 2).astype(np.float64) - centre) / half
+        polys.append((poly, 1 if parent < 0 else 0))
+    polys.sort(key=lambda pv: -pv[1])  # outer contours first, then the holes
+    return tuple(polys)
+
+
+def _shape(name: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+    """The unit polygons of one instance of a class, centred, the larger side of their box spanning [-1, 1]."""
+    polys = _raw_shape(name, rng)
+    pts = np.concatenate([p for p, v in polys if v])
+    centre = (pts.max(0) + pts.min(0)) / 2
+    half = (pts.max(0) - pts.min(0)).max() / 2
+    return [((p - centre) / half, v) for p, v in polys]
+
+
+def _raw_shape(name: str, rng: np.random.Generator) -> list[tuple[np.ndarray, int]]:
+    """The polygons of one instance of a class, with a little per-instance variation."""
+    if name == "disc":
+        return [(_circle(), 1)]
+    if name == "ring":
+        return [(_circle(), 1), (_circle(rng.uniform(0.45, 0.62)), 0)]
+    if name == "square":
+        return [(np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], np.float64), 1)]
+    if name == "triangle":
+        return [(_regular(3) + rng.uniform(-0.08, 0.08, (3, 2)), 1)]
+    if name == "star":
+        return [(_star(5, rng.uniform(0.48, 0.56)), 1)]
+    if name == "cross":
+        return [(_cross(rng.uniform(0.34, 0.45)), 1)]
+    if name == "crescent":
+        return [(_circle(), 1), (_circle(0.8, cx=rng.uniform(0.55, 0.75)), 0)]
+    if name == "hexagon":
+        return [(_regular(6, phase=0.0), 1)]
+    if name == "heart":
+        return [(_heart(), 1)]
+    if name == "arrow":
+        return [(_arrow(rng.uniform(0.35, 0.5), rng.uniform(0.8, 1.0)), 1)]
+    if name.startswith("glyph_"):
+        return list(_glyph(name[len("glyph_"):]))
+    raise ValueError(f"unknown shape {name!r}")
+
+
+# ------------------------------------------------------------------------------------------ colours
+
+
+def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
+    return np.array(colorsys.hsv_to_rgb((h_deg % 360) / 360, float(np.clip(s, 0, 1)),
+                                        float(np.clip(v, 0, 1))), np.float32) * 255
+
+
+def _class_colours(cls: ObjectClass, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Primary and secondary colour of one instance: same hue family, the second darker or lighter."""
+    h = rng.uniform(*cls.hue)
+    s = rng.uniform(*cls.sat)
+    v = rng.uniform(*cls.val)
+    c1 = _hsv(h, s, v)
+    if v > 0.5:
+        c2 = _hsv(h + rng.uniform(-8, 8), s * rng.uniform(0.5, 0.9), v * rng.uniform(0.35, 0.6))
+    else:
+        c2 = _hsv(h + rng.uniform(-8, 8), s * rng.uniform(0.4, 0.8), min(1.0, v + rng.uniform(0.3, 0.5)))
+    return c1, c2
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A background / stuff colour: any hue, low saturation."""
+    return _hsv(rng.uniform(0, 360), rng.uniform(0.05, 0.45), rng.uniform(0.25, 0.85))
+
+
+# ----------------------------------------------------------------------------------------- textures
+
+
+def _texture(pattern: str, u: np.ndarray, v: np.ndarray, half: float, c1: np.ndarray, c2: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Colour [h, w, 3] of a pattern in the object's own frame (u, v in pixels from its centre)."""
+    period = max(3.0, half * rng.uniform(0.25, 0.45))
+    if pattern == "solid":
+        t = np.zeros_like(u)
+    elif pattern == "stripes":
+        t = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
+    elif pattern == "dots":
+        du = np.mod(u, period) - period / 2
+        dv = np.mod(v, period) - period / 2
+        t = (du * du + dv * dv < (0.3 * period) ** 2).astype(np.float32)
+    elif pattern == "checker":
+        t = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+    elif pattern == "gradient":
+        t = np.clip(0.5 + u / (2 * half), 0, 1)
+    elif pattern == "radial":
+        t = np.clip(np.hypot(u + 0.35 * half, v + 0.35 * half) / (1.6 * half), 0, 1)
+    elif pattern == "grid":
+        lw = max(1.0, period * 0.18)
+        t = ((np.mod(u, period) < lw) | (np.mod(v, period) < lw)).astype(np.float32)
+    else:
+        raise ValueError(f"unknown pattern {pattern!r}")
+    t = t[..., None]
+    return c1 * (1 - t) + c2 * t
+
+
+# -------------------------------------------------------------------------------------- background
+
+
+def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:
+    """Low-frequency noise in [0, 1], [size, size] float32: a cells x cells grid upsampled bicubically."""
+    small = rng.random((cells, cells), dtype=np.float32)
+    field = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    return np.clip(field, 0, 1)
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Cluttered textured background [size, size, 3] float32: surfaces, smooth colour noise, grain."""
+    x = (np.arange(size, dtype=np.float32) / size - 0.5)[None, :]  # [1, W]
+    y = (np.arange(size, dtype=np.float32) / size - 0.5)[:, None]  # [H, 1]
+    c1, c2 = _muted_colour(rng), _muted_colour(rng)
+    mix = _smooth_field(rng, size, int(rng.integers(2, 6)))  # [H, W]
+    img = c1 + (c2 - c1) * mix[..., None]
+    if rng.random() < 0.6:  # a second surface (wall / floor / table edge) split by a soft line
+        a = rng.uniform(0, 2 * np.pi)
+        d = x * np.float32(np.cos(a)) + y * np.float32(np.sin(a)) - np.float32(rng.uniform(-0.3, 0.3))
+        side = np.clip(d * (size / 3) + 0.5, 0, 1)[..., None]
+        img += side * (_muted_colour(rng) + 30 * (mix[..., None] - 0.5) - img)
+    a = rng.uniform(0, 2 * np.pi)  # lighting gradient
+    light = 1 + np.float32(rng.uniform(0.1, 0.35)) * (x * np.float32(np.cos(a)) + y * np.float32(np.sin(a)))
+    kind = rng.integers(3)
+    if kind == 0:  # grain
+        tex = np.float32(rng.uniform(4, 12)) * (_smooth_field(rng, size, size // 4) - 0.5)
+    elif kind == 1:  # wood / fabric: faint warped stripes
+        warp = _smooth_field(rng, size, 4)
+        b = rng.uniform(0, np.pi)
+        phase = (x * np.float32(np.cos(b)) + y * np.float32(np.sin(b))) * np.float32(rng.uniform(8, 30))
+        tex = np.float32(rng.uniform(5, 14)) * np.sin(np.float32(2 * np.pi) * (phase + 2 * warp))
+    else:  # mottled
+        tex = np.float32(rng.uniform(8, 20)) * (_smooth_field(rng, size, 16) - 0.5)
+    img *= light[..., None]
+    img += tex[..., None]
+    return img
+
+
+def _stuff(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
+    """Paint distractors that are not objects: amorphous blobs, pebbles, lines and scribbles."""
+    for _ in range(int(rng.integers(1, 4))):  # amorphous blobs (puddles, foliage, stains)
+        field = _smooth_field(rng, size, int(rng.integers(4, 9)))
+        alpha = np.clip((field - np.float32(rng.uniform(0.72, 0.85))) * 12, 0, 1)
+        colour = _muted_colour(rng)
+        rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+        if len(rows):
+            win = np.s_[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            img[win] += alpha[win][..., None] * (colour - img[win])
+    for _ in range(int(rng.integers(2, 9))):  # pebbles: small irregular polygons in muted colours
+        n = int(rng.integers(5, 10))
+        t = np.sort(rng.uniform(0, 2 * np.pi, n))
+        r = size * rng.uniform(0.01, 0.05) * rng.uniform(0.6, 1.0, n)
+        centre = rng.uniform(0, size, 2)
+        pts = np.stack([centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)], 1)
+        cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], _muted_colour(rng).tolist(),
+                     cv2.LINE_AA, 4)
+    for _ in range(int(rng.integers(2, 10))):  # lines and scribbles (cables, twigs, cracks)
+        n = int(rng.integers(2, 7))
+        start = rng.uniform(-0.1 * size, 1.1 * size, 2)
+        steps = rng.normal(0, size * 0.15, (n - 1, 2))
+        pts = np.concatenate([start[None], start + np.cumsum(steps, 0)])
+        colour = _muted_colour(rng) * rng.uniform(0.4, 1.3)
+        cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, np.clip(colour, 0, 255).tolist(),
+                      int(rng.integers(1, max(2, size // 64) + 1)), cv2.LINE_AA, 4)
+
+
+# ------------------------------------------------------------------------------------------ objects
+
+
+def _sample_scales(rng: np.random.Generator, k: int) -> np.ndarray:
+    """Object sizes (sqrt(area) / image side): one main object in [0.35, 0.5]; each other one small
+    (log-uniform in [0.05, 0.2]) with probability 0.35, else medium to large (uniform in [0.2, 0.5]).
+    Tuned so whole images are about a third object pixels, like VOC (the paper's Image-Crop: 36.4%)."""
+    main = rng.uniform(0.35, MAX_SCALE)
+    small = np.exp(rng.uniform(np.log(MIN_SCALE), np.log(0.2), k - 1))
+    large = rng.uniform(0.2, MAX_SCALE, k - 1)
+    rest = np.where(rng.random(k - 1) < 0.35, small, large)
+    scales = np.concatenate([[main], rest])
+    rng.shuffle(scales)
+    return scales
+
+
+def _place_centre(labels: np.ndarray, half: float, rng: np.random.Generator, tries: int = PLACEMENT_TRIES
+                  ) -> tuple[float, float]:
+    """Centre of a new object: the least crowded of a few random candidates (fewest already painted
+    object pixels under its box), so objects overlap partly rather than pile up. The centre keeps 0.2
+    half-extents from the border, so up to 40% of an object's extent may be cut by the frame."""
+    size = labels.shape[0]
+    best, best_overlap = None, None
+    for cx, cy in rng.uniform(0.2 * half, size - 0.2 * half, (tries, 2)):
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        overlap = np.count_nonzero(labels[y0:int(cy + half) + 1, x0:int(cx + half) + 1])
+        if best is None or overlap < best_overlap:
+            best, best_overlap = (float(cx), float(cy)), overlap
+    return best
+
+
+def _place(polys: list[tuple[np.ndarray, int]], cx: float, cy: float, half: float, aspect: float,
+           angle: float) -> list[tuple[np.ndarray, int]]:
+    """Unit polygons -> image pixel polygons (scale, anisotropic aspect, rotation, translation)."""
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    stretch = np.array([half * aspect, half]) if aspect <= 1 else np.array([half, half / aspect])
+    return [((p * stretch) @ rot.T + [cx, cy], value) for p, value in polys]
+
+
+def _unit_area(polys: list[tuple[np.ndarray, int]], res: int = 128) -> float:
+    """Area of unit-coordinate polygons (holes cut), measured by rasterising [-1, 1]^2 at ``res`` px."""
+    canvas = np.zeros((res, res), np.uint8)
+    for p, value in polys:
+        cv2.fillPoly(canvas, [np.round((p + 1) * res / 2 * 16).astype(np.int32)], int(value), cv2.LINE_8, 4)
+    return max(np.count_nonzero(canvas), 1) * (2 / res) ** 2
+
+
+def _paint_object(img: np.ndarray, labels: np.ndarray, k: int, cls: ObjectClass, scale: float,
+                  rng: np.random.Generator) -> bool:
+    """Paint object ``k`` into ``img`` and the label map; False when it falls outside the image.
+
+    ``scale`` is sqrt(object area) / image side (the COCO notion of object size), so sparse shapes
+    (glyphs, stars) get a larger extent than compact ones (squares, discs) at the same scale."""
+    size = img.shape[0]
+    aspect = rng.uniform(0.75, 1.0) if cls.shape in ("disc", "square", "ring", "hexagon") else 1.0
+    angle = rng.uniform(0, 2 * np.pi)
+    unit = _place(_shape(cls.shape, rng), 0.0, 0.0, 1.0, aspect, 0.0)
+    half = scale * size / math.sqrt(_unit_area(unit))  # area in pixels = (scale * size) ** 2
+    cx, cy = _place_centre(labels, half, rng)
+    polys = _place(unit, cx, cy, half, 1.0, angle)
+    pts = np.concatenate([p for p, _ in polys])
+    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 3, 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 4, size)
+    if x1 <= x0 or y1 <= y0:
+        return False
+    win = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for p, value in polys:
+        cv2.fillPoly(win, [np.round((p - [x0, y0]) * 16).astype(np.int32)], int(value), cv2.LINE_8, 4)
+    inside = win.astype(bool)
+    if not inside.any():
+        return False
+    region = img[y0:y1, x0:x1]
+    if rng.random() < 0.5:  # soft drop shadow (not object)
+        dx, dy = rng.uniform(-0.12, 0.12, 2) * half
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        shadow = cv2.warpAffine(win.astype(np.float32), m, (win.shape[1], win.shape[0]))
+        shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, half * 0.08))
+        region *= (1 - rng.uniform(0.2, 0.45) * shadow)[..., None]
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)  # [1, w]
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)  # [h, 1]
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    u, v = dx * cos + dy * sin, dy * cos - dx * sin  # [h, w] in the object's frame
+    c1, c2 = _class_colours(cls, rng)
+    tex = _texture(cls.pattern, u, v, half, c1, c2, rng)
+    a = rng.uniform(0, 2 * np.pi)  # shading across the object
+    tex *= (1 + 0.25 * (u * np.cos(a) + v * np.sin(a)) / (2 * half))[..., None]
+    alpha = cv2.GaussianBlur(win.astype(np.float32), (3, 3), 0.6)[..., None]  # soft edges
+    region[:] = region * (1 - alpha) + tex * alpha
+    labels[y0:y1, x0:x1][inside] = k
+    return True
+
+
+def min_visible_area(size: int) -> int:
+    """Smallest visible area (pixels) an instance keeps; below it the instance is dropped."""
+    return max(16, int(round(0.0008 * size * size)))
+
+
+def render_scene(seed: int, index: int, size: int = 256) -> RenderedScene:
+    """Render image ``index`` of the data set ``seed``; depends only on (seed, index, size)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+    while True:  # retry (same stream, so still deterministic) in the rare case no instance survives
+        img = _background(rng, size)
+        _stuff(img, rng, size)
+        labels = np.zeros((size, size), np.uint8)
+        k = int(rng.choice(np.arange(MIN_OBJECTS, MAX_OBJECTS + 1), p=OBJECT_COUNT_WEIGHTS))
+        classes = rng.integers(len(CLASSES), size=k)
+        scales = _sample_scales(rng, k)
+        painted = []
+        for j, (c, s) in enumerate(zip(classes, scales)):
+            if _paint_object(img, labels, j + 1, CLASSES[c], float(s), rng):
+                painted.append((j + 1, int(c) + 1, float(s)))
+        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(1.5, 5.0))  # sensor
+        image = (np.clip(img, 0, 255, out=img) + 0.5).astype(np.uint8)  # rounded
+        ids, masks, kept_scales = [], [], []
+        for j, cat, s in painted:
+            m = labels == j
+            if np.count_nonzero(m) >= min_visible_area(size):
+                ids.append(cat)
+                masks.append(m)
+                kept_scales.append(s)
+        if ids:
+            return RenderedScene(image, ids, masks, kept_scales)
+
+
+# --------------------------------------------------------------------------------------------- COCO
+
+
+def _is_val(index: int, val_fraction: float) -> bool:
+    """Every 1/val_fraction-th image is val: exact proportion, independent of the data set length."""
+    return math.floor((index + 1) * val_fraction + 1e-9) > math.floor(index * val_fraction + 1e-9)
+
+
+def _coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndarray) -> dict:
+    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
+    x, y, w, h = (int(v) for v in mask_util.toBbox(rle))
+    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": [x, y, w, h],
+            "area": int(mask_util.area(rle)), "iscrowd": 0,
+            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}}
+
+
+def _save_jpeg(image: np.ndarray, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(image).save(tmp, format="JPEG", quality=95, subsampling=0)  # 4:4:4: keep thin colour detail
+    os.replace(tmp, path)
+
+
+def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
+                 progress: bool = True) -> Path:
+    """Write ``num_images`` scenes as a COCO data set under ``out``; return the annotations.json path.
+
+    ``out/images/NNNNNN.jpg`` (JPEG quality 95, no chroma subsampling; NNNNNN = image id = index + 1) and
+    ``out/annotations.json`` (images with ``"split": "train" | "val"``, annotations with compressed RLE
+    masks as str, categories).
+    Same arguments -> byte-identical annotations and identical pixels. The json is written last, through a
+    temporary file and ``os.replace``, so a folder holding annotations.json is complete.
+    """
+    if int(num_images) < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if int(size) < 32:
+        raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    out = Path(out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in tqdm(range(int(num_images)), desc="scenes", unit="img", disable=not progress):
+        image_id = index + 1
+        scene = render_scene(seed, index, size)
+        file_name = f"images/{image_id:06d}.jpg"
+        _save_jpeg(scene.image, out / file_name)
+        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size,
+                       "split": "val" if _is_val(index, val_fraction) else "train"})
+        for cat, mask in zip(scene.category_ids, scene.masks):
+            annotations.append(_coco_annotation(len(annotations) + 1, image_id, cat, mask))
+    dataset = {
+        "info": {"description": "coarsecrop synthetic scenes", "generator_version": GENERATOR_VERSION,
+                 "seed": int(seed), "size": int(size), "num_images": int(num_images),
+                 "val_fraction": float(val_fraction)},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": CATEGORIES,
+    }
+    path = out / "annotations.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dataset, separators=(",", ":")))
+    os.replace(tmp, path)
+    return path
