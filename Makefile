@@ -1,17 +1,24 @@
-# The two quick-start commands: `make book` and `make test`. Both create .venv and install what they need.
+# The two quick-start commands: `make book` and `make test`. Both create .venv (Python >= 3.10) and
+# install the package with its book and dev extras when .venv is missing or pyproject.toml changed.
+#   make book            default experiments (preset quick) on the built-in scenes, then _build/html
+#   make book PRESET=smoke   the same in seconds (the tests' preset)
+#   make test            pytest (all tests, slow ones included; `make test-fast` skips those)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PRESET ?= quick
 
-.PHONY: install test book experiments bench clean
+.PHONY: install test test-fast experiments book notebooks bench clean
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+		{ echo "coarsecrop needs Python >= 3.10; '$(PYTHON)' is older: run make PYTHON=python3.X ..." >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip >/dev/null
+	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[book,dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (coarsecrop)" >/dev/null
+	# papermill and JupyterLab need a kernelspec named python3 that runs this venv's Python
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (coarsecrop)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,16 +26,27 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The default experiments on the built-in synthetic scenes (preset $(PRESET)), then the HTML book.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Execute every notebooks/NN_topic.py with params/$(PRESET)/NN_topic.yaml into runs/NN_topic/<run-id>/
+# (a complete run with the same parameters is reused) and copy it to book/generated/ for the book.
 experiments: $(STAMP)
 	$(BIN)/python -m coarsecrop.book run --preset $(PRESET)
 
+# -W --keep-going: every warning (a broken glue reference, a missing page) is reported, then fails the build;
+# --all: every page is rebuilt, so a warning cannot hide behind an up-to-date page of an earlier build.
 book: experiments
-	$(BIN)/jupyter-book build . --path-output _build/.. -W --keep-going || $(BIN)/jupyter-book build .
+	$(BIN)/jupyter-book build . -W --keep-going --all
 	@echo "The book: _build/html/index.html"
+
+# Paired .ipynb files for JupyterLab (jupytext.toml pairs notebooks/*.py with notebooks/*.ipynb).
+notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/crop_speed.py
 
 clean:
-	rm -rf _build runs book/generated
+	rm -rf _build book/generated notebooks/*.ipynb
+	@echo "runs/ is kept (experiment results); remove it by hand to rerun everything"

@@ -43,6 +43,37 @@ def _cmd_crops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import signal
+
+    from coarsecrop.train import TrainingDiverged, load_pretrain_params, pretrain
+
+    overrides = dict(args.overrides or [])
+    if args.resume is not None:
+        overrides["resume"] = args.resume
+    params = load_pretrain_params(args.params, overrides)
+    try:
+        summary = pretrain(params)
+    except TrainingDiverged as err:
+        print(f"coarsecrop pretrain: error: {err}", file=sys.stderr)
+        return 1
+    if summary["interrupted"] not in (None, "stop_at_step"):
+        return 128 + signal.Signals[summary["interrupted"]].value  # stopped by a signal, checkpoint saved
+    if not args.quiet and summary.get("resolved"):
+        print(json.dumps({k: summary[k] for k in ("out", "step", "total_steps", "interrupted", "wall_s",
+                                                  "checkpoint", "backbone")}, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from coarsecrop.evaluate.export import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.format, args.out, backbone=args.backbone,
+                            include_fc=not args.no_fc)
+    print(f"wrote {args.format} weights: {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coarsecrop", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_crops)
+
+    p = sub.add_parser("pretrain", help="SSL pretraining on a crop manifest (one process, or under torchrun)")
+    p.add_argument("--params", default=None, help="YAML file of PretrainParams keys (e.g. params/quick/02_pretrain.yaml)")
+    p.add_argument("overrides", nargs="*", type=_key_value, metavar="KEY=VALUE",
+                   help="parameter overrides read as YAML, e.g. epochs=2 batch_size=64 method=byol")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
+                   help="continue the run in `out` (or from CKPT)")
+    p.add_argument("--quiet", action="store_true", help="no summary on stdout")
+    p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("export", help="write a checkpoint's trunk as a torchvision state_dict or a detectron2 pickle")
+    p.add_argument("checkpoint", help="trainer checkpoint, backbone.pt or a torchvision state_dict")
+    p.add_argument("--format", required=True, choices=["torchvision", "detectron2"])
+    p.add_argument("--out", required=True, help="output file (.pt for torchvision, .pkl for detectron2)")
+    p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
+    p.add_argument("--no-fc", action="store_true",
+                   help="torchvision: leave out the freshly initialised fc (for detection backbones, strict=True)")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

@@ -1,0 +1,411 @@
+"""Pretraining speed: training images/s of each SSL method, ours beside lightly's, on CPU; and on a
+GPU (when there is one) ResNet-50 MoCo-v2 at 224 px with data loading included.
+
+    python benchmarks/pretrain_speed.py                     # CPU table (+ GPU section if CUDA)
+    python benchmarks/pretrain_speed.py --methods moco_v2 byol --steps 20 --threads 2
+    python benchmarks/pretrain_speed.py --gpu-only --gpu-batch 256 --workers 15
+
+CPU section: a fixed small configuration (default: torchvision ResNet-18 trunk at 64 px, batch 32;
+MAE on vit_micro_patch8 at 64 px), paper-default heads and queues, one training step = forward,
+backward, optimiser step, momentum update. Our method and lightly's composition of the same
+method (built as lightly's examples do: its heads, NTXentLoss with a memory bank,
+NegativeCosineSimilarity, update_momentum, select_most_similar, MAE TIMM modules) get the same
+trunk weights, the same views and the same optimiser; they run in alternating rounds and the
+median step time counts, so load on the machine hits both alike. An image = one sample (its
+2 views). A second table times the view pipelines (ours vs lightly's transforms, one 256 x 300
+uint8 image to 224-px views). lightly is optional: without it only our numbers are printed.
+
+GPU section (only with CUDA): ResNet-50 MoCo-v2, 224-px views, bf16 autocast, channels_last,
+SGD; images/s per GPU for (a) the model alone on device tensors, (b) the loader alone (JPEG
+decode + our MoCo-v2 views in DataLoader workers), (c) both together, the number that counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from coarsecrop.data.views import view_pipeline  # noqa: E402
+from coarsecrop.ssl import build_method  # noqa: E402
+
+METHOD_NAMES = ("moco_v2", "byol", "densecl", "mae")
+
+
+# ---- lightly's versions of the four methods (as in lightly's examples/pytorch/*.py) --------------
+
+def lightly_method(name: str, trunk: nn.Module, image_size: int):
+    """lightly's composition of method ``name`` on ``trunk`` (a copy), or None without lightly."""
+    try:
+        import lightly  # noqa: F401
+    except ImportError:
+        return None
+    if name == "moco_v2":
+        return LightlyMoCo(copy.deepcopy(trunk))
+    if name == "byol":
+        return LightlyBYOL(copy.deepcopy(trunk))
+    if name == "densecl":
+        return LightlyDenseCL(copy.deepcopy(trunk))
+    return LightlyMAE(copy.deepcopy(trunk))
+
+
+def trunk_dim(trunk: nn.Module) -> int:
+    from coarsecrop.models.narrow import trunk_channels
+    return trunk_channels(trunk)
+
+
+class LightlyMoCo(nn.Module):
+    def __init__(self, trunk):
+        super().__init__()
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import MoCoProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+        self.backbone, self.head = trunk, MoCoProjectionHead(trunk_dim(trunk), 2048, 128)
+        self.backbone_m, self.head_m = copy.deepcopy(self.backbone), copy.deepcopy(self.head)
+        deactivate_requires_grad(self.backbone_m)
+        deactivate_requires_grad(self.head_m)
+        self.criterion = NTXentLoss(temperature=0.2, memory_bank_size=(65536, 128))
+
+    def forward(self, views):
+        q = self.head(self.backbone(views[0]).flatten(2).mean(2))
+        with torch.no_grad():
+            k = self.head_m(self.backbone_m(views[1]).flatten(2).mean(2))
+        return self.criterion(q, k)
+
+    def momentum_update(self, progress):
+        from lightly.models.utils import update_momentum
+        update_momentum(self.backbone, self.backbone_m, 0.999)
+        update_momentum(self.head, self.head_m, 0.999)
+
+
+class LightlyBYOL(nn.Module):
+    def __init__(self, trunk):
+        super().__init__()
+        from lightly.loss import NegativeCosineSimilarity
+        from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+        self.backbone = trunk
+        self.projection_head = BYOLProjectionHead(trunk_dim(trunk), 4096, 256)
+        self.prediction_head = BYOLPredictionHead(256, 4096, 256)
+        self.backbone_m, self.projection_head_m = copy.deepcopy(trunk), copy.deepcopy(self.projection_head)
+        deactivate_requires_grad(self.backbone_m)
+        deactivate_requires_grad(self.projection_head_m)
+        self.criterion = NegativeCosineSimilarity()
+
+    def forward(self, views):
+        p = [self.prediction_head(self.projection_head(self.backbone(v).flatten(2).mean(2))) for v in views[:2]]
+        with torch.no_grad():
+            z = [self.projection_head_m(self.backbone_m(v).flatten(2).mean(2)) for v in views[:2]]
+        return 0.5 * (self.criterion(p[0], z[1]) + self.criterion(p[1], z[0]))
+
+    def momentum_update(self, progress):
+        from lightly.models.utils import update_momentum
+        from lightly.utils.scheduler import cosine_schedule
+        m = cosine_schedule(int(progress * 1000), 1001, 0.99, 1.0)
+        update_momentum(self.backbone, self.backbone_m, m)
+        update_momentum(self.projection_head, self.projection_head_m, m)
+
+
+class LightlyDenseCL(nn.Module):
+    """lightly's DenseCL example, with the momentum heads used for the keys (the example reuses the
+    online heads there) and its per-location memory bank for the dense branch."""
+
+    def __init__(self, trunk):
+        super().__init__()
+        from lightly.loss import NTXentLoss
+        from lightly.models.modules import DenseCLProjectionHead
+        from lightly.models.utils import deactivate_requires_grad
+        c = trunk_dim(trunk)
+        self.backbone = trunk
+        self.head_global, self.head_local = DenseCLProjectionHead(c, 2048, 128), DenseCLProjectionHead(c, 2048, 128)
+        self.backbone_m = copy.deepcopy(trunk)
+        self.head_global_m, self.head_local_m = copy.deepcopy(self.head_global), copy.deepcopy(self.head_local)
+        for m in (self.backbone_m, self.head_global_m, self.head_local_m):
+            deactivate_requires_grad(m)
+        self.criterion_global = NTXentLoss(temperature=0.2, memory_bank_size=(65536, 128))
+        self.criterion_local = NTXentLoss(temperature=0.2, memory_bank_size=(65536, 128))
+
+    @staticmethod
+    def encode(backbone, head_global, head_local, x):
+        features = backbone(x)
+        glob = head_global(features.flatten(2).mean(2))
+        features = features.flatten(start_dim=2).permute(0, 2, 1)  # [B, HW, C]
+        return features, glob, head_local(features)
+
+    def forward(self, views):
+        from lightly.models.utils import select_most_similar
+        qf, qg, ql = self.encode(self.backbone, self.head_global, self.head_local, views[0])
+        with torch.no_grad():
+            kf, kg, kl = self.encode(self.backbone_m, self.head_global_m, self.head_local_m, views[1])
+            kl = select_most_similar(qf.detach(), kf, kl)
+        return 0.5 * (self.criterion_global(qg, kg) + self.criterion_local(ql.flatten(end_dim=1), kl.flatten(end_dim=1)))
+
+    def momentum_update(self, progress):
+        from lightly.models.utils import update_momentum
+        for a, b in ((self.backbone, self.backbone_m), (self.head_global, self.head_global_m),
+                     (self.head_local, self.head_local_m)):
+            update_momentum(a, b, 0.999)
+
+
+class LightlyMAE(nn.Module):
+    def __init__(self, vit):
+        super().__init__()
+        from lightly.models.modules import masked_autoencoder_timm, masked_vision_transformer_timm
+        self.patch_size = vit.patch_embed.patch_size[0]
+        self.backbone = masked_vision_transformer_timm.MaskedVisionTransformerTIMM(vit=vit)
+        self.sequence_length = self.backbone.sequence_length
+        with warnings.catch_warnings():  # deprecated in lightly 1.6 but what its MAE example uses
+            warnings.simplefilter("ignore", FutureWarning)
+            self.decoder = masked_autoencoder_timm.MAEDecoderTIMM(
+                num_patches=vit.patch_embed.num_patches, patch_size=self.patch_size, embed_dim=vit.embed_dim,
+                decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, mlp_ratio=4.0,
+                proj_drop_rate=0.0, attn_drop_rate=0.0)
+
+    def forward(self, views):
+        from lightly.models import utils
+        images = views[0]
+        idx_keep, idx_mask = utils.random_token_mask(size=(images.shape[0], self.sequence_length),
+                                                     mask_ratio=0.75, device=images.device)
+        x = self.backbone.encode(images=images, idx_keep=idx_keep)
+        x = self.decoder.embed(x)
+        x_masked = utils.repeat_token(self.decoder.mask_token, (images.shape[0], self.sequence_length))
+        x_masked = utils.set_at_index(x_masked, idx_keep, x.type_as(x_masked))
+        x = self.decoder.predict(utils.get_at_index(self.decoder.decode(x_masked), idx_mask))
+        target = utils.get_at_index(utils.patchify(images, self.patch_size), idx_mask - 1)
+        return F.mse_loss(x, target)
+
+    def momentum_update(self, progress):
+        pass
+
+
+# ---- CPU: ours vs lightly ---------------------------------------------------------------------------
+
+def make_trunk(name: str, backbone: str, size: int) -> nn.Module:
+    if name == "mae":
+        from coarsecrop.models.vit import build_vit
+        return build_vit("vit_micro_patch8", size)
+    if backbone.startswith("resnet") and "_w" not in backbone:
+        import torchvision
+        from coarsecrop.models.backbones import ResNetTrunk
+        return ResNetTrunk(getattr(torchvision.models, backbone)(weights=None), backbone)
+    from coarsecrop.models.narrow import build_narrow
+    return build_narrow(backbone)
+
+
+def train_step_fn(model: nn.Module, name: str, ours: bool):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "mae":
+        opt = torch.optim.AdamW(params, lr=1.5e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    else:
+        opt = torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4)
+
+    def step(views, progress):
+        loss = model(views)["loss"] if ours else model(views)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        model.momentum_update(progress)
+        return loss
+    return step
+
+
+def cpu_table(args) -> None:
+    torch.set_num_threads(args.threads)
+    print(f"\nCPU: {args.backbone} (MAE: vit_micro_patch8) at {args.size} px, batch {args.batch}, "
+          f"{args.steps} timed steps after {args.warmup} warm-up, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+    print(f"{'method':<10}{'ours img/s':>12}{'lightly img/s':>15}{'ours/lightly':>14}")
+    for name in args.methods:
+        torch.manual_seed(0)
+        trunk = make_trunk(name, args.backbone, args.size)
+        ours = build_method(name, copy.deepcopy(trunk), args.size, seed=0)
+        theirs = lightly_method(name, trunk, args.size)
+        if theirs is not None and name != "mae":  # same trunk weights
+            theirs.backbone.load_state_dict(ours.backbone.state_dict())
+        ours.train()
+        n_views = 1 if name == "mae" else 2
+        views = [torch.randn(args.batch, 3, args.size, args.size) for _ in range(n_views)]
+        runners = {"ours": train_step_fn(ours, name, True)}
+        if theirs is not None:
+            theirs.train()
+            runners["lightly"] = train_step_fn(theirs, name, False)
+        times = {k: [] for k in runners}
+        for k, run in runners.items():  # warm-up
+            for _ in range(args.warmup):
+                run(views, 0.0)
+        rounds = max(1, args.steps // args.round)
+        for r in range(rounds):  # alternate, so load on the machine hits both
+            for k, run in runners.items():
+                for i in range(args.round):
+                    t0 = time.perf_counter()
+                    run(views, (r * args.round + i) / max(args.steps, 1))
+                    times[k].append(time.perf_counter() - t0)
+        ours_ips = args.batch / statistics.median(times["ours"])
+        if "lightly" in times:
+            lightly_ips = args.batch / statistics.median(times["lightly"])
+            print(f"{name:<10}{ours_ips:>12.1f}{lightly_ips:>15.1f}{ours_ips / lightly_ips:>14.2f}")
+        else:
+            print(f"{name:<10}{ours_ips:>12.1f}{'(no lightly)':>15}{'':>14}")
+
+
+def view_table(args) -> None:
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    g = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 256, 300), dtype=torch.uint8, generator=g)
+    try:
+        from lightly.transforms import BYOLTransform, MAETransform, MoCoV2Transform
+        from PIL import Image
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+        theirs = {"moco_v2": MoCoV2Transform(input_size=224), "byol": BYOLTransform(), "mae": MAETransform(input_size=224)}
+    except ImportError:
+        theirs, pil = {}, None
+    print("\nView pipelines, one 256 x 300 image -> 224-px views, 1 thread (ours: uint8 tensor in; lightly: PIL in)")
+    print(f"{'pipeline':<10}{'ours img/s':>12}{'lightly img/s':>15}{'ours/lightly':>14}")
+    for name in ("moco_v2", "byol", "mae"):
+        ours = view_pipeline(name, 224)
+        rates = {"ours": rate(lambda: ours(image), args.view_iters)}
+        if name in theirs:
+            rates["lightly"] = rate(lambda: theirs[name](pil), args.view_iters)
+            print(f"{name:<10}{rates['ours']:>12.1f}{rates['lightly']:>15.1f}{rates['ours'] / rates['lightly']:>14.2f}")
+        else:
+            print(f"{name:<10}{rates['ours']:>12.1f}")
+
+
+def rate(fn, iters: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    return iters / (time.perf_counter() - t0)
+
+
+# ---- GPU: ResNet-50 MoCo-v2 with data loading ---------------------------------------------------------
+
+class JpegViews(torch.utils.data.Dataset):
+    """N in-memory JPEGs (smooth synthetic scenes), decoded and turned into MoCo-v2 views per sample."""
+
+    def __init__(self, n: int, size: int, view_size: int):
+        from torchvision.io import encode_jpeg
+        g = torch.Generator().manual_seed(0)
+        self.jpegs = []
+        for _ in range(n):
+            low = torch.randint(0, 256, (3, 8, 8), generator=g, dtype=torch.uint8).float()
+            img = F.interpolate(low[None], size=(size, size * 4 // 3), mode="bicubic", align_corners=False)[0]
+            img = (img + torch.randn(img.shape, generator=g) * 12).clamp(0, 255).to(torch.uint8)
+            self.jpegs.append(encode_jpeg(img, quality=90))
+        self.views = view_pipeline("moco_v2", view_size)
+
+    def __len__(self):
+        return 10 ** 9  # sampled with replacement
+
+    def __getitem__(self, i):
+        from torchvision.io import decode_jpeg
+        return self.views(decode_jpeg(self.jpegs[i % len(self.jpegs)]))
+
+
+def gpu_section(args) -> None:
+    device = torch.device(args.gpu_device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("\nGPU: no CUDA device here; section skipped")
+        return
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    method = build_method("moco_v2", "resnet50", 224, seed=0).to(device).to(memory_format=torch.channels_last)
+    method.train()
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.3 * args.gpu_batch / 256, momentum=0.9, weight_decay=1e-4)
+
+    def step(views):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            loss = method(views)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        method.momentum_update(0.0)
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{device} (dry run)"
+    print(f"\nGPU: {name}, ResNet-50 MoCo-v2, 224 px, batch {args.gpu_batch}, bf16 autocast, channels_last")
+    fixed = [torch.randn(args.gpu_batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+             for _ in range(2)]
+    for _ in range(args.gpu_warmup):
+        step(fixed)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(args.gpu_steps):
+        step(fixed)
+    sync()
+    model_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
+    print(f"  (a) model only, device tensors:        {model_ips:8.0f} img/s")
+
+    workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    loader = torch.utils.data.DataLoader(
+        JpegViews(512, 256, 224), batch_size=args.gpu_batch, sampler=torch.utils.data.RandomSampler(
+            range(10 ** 6), replacement=True, num_samples=10 ** 7),
+        num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True, prefetch_factor=4)
+    it = iter(loader)
+    for _ in range(2):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(args.gpu_steps):
+        next(it)
+    loader_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
+    print(f"  (b) loader only, {workers:2d} workers (JPEG + views): {loader_ips:8.0f} img/s")
+
+    def to_device(views):
+        return [v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in views]
+    for _ in range(2):
+        step(to_device(next(it)))
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(args.gpu_steps):
+        step(to_device(next(it)))
+    sync()
+    total_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
+    print(f"  (c) training with data loading:       {total_ips:8.0f} img/s per GPU "
+          f"({'loader' if loader_ips < model_ips else 'model'}-bound; target 1,000 on an H100, "
+          f"published MoCo-v2 anchor ~168 on a V100)")
+    if device.type == "cuda":
+        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_NAMES), choices=METHOD_NAMES)
+    parser.add_argument("--backbone", default="resnet18", help="resnet18/resnet50 or a narrow name, e.g. resnet10_w16")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--round", type=int, default=2, help="steps per alternation round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--view-iters", type=int, default=30)
+    parser.add_argument("--gpu-batch", type=int, default=256)
+    parser.add_argument("--gpu-steps", type=int, default=20)
+    parser.add_argument("--gpu-warmup", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: CPUs - 1)")
+    parser.add_argument("--gpu-device", default="cuda", help="'cpu' dry-runs the GPU section's code")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--cpu-only", action="store_true")
+    group.add_argument("--gpu-only", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.gpu_only:
+        cpu_table(args)
+        view_table(args)
+    if not args.cpu_only:
+        gpu_section(args)
+
+
+if __name__ == "__main__":
+    main()

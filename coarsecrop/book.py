@@ -1,0 +1,179 @@
+"""Run the experiment notebooks for the book: ``python -m coarsecrop.book run --preset quick``.
+
+For each notebooks/NN_topic.py (jupytext py:percent, the source of truth):
+1. convert it to notebooks/NN_topic.ipynb with a ``python3`` kernelspec (papermill needs one);
+2. effective parameters = the notebook's ``parameters`` cell updated by params/<preset>/NN_topic.yaml;
+   run id = short hash of them; run folder = runs/NN_topic/<run id>/;
+3. skip when that folder holds a complete run (run.json says "ok"), else execute the notebook with
+   papermill into the run folder (the notebook writes metrics.json and figures there);
+4. copy the executed notebook to book/generated/NN_topic.ipynb, where the book reads it.
+
+A failed notebook is recorded in its run folder (run.json status "failed" + FAILED.txt with the
+traceback; the partly executed notebook stays there), the traceback is printed, the other notebooks
+still run, and the command exits 1. The later sweep runner generalises this; it stays small on purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+from coarsecrop.params import run_id
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# Parameters that say where a run goes, not what it computes: not part of the run id.
+NOT_HASHED = ("out", "preset")
+
+
+def convert(source: Path, target: Path) -> Path:
+    """jupytext py:percent -> .ipynb with the python3 kernelspec (written only when it changes)."""
+    import jupytext
+
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    text = jupytext.writes(nb, fmt="ipynb")
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    return target
+
+
+def notebook_defaults(ipynb: Path) -> dict:
+    """The values of the notebook's ``parameters`` cell (literals only, as papermill sees them)."""
+    import papermill
+
+    defaults = {}
+    for name, info in papermill.inspect_notebook(str(ipynb)).items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{ipynb}: parameter {name} = {info['default']!r} is not a literal; the "
+                             "parameters cell must hold plain values") from err
+    return defaults
+
+
+def read_preset(path: Path, defaults: dict) -> dict:
+    """A preset file (YAML mapping); every key must be a parameter of the notebook."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no preset file {path}: every notebook needs one file per preset")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a preset file must be a YAML mapping of parameter: value")
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"{path}: unknown parameter(s) {', '.join(unknown)}; the notebook's parameters "
+                         f"cell has: {', '.join(sorted(defaults))}")
+    return values
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete when run.json says ok and its metrics.json and executed notebook exist."""
+    try:
+        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return record.get("status") == "ok" and (run_dir / "metrics.json").is_file() and \
+        (run_dir / f"{record.get('notebook')}.ipynb").is_file()
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    tmp = run_dir / ".run.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / "run.json")
+
+
+def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_output: bool = True) -> Path:
+    """Execute notebooks/<name>.py with params/<preset>/<name>.yaml into runs/<name>/<id>/; returns the
+    run folder. Raises RuntimeError (after recording the failure) when the notebook fails."""
+    import papermill
+
+    source = root / "notebooks" / f"{name}.py"
+    ipynb = convert(source, source.with_suffix(".ipynb"))
+    defaults = notebook_defaults(ipynb)
+    preset_path = root / "params" / preset / f"{name}.yaml"
+    values = read_preset(preset_path, defaults)
+    effective = {**defaults, **values}
+    rid = run_id({k: v for k, v in effective.items() if k not in NOT_HASHED})
+    run_dir = root / "runs" / name / rid
+    executed = run_dir / f"{name}.ipynb"
+    generated = root / "book" / "generated" / f"{name}.ipynb"
+    if is_complete(run_dir) and not force:
+        print(f"[book] {name}: complete run {run_dir.relative_to(root)} exists (preset {preset}); skipped")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("run.json", "FAILED.txt", "metrics.json"):
+            (run_dir / stale).unlink(missing_ok=True)
+        parameters = {**values, "out": str(run_dir), "preset": str(preset_path.relative_to(root))}
+        record = {"notebook": name, "preset": preset, "run_id": rid, "parameters": effective,
+                  "status": "running"}
+        write_record(run_dir, record)
+        print(f"[book] {name}: running with preset {preset} into {run_dir.relative_to(root)}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(ipynb), str(executed), parameters=parameters, kernel_name=KERNELSPEC["name"],
+                cwd=str(root), progress_bar=False, log_output=log_output, request_save_on_cell_execute=True,
+            )
+        except Exception as err:  # record, show, and fail the command
+            tb = traceback.format_exc()
+            (run_dir / "FAILED.txt").write_text(tb, encoding="utf-8")
+            write_record(run_dir, {**record, "status": "failed", "wall_time_s": round(time.perf_counter() - t0, 2),
+                                   "error": f"{type(err).__name__}: {str(err).strip().splitlines()[-1:]}"})
+            print(tb, file=sys.stderr)
+            raise RuntimeError(f"notebook {name} failed (preset {preset}); traceback in "
+                               f"{run_dir / 'FAILED.txt'}, partly executed notebook in {executed}") from err
+        if not (run_dir / "metrics.json").is_file():
+            write_record(run_dir, {**record, "status": "failed", "error": "no metrics.json written"})
+            raise RuntimeError(f"notebook {name} ran but wrote no {run_dir / 'metrics.json'}")
+        write_record(run_dir, {**record, "status": "ok", "wall_time_s": round(time.perf_counter() - t0, 2)})
+        print(f"[book] {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    generated.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(executed, generated)
+    return run_dir
+
+
+def notebook_names(root: Path) -> list[str]:
+    """Every notebooks/NN_topic.py, in order."""
+    return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coarsecrop.book", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="execute the notebooks with a preset into runs/ and book/generated/")
+    p.add_argument("--preset", default="quick", help="folder under params/ (smoke | quick | ...)")
+    p.add_argument("--notebook", action="append", help="only this notebook (e.g. 01_crops); repeatable")
+    p.add_argument("--force", action="store_true", help="rerun even when a complete run exists "
+                   "(the run id hashes parameters, not code: use after changing the code)")
+    p.add_argument("--root", default=".", help="project root (holds notebooks/ and params/)")
+    args = parser.parse_args(argv)
+
+    root = Path(args.root).resolve()
+    names = args.notebook or notebook_names(root)
+    if not names:
+        print(f"no notebooks under {root / 'notebooks'}", file=sys.stderr)
+        return 1
+    failed = []
+    for name in names:
+        try:
+            run_notebook(root, name, args.preset, force=args.force)
+        except (RuntimeError, ValueError, FileNotFoundError) as err:
+            print(f"[book] {name}: FAILED: {err}", file=sys.stderr)
+            failed.append(name)
+    if failed:
+        print(f"[book] failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,427 @@
+"""A crop job: one strategy over a whole scene set, into a sharded, resumable manifest.
+
+    scenes --open_scenes--> sorted scene list --shard_size--> shards --rank k % world--> this process
+      --DataLoader(workers decode, max_side)--> batches --strategy--> boxes in original pixels --> shard files
+
+Many processes (``torchrun``: RANK / WORLD_SIZE / LOCAL_RANK) split one data set with no coordination
+but the file system: shard k belongs to rank k % world_size, every shard is written atomically, and
+whoever finds all shards present writes ``manifest.json`` (see coarsecrop.crops.manifest).
+Bad images never stop a job: they become ``skipped`` lines with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from coarsecrop.boxes import clip_boxes
+from coarsecrop.crops import manifest as mf
+
+DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
+STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
+
+
+# ---------------------------------------------------------------- setup
+
+def check_job_args(n: int, batch_size: int, workers: int, shard_size: int, max_side: int) -> None:
+    """Fail at once, with the option's name, on values that cannot work."""
+    for name, value, least in (("n", n, 1), ("batch_size", batch_size, 1), ("shard_size", shard_size, 1),
+                               ("workers", workers, 0), ("max_side", max_side, 32)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
+    try:
+        rank = int(os.environ.get("RANK", 0))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        local = int(os.environ.get("LOCAL_RANK", rank))
+    except ValueError as err:
+        raise ValueError(f"RANK / WORLD_SIZE / LOCAL_RANK must be integers: {err}") from None
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
+    return rank, world, local
+
+
+def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
+    """"auto" -> cuda if available else cpu; "cuda" -> cuda:LOCAL_RANK (one GPU per torchrun rank);
+    "cuda:K" as given."""
+    name = "auto" if device is None else str(device)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:K") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU; use --device cpu")
+        index = local_rank if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"cuda:{index} does not exist ({torch.cuda.device_count()} GPUs visible)")
+        dev = torch.device("cuda", index)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _takes(cls, option: str) -> bool:
+    """Does strategy class ``cls`` take ``option`` (n, backbone, checkpoint)?
+
+    The class's ``defaults`` (the strategies' parameter contract) decide; for a class without them,
+    its constructor's named parameters."""
+    defaults = getattr(cls, "defaults", None)
+    if isinstance(defaults, dict):
+        return option in defaults
+    try:
+        return option in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def build_strategy(name: str, device: torch.device, n: int, backbone: str | None, checkpoint: str | None,
+                   params: dict | None):
+    """make_strategy with the job's options passed only to strategies that take them.
+
+    Unknown names and parameters fail here (ValueError listing the valid ones), before any work."""
+    from coarsecrop.crops.strategies import STRATEGIES, make_strategy
+
+    params = dict(params or {})
+    clash = [k for k in STRATEGY_OPTIONS if k in params]
+    if clash:
+        raise ValueError(f"{', '.join(clash)} are options of the job: give --{clash[0]} ..., "
+                         f"not --param {clash[0]}=...")
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}")
+    cls = STRATEGIES[name]
+    options: dict = {}
+    if _takes(cls, "n"):
+        options["n"] = n
+    if _takes(cls, "backbone"):
+        options["backbone"] = backbone
+    if checkpoint is not None:
+        if not _takes(cls, "checkpoint"):
+            users = sorted(k for k, c in STRATEGIES.items() if _takes(c, "checkpoint"))
+            raise ValueError(f"strategy {name!r} uses no backbone, so --checkpoint does not apply "
+                             f"(strategies with a backbone: {', '.join(users)})")
+        options["checkpoint"] = os.path.abspath(checkpoint)
+    return make_strategy(name, device=device, **options, **params)
+
+
+def sorted_scenes(scene_set) -> list:
+    """Scenes in a fixed order (relative file, then id) whatever order the reader produced."""
+    root = scene_set.root
+    return sorted(scene_set.scenes, key=lambda s: (relative_file(s.file, root), str(s.id)))
+
+
+def relative_file(file: str, root: str) -> str:
+    """Path of ``file`` relative to the scene set root, with forward slashes."""
+    return Path(os.path.relpath(os.path.abspath(file), os.path.abspath(root))).as_posix()
+
+
+def scene_list_sha256(scenes: list, root: str) -> str:
+    """Fingerprint of the image list: a data set that gained or lost images is a different job."""
+    h = hashlib.sha256()
+    for s in scenes:
+        h.update(f"{s.id}\t{relative_file(s.file, root)}\n".encode())
+    return h.hexdigest()
+
+
+def job_config(scene_set, scenes: list, source, images, split, strategy, n: int, backbone, checkpoint,
+               shard_size: int, max_side: int, device: torch.device) -> dict:
+    """Everything that decides the manifest's bytes (and nothing that does not: workers, batch size,
+    rank count, timing). Two runs with equal configs resume each other."""
+    params = {k: v for k, v in dict(strategy.params).items() if k != "device"}
+    uses_backbone = _takes(type(strategy), "backbone")
+    return {
+        "source": os.path.abspath(source),
+        "images": None if images is None else os.path.abspath(images),
+        "format": scene_set.format,
+        "root": os.path.abspath(scene_set.root),
+        "split": split,
+        "num_images": len(scenes),
+        "scenes_sha256": scene_list_sha256(scenes, scene_set.root),
+        "strategy": strategy.name,
+        "params": json.loads(json.dumps(params, default=str)),
+        "n": n,
+        "backbone": backbone if uses_backbone else None,
+        "checkpoint": None if checkpoint is None else {"path": os.path.abspath(checkpoint),
+                                                       "sha256": file_sha256(checkpoint)},
+        "shard_size": shard_size,
+        "max_side": max_side,
+        "device_type": device.type,  # CPU float32 and CUDA bf16 scores may differ in the last digits
+    }
+
+
+# ---------------------------------------------------------------- decoding (DataLoader workers)
+
+class DecodeScenes(torch.utils.data.Dataset):
+    """Scene index -> (index, uint8 [3, H, W] tensor, scale) or (index, None, reason) for a bad image.
+
+    Holds only file names (cheap to send to worker processes)."""
+
+    def __init__(self, files: list[str], max_side: int):
+        self.files = files
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        from coarsecrop.data.images import BadImage, load_image
+
+        file = self.files[i]
+        try:
+            array, scale = load_image(file, max_side=self.max_side)  # [H, W, 3] uint8
+        except BadImage as err:  # "<path>: <reason>"; the line already names the file
+            return i, None, str(err).removeprefix(f"{file}: ")
+        except Exception as err:  # noqa: BLE001 - bad input never stops a job
+            return i, None, f"could not read image: {type(err).__name__}: {err}".replace(file, "<file>")
+        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()  # [3, H, W]
+        return i, image, float(scale)
+
+
+def _as_list(batch):
+    return batch
+
+
+def shard_batches(shards: list[int], sizes: list[tuple[int, int]], shard_size: int,
+                  batch_size: int) -> list[list[int]]:
+    """Batches of scene indices that never cross a shard, so a resumed shard sees the same batches.
+
+    Within a shard, scenes are batched by recorded size (height, width), so images of one size meet
+    in one batch and share one backbone forward (the strategies group equal sizes); lines are still
+    written in scene order."""
+    batches = []
+    for k in shards:
+        idx = sorted(range(k * shard_size, min((k + 1) * shard_size, len(sizes))), key=lambda i: (sizes[i], i))
+        batches += [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
+    return batches
+
+
+# ---------------------------------------------------------------- cropping
+
+def original_size(scene, image: torch.Tensor, scale: float) -> tuple[int, int]:
+    """(width, height) of the original image: the decoded size, or the recorded one when the image
+    was decoded smaller and the record agrees (decoded size x scale is off by rounding)."""
+    h, w = image.shape[-2:]
+    if scale == 1.0:
+        return int(w), int(h)
+    width, height = round(w * scale), round(h * scale)
+    if scene.width and scene.height and abs(scene.width - width) <= scale + 1 \
+            and abs(scene.height - height) <= scale + 1:
+        return int(scene.width), int(scene.height)
+    return int(width), int(height)
+
+
+def crop_record(scene, file: str, image: torch.Tensor, scale: float, boxes: torch.Tensor,
+                scores: torch.Tensor) -> dict:
+    """Strategy output (decoded pixels) -> manifest line (original pixels, clipped, rounded).
+
+    An image decoded smaller is a resize of the whole original, so each axis maps back by its own
+    factor (original size / decoded size): exact on both axes, where one ``scale`` is exact only
+    along the long side."""
+    width, height = original_size(scene, image, scale)
+    boxes = boxes.detach().to("cpu", torch.float64).reshape(-1, 4)
+    scores = scores.detach().to("cpu", torch.float32).reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError(f"strategy returned {len(boxes)} boxes but {len(scores)} scores")
+    if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
+        raise ValueError("strategy returned non-finite boxes or scores")
+    if scale != 1.0:
+        h, w = image.shape[-2:]
+        boxes = boxes * torch.tensor([width / w, height / h, width / w, height / h], dtype=torch.float64)
+    return mf.crop_line(scene.id, file, width, height, clip_boxes(boxes, width, height), scores)
+
+
+def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[int, dict]:
+    """Run the strategy on one batch of decoded images; returns scene index -> manifest line.
+
+    When the batch fails, each image is retried alone, and an image the strategy cannot handle becomes
+    a skipped line (one strange image must not cost the whole job)."""
+    try:
+        results = strategy([img for _, img, _ in items], [scenes[i] for i, _, _ in items])
+        return {i: crop_record(scenes[i], files[i], img, s, b, sc)
+                for (i, img, s), (b, sc) in zip(items, results, strict=True)}
+    except Exception as err:  # noqa: BLE001
+        if len(items) == 1:
+            i = items[0][0]
+            warnings.warn(f"crop strategy failed on {scenes[i].file}: {type(err).__name__}: {err}")
+            return {i: mf.skipped_line(scenes[i].id, files[i], f"crop strategy failed: {type(err).__name__}: {err}")}
+    lines = {}
+    for item in items:
+        lines.update(crop_batch(strategy, [item], scenes, files))
+    return lines
+
+
+# ---------------------------------------------------------------- the job
+
+def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5, strategy_params=None,
+                 checkpoint=None, backbone="resnet50", device="auto", batch_size=8, workers=2,
+                 shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE) -> dict:
+    """Run ``strategy`` over the scene set at ``scenes`` into the manifest folder ``out``; resumable.
+
+    Returns a JSON-able summary: ``done`` / ``skipped`` / ``boxes`` / ``skip_reasons`` over all finished
+    shards (the whole data set once ``complete``), this process's ``images_per_s`` and ``seconds``,
+    shard counts, and ``this_run`` (the same counts for the images this process cropped now)."""
+    from coarsecrop.data.scenes import open_scenes
+
+    if out is None:
+        raise ValueError("--out is required: the folder of the crop manifest")
+    check_job_args(n, batch_size, workers, shard_size, max_side)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
+    t_start = time.perf_counter()
+    rank, world, local_rank = dist_env()
+    dev = resolve_device(device, local_rank)
+    strat = build_strategy(strategy, dev, n, backbone, checkpoint, strategy_params)
+
+    scene_set = open_scenes(scenes, images=images, split=split)
+    check_annotations(strat, scene_set, scenes)
+    ordered = sorted_scenes(scene_set)
+    if not ordered:
+        raise ValueError(f"no images in {scenes}" + (f" (split {split!r})" if split else ""))
+    files = [relative_file(s.file, scene_set.root) for s in ordered]
+
+    out = Path(out)
+    config = job_config(scene_set, ordered, scenes, images, split, strat, n, backbone, checkpoint,
+                        shard_size, max_side, dev)
+    request = {"scenes": os.path.abspath(scenes), "images": None if images is None else os.path.abspath(images),
+               "split": split, "strategy": strategy, "n": n, "backbone": config["backbone"],
+               "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint),
+               "shard_size": shard_size, "max_side": None if max_side == DEFAULT_MAX_SIDE else max_side,
+               "device": None if str(device) == "auto" else str(device),
+               "strategy_params": dict(strategy_params or {})}
+    code = mf.code_version()
+    started_with = mf.open_job_folder(out, config, code, request)
+    if started_with != code:
+        warnings.warn(f"{out} was started by {started_with} and resumes with {code}; shards written "
+                      "by each may differ")
+
+    total = mf.num_shards(len(ordered), shard_size)
+    mine = [k for k in range(total) if k % world == rank]
+    mf.remove_stale_temporaries(out, mine)
+    pending = mf.missing_shards(out, total)
+    pending = [k for k in pending if k % world == rank]
+    setup_s = time.perf_counter() - t_start
+
+    t0 = time.perf_counter()
+    stats = process_shards(strat, ordered, files, out, pending, shard_size, batch_size, workers, max_side,
+                           dev, progress and rank == 0, f"crops {strat.name}")
+    seconds = time.perf_counter() - t0
+
+    manifest = finish(out, total)
+    this_run = {**stats, "seconds": round(seconds, 3), "setup_seconds": round(setup_s, 3),
+                "images_per_s": round(stats["processed"] / seconds, 3) if seconds > 0 and stats["processed"] else 0.0}
+    mf.append_timing(out, {"rank": rank, "world_size": world, "device": str(dev), "batch_size": batch_size,
+                           "workers": workers, "shards_written": len(pending), "unix_time": round(time.time()),
+                           **this_run})
+    totals = manifest["counts"] if manifest is not None else mf.folder_counts(out, total)
+    return {"out": str(out), "strategy": strat.name, "complete": manifest is not None,
+            "images": len(ordered), "done": totals["done"], "skipped": totals["skipped"],
+            "boxes": totals["boxes"], "skip_reasons": totals["skip_reasons"],
+            "images_per_s": this_run["images_per_s"], "seconds": this_run["seconds"],
+            "shards": total, "shards_written": len(pending), "shards_already_done": len(mine) - len(pending),
+            "rank": rank, "world_size": world, "device": str(dev), "this_run": this_run}
+
+
+def check_annotations(strategy, scene_set, source) -> None:
+    """An annotated-only strategy (gt, gtpad, poor) on images without annotations fails at once."""
+    if not getattr(strategy, "needs_annotations", False):
+        return
+    if scene_set.format == "folder" or not all(s.annotated for s in scene_set.scenes):
+        from coarsecrop.crops.strategies import STRATEGIES
+
+        free = sorted(k for k, c in STRATEGIES.items() if not getattr(c, "needs_annotations", False))
+        raise ValueError(f"strategy {strategy.name!r} needs annotated scenes (GT boxes or masks), but "
+                         f"{source} is a plain image folder; use a COCO file, a VOC root or a "
+                         f"`coarsecrop scenes` folder, or one of: {', '.join(free)}")
+
+
+def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: list[int], shard_size: int,
+                   batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
+                   desc: str) -> dict:
+    """Decode (DataLoader workers) and crop the given shards in order, writing each when complete."""
+    from tqdm.auto import tqdm
+
+    stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
+    batches = shard_batches(shards, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size)
+    if not batches:
+        return stats
+    loader = torch.utils.data.DataLoader(
+        DecodeScenes([s.file for s in scenes], max_side), batch_sampler=batches, collate_fn=_as_list,
+        num_workers=workers, pin_memory=device.type == "cuda")
+    records: dict[int, dict] = {}
+    failed_before_success = 0  # a strategy that fails on the first images is broken, not the images
+    bar = tqdm(total=sum(len(b) for b in batches), unit="img", desc=desc, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    with bar:
+        for batch in loader:
+            good = [item for item in batch if item[1] is not None]
+            for i, _, reason in (item for item in batch if item[1] is None):
+                records[i] = mf.skipped_line(scenes[i].id, files[i], reason)
+            if good:
+                lines = crop_batch(strategy, good, scenes, files)
+                failed = sum("skipped" in line for line in lines.values())
+                if failed_before_success >= 0:
+                    failed_before_success = failed_before_success + failed if failed == len(good) else -1
+                if failed_before_success >= 8:
+                    first = next(iter(lines.values()))["skipped"]
+                    raise RuntimeError(f"the crop strategy failed on each of the first {failed_before_success} "
+                                       f"images ({first}); that is a bug or a bad setting, not bad images")
+                records.update(lines)
+            for i in (item[0] for item in batch):
+                count(stats, records[i])
+            bar.update(len(batch))
+            bar.set_postfix(skipped=stats["skipped"], refresh=False)
+            k = batch[0][0] // shard_size
+            end = min((k + 1) * shard_size, len(scenes))
+            if all(i in records for i in range(k * shard_size, end)):
+                mf.write_shard(out, k, [records.pop(i) for i in range(k * shard_size, end)])
+    return stats
+
+
+def count(stats: dict, line: dict) -> None:
+    stats["processed"] += 1
+    if "skipped" in line:
+        stats["skipped"] += 1
+        kind = mf.skip_kind(line["skipped"])
+        stats["skip_reasons"][kind] = stats["skip_reasons"].get(kind, 0) + 1
+    else:
+        stats["done"] += 1
+        stats["boxes"] += len(line["boxes"])
+
+
+def finish(out: Path, total: int) -> dict | None:
+    """Write manifest.json once every shard exists; returns it, or None while shards are missing.
+
+    With a torch.distributed process group: barrier, then rank 0 writes. Without one: every process
+    that finds all shards present writes (the same bytes, atomically), so the last rank to finish does."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        if dist.get_rank() == 0 and not mf.missing_shards(out, total):
+            mf.write_manifest(out)
+        dist.barrier()
+        path = out / mf.MANIFEST_NAME
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    if mf.missing_shards(out, total):
+        return None
+    return mf.write_manifest(out)

@@ -1,0 +1,154 @@
+"""The trunk to evaluate: a random initialisation (the paper's Table 5 'random' row) or a checkpoint.
+
+Reading and key matching live in ``coarsecrop.models.backbones`` (``build_backbone``,
+``load_backbone_weights``): a torchvision state_dict, our trainer's ``backbone.pt`` or a full training
+checkpoint that wraps the trunk under a prefix. Here we only add what evaluation needs on top: naming the
+architecture of a checkpoint when the user did not (``infer_backbone``), and per-seed random trunks.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from coarsecrop.models import backbones
+
+
+def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed: int = 0) -> nn.Module:
+    """A ResNet trunk (conv1 .. layer4, torchvision names), random with ``seed`` or loaded from ``checkpoint``.
+
+    ``backbone=None`` reads the architecture from the checkpoint (``infer_backbone``). A checkpoint of
+    another architecture, or a corrupt / truncated file, raises ValueError naming the file and what was
+    expected (from ``load_backbone_weights``)."""
+    if backbone is None:
+        if checkpoint is None:
+            raise ValueError("give --backbone (e.g. resnet18) when there is no checkpoint to read it from")
+        backbone = infer_backbone(checkpoint)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"{checkpoint}: checkpoint file does not exist")
+    builder = _builder(backbone)
+    return builder(backbone, checkpoint=checkpoint, seed=seed)
+
+
+def infer_backbone(checkpoint: str | Path) -> str:
+    """The backbone name a checkpoint was made with: its recorded parameters if any, else the ResNet
+    whose block type and blocks per stage match the keys. ValueError when neither works."""
+    obj = read_checkpoint(checkpoint)
+    for key in ("params", "parameters", "config", "args"):
+        rec = obj.get(key) if isinstance(obj, Mapping) else None
+        name = rec.get("backbone") if isinstance(rec, Mapping) else getattr(rec, "backbone", None)
+        if isinstance(name, str):
+            return name
+    state = _flat_tensors(obj)
+    layout = _layout(state)
+    stems = [v for k, v in state.items() if k.endswith("conv1.weight") and ".layer" not in f".{k}" and v.ndim == 4]
+    width = int(stems[0].shape[0]) if stems else 64
+    if width == 64 and not (stems and stems[0].shape[-1] == 3):
+        for name, known in backbones.LAYOUTS.items():
+            if known == layout and name in backbones.ARCHS:
+                return name
+    from coarsecrop.models import narrow
+
+    for depth, counts in narrow.LAYOUTS.items():
+        if layout == ("basic", tuple(counts)):
+            return f"{depth}_w{width}" + ("_cifar" if stems and stems[0].shape[-1] == 3 else "")
+    raise ValueError(
+        f"{checkpoint}: cannot tell the backbone from this checkpoint (no recorded 'backbone' parameter; "
+        f"block layout {layout} matches no torchvision ResNet); pass --backbone"
+    )
+
+
+def read_checkpoint(path: str | Path) -> object:
+    """``torch.load(weights_only=True)`` on CPU with a one-line reason when the file is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(
+            f"{path}: cannot read checkpoint ({reason}); expected a torch.save file of tensors "
+            "(a trainer checkpoint, backbone.pt or a torchvision state_dict): the file is truncated or corrupt"
+        ) from err
+
+
+def _builder(name: str):
+    """``(name, checkpoint, seed) -> trunk`` for ``name``: torchvision ResNets through ``build_backbone``,
+    narrow ones (``resnet10_w16``, ...) through ``models.narrow`` and ``load_trunk_weights``."""
+    if name in backbones.ARCHS:
+        return lambda n, checkpoint, seed: backbones.build_backbone(n, checkpoint=checkpoint, seed=seed)
+    from coarsecrop.models import narrow
+
+    if narrow.is_narrow_name(name):
+        def build(n: str, checkpoint: str | Path | None, seed: int) -> nn.Module:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                trunk = narrow.build_narrow(n)
+            if checkpoint is not None:
+                load_trunk_weights(trunk, checkpoint, n)
+            return trunk.eval()
+        return build
+    raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(backbones.ARCHS)} or a narrow ResNet "
+                     "resnet{10,18,34}_w<width>[_cifar] (e.g. resnet10_w16)")
+
+
+def load_trunk_weights(trunk: nn.Module, checkpoint: str | Path, name: str) -> nn.Module:
+    """Load the trunk keys of ``checkpoint`` (any wrapper prefix) into ``trunk``, strictly but for fc.
+
+    ValueError naming the file, the expected architecture and what the checkpoint looks like otherwise."""
+    flat = _flat_tensors(read_checkpoint(checkpoint))
+    expected = trunk.state_dict()
+    best, hits = "", 0
+    for prefix in sorted({k[: len(k) - len("conv1.weight")] for k in flat if k.endswith("conv1.weight")
+                          and ".layer" not in f".{k}"}, key=len):
+        n = sum(1 for k in expected if prefix + k in flat)
+        if n > hits:
+            best, hits = prefix, n
+    state = {k[len(best):]: v for k, v in flat.items() if k.startswith(best) and k[len(best):] in expected}
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    wrong = [k for k in state if state[k].shape != expected[k].shape]
+    if missing or wrong:
+        what = (f"{len(missing)} missing keys (e.g. {missing[0]})" if missing
+                else f"shape mismatch at {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}")
+        block, counts = _layout(flat)
+        raise ValueError(f"{checkpoint}: checkpoint does not fit backbone {name}: {what}. The checkpoint "
+                         f"looks like a ResNet of {block} blocks {'/'.join(map(str, counts))} per stage; "
+                         "pass the matching --backbone")
+    trunk.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
+    return trunk
+
+
+def _flat_tensors(obj: object) -> dict[str, torch.Tensor]:
+    """Every tensor of a (nested) checkpoint under its dotted key, wrapper keys dropped."""
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, torch.Tensor):
+            out[prefix] = node
+        elif isinstance(node, Mapping):
+            for k, v in node.items():
+                if isinstance(k, str):
+                    walk(v, f"{prefix}.{k}" if prefix else k)
+
+    walk(obj, "")
+    return out
+
+
+def _layout(state: Mapping[str, torch.Tensor]) -> tuple[str, tuple[int, ...]]:
+    """(block type, blocks per stage) of the trunk whose keys end in ``layerK.I.convJ.weight``."""
+    block = "bottleneck" if any(".layer1.0.conv3." in f".{k}" for k in state) else "basic"
+    counts = []
+    for stage in range(1, 5):
+        idx = set()
+        for k in state:
+            parts = f".{k}".split(f".layer{stage}.", 1)
+            if len(parts) == 2 and parts[1].split(".", 1)[0].isdigit():
+                idx.add(int(parts[1].split(".", 1)[0]))
+        counts.append(max(idx) + 1 if idx else 0)
+    return block, tuple(counts)

@@ -1,0 +1,116 @@
+"""Scenes as evaluation data: which split, which labels a task needs, decoded and resized pixels.
+
+Scene records come from ``coarsecrop.data.scenes.open_scenes`` (no pixels); pixels from
+``coarsecrop.data.images.load_image``. Images are decoded once into a uint8 tensor (toy scale: a few MB)
+so that finetuning epochs do not re-decode; ``workers`` parallelise the decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from coarsecrop.data.images import load_image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision normalisation, the one our trunks are trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# What each scene task needs from the annotations, and how to say it when it is missing.
+NEEDS = {
+    "multilabel": "boxes with category labels (image-level targets = categories present)",
+    "linear": "boxes with category labels (image-level targets = categories present)",
+    "objects": "boxes with category labels (the probe classifies ground-truth object crops)",
+    "detection": "boxes with category labels",
+    "instance": "instance masks (COCO polygons / RLE or VOC SegmentationObject)",
+    "semantic": "instance masks (COCO polygons / RLE or VOC SegmentationObject) with category labels",
+}
+
+
+def open_split(path: str | Path, split: str, images: str | Path | None = None):
+    """``open_scenes(path, images, split)`` with an error that names the split when it is empty."""
+    from coarsecrop.data.scenes import open_scenes
+
+    sceneset = open_scenes(path, images=images, split=split)
+    if len(sceneset) == 0:
+        raise ValueError(f"{path}: no images in split {split!r}; pass the split names the data set has "
+                         "(built-in scenes: train / val; VOC: an ImageSets name such as trainval / test)")
+    return sceneset
+
+
+def require_labels(sceneset, task: str, source: str | Path) -> None:
+    """Fail with what ``task`` expected when the data set lacks it (no annotations, no boxes, no masks)."""
+    scenes = sceneset.scenes
+    need = NEEDS[task]
+    if not any(getattr(s, "annotated", True) for s in scenes):
+        raise ValueError(f"{source}: task {task!r} needs {need}, but this data set has no annotations "
+                         "(a plain image folder); give a COCO json, a VOC root or a `coarsecrop scenes` folder")
+    if not any(len(s.labels) for s in scenes):
+        raise ValueError(f"{source}: task {task!r} needs {need}, but no image has a labelled box")
+    if task in ("instance", "semantic") and all(s.masks_are_boxes for s in scenes if len(s.labels)):
+        raise ValueError(f"{source}: task {task!r} needs {need}, but this data set has boxes only")
+
+
+def class_index(categories: dict[int, str]) -> dict[int, int]:
+    """Category id -> contiguous index 0..C-1, in id order (the same for every split of a data set)."""
+    return {cat: i for i, cat in enumerate(sorted(categories))}
+
+
+def multilabel_targets(scenes: Sequence, index: dict[int, int]) -> torch.Tensor:
+    """float [N, C]: 1 where the category is present in the scene."""
+    targets = torch.zeros(len(scenes), len(index))
+    for i, scene in enumerate(scenes):
+        for label in scene.labels.tolist():
+            targets[i, index[int(label)]] = 1.0
+    return targets
+
+
+class _Resized(Dataset):
+    """Decode one scene image and resize it to ``size x size`` (the aspect ratio is not kept)."""
+
+    def __init__(self, files: Sequence[str], size: int):
+        self.files, self.size = list(files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image, _ = load_image(self.files[i], max_side=2 * self.size)
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # [1, 3, H, W]
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return x[0].round().clamp(0, 255).to(torch.uint8)  # [3, S, S]
+
+
+def decode_images(files: Sequence[str], size: int, workers: int = 0) -> torch.Tensor:
+    """uint8 [N, 3, size, size]: every file decoded and resized."""
+    loader = DataLoader(_Resized(files, size), batch_size=32, num_workers=workers)
+    return torch.cat([batch for batch in loader]) if len(files) else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 or float-in-0..255 [B, 3, H, W] -> float, torchvision mean/std normalised."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+    return (x.float() - mean) / std
+
+
+def augment(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.3, 1.0)) -> torch.Tensor:
+    """Random resized crop (square, area share in ``scale``) + horizontal flip, per sample, same size out.
+
+    x: uint8 [B, 3, S, S] -> float [B, 3, S, S] in 0..255. Seeded by ``generator`` only."""
+    b, _, s, _ = x.shape
+    out = torch.empty(b, 3, s, s, device=x.device)
+    area = torch.empty(b).uniform_(*scale, generator=generator)
+    pos = torch.rand(b, 2, generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    for i in range(b):
+        side = max(8, int(round(s * float(area[i]) ** 0.5)))
+        y0, x0 = (pos[i] * (s - side)).long().tolist()
+        crop = x[i : i + 1, :, y0 : y0 + side, x0 : x0 + side].float()
+        crop = F.interpolate(crop, size=(s, s), mode="bilinear", align_corners=False)
+        out[i] = crop[0].flip(-1) if flip[i] else crop[0]
+    return out

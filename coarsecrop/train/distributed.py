@@ -1,0 +1,96 @@
+"""Process group set-up: one process as is, or many under torchrun (env:// rendezvous).
+
+gloo on CPU, NCCL on CUDA. Under torchrun each process takes ``cuda:LOCAL_RANK``. Nothing here
+assumes a GPU is present.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: str | None  # None when running as a single process without a process group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.backend is not None
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto | cpu | cuda | cuda:K -> torch.device; under torchrun a bare 'cuda' means cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available here; use device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the process group torchrun describes in the environment, or run alone."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size == 1:
+        return Dist(0, 1, 0, device, None)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
+                                device_id=device if device.type == "cuda" else None)
+    return Dist(rank, world_size, local_rank, device, backend)
+
+
+def shutdown(d: Dist) -> None:
+    if d.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_true(flag: bool, d: Dist) -> bool:
+    """True on every process when any process's flag is true (a stop request seen by one stops all)."""
+    if not d.active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=d.device if d.backend == "nccl" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def mean_over_ranks(value: float, d: Dist) -> float:
+    if not d.active:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=d.device if d.backend == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return float(t.item() / d.world_size)
+
+
+def gather_objects(obj, d: Dist) -> list:
+    """Every process's ``obj`` on every process (used for per-rank RNG states in checkpoints)."""
+    if not d.active:
+        return [obj]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(d: Dist) -> None:
+    if d.active:
+        dist.barrier()

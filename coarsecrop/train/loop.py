@@ -1,0 +1,474 @@
+"""The pretraining loop: one process as is, many under torchrun, the same code.
+
+    python -m coarsecrop pretrain --params FILE [key=value ...]
+    torchrun --nproc_per_node=K -m coarsecrop pretrain --params FILE [key=value ...]
+
+What a run does, in order: join the process group (gloo on CPU, NCCL on CUDA); check the global
+batch against the world size; build the SSL method (``coarsecrop.ssl.build_method``) and the
+pseudo-image data set over the crop manifest; resolve the optimiser (the method's defaults unless
+overridden), scale the learning rate (linear rule) and build the cosine schedule; resume if asked;
+score the random-init trunk with the object probe; then train, step by step:
+
+    lr(step) -> forward (bf16 autocast on CUDA) -> backward -> optimizer.step -> momentum_update
+
+writing metrics lines, a checkpoint every ``checkpoint_every`` epochs (and at the end, and when
+SIGTERM / SIGINT arrives: the current step finishes, the checkpoint is written, the process exits),
+and the exported trunk ``backbone.pt`` beside each checkpoint.
+
+Exact resume on CPU: the data order and every sample's augmentations are functions of
+(seed, epoch, index) (``GlobalBatchSampler``, ``PseudoImageDataset``), the DataLoader has a private
+generator, and each process's RNG states are saved with the model, optimiser and step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from coarsecrop.data.pseudo import PseudoImageDataset
+from coarsecrop.train import checkpoint as ckpt_io
+from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
+                                          mean_over_ranks, shutdown)
+from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
+from coarsecrop.train.params import RUNTIME_KEYS, PretrainParams
+from coarsecrop.train.sampler import GlobalBatchSampler
+
+METRICS = "metrics.jsonl"
+PARAMS = "params.yaml"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Resolved:
+    """What the run actually uses, beyond the parameters as given (recorded in checkpoint and metrics)."""
+
+    optimizer: str
+    base_lr: float
+    ref_batch: int
+    lr: float  # after scaling: the peak of the cosine schedule
+    weight_decay: float
+    momentum: float  # SGD / LARS momentum, AdamW beta1
+    beta2: float  # AdamW only
+    exclude_bias_and_norm: bool  # from weight decay (and from LARS adaptation)
+    trust_coefficient: float  # LARS only
+    warmup_epochs: float
+    world_size: int
+    global_batch: int
+    local_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    num_samples: int
+    num_images: int
+    skipped_images: int
+    device: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ---------------------------------------------------------------- building blocks
+
+def resolve_optimizer(params: PretrainParams, defaults: dict) -> dict:
+    """The optimiser settings: each parameter that is None takes the method's default (the paper's)."""
+    def pick(ours, key, fallback=None):
+        return ours if ours is not None else defaults.get(key, fallback)
+
+    name = pick(params.optimizer, "name")
+    betas = list(defaults.get("betas", (0.9, 0.999)))
+    momentum = params.momentum if params.momentum is not None else defaults.get("momentum", betas[0])
+    return dict(optimizer=name, base_lr=float(pick(params.lr, "lr")),
+                ref_batch=int(pick(params.ref_batch, "ref_batch", 256)),
+                weight_decay=float(pick(params.weight_decay, "weight_decay", 0.0)),
+                momentum=float(momentum), beta2=float(betas[1]),
+                exclude_bias_and_norm=bool(defaults.get("exclude_bias_and_norm", name != "sgd")),
+                trust_coefficient=float(defaults.get("trust_coefficient", 0.001)),
+                warmup_epochs=float(pick(params.warmup_epochs, "warmup_epochs", 0.0)))
+
+
+def build_method(params: PretrainParams, seed: int) -> nn.Module:
+    """The SSL method, its weights drawn from ``seed`` alone (the global RNG state is left as it was)."""
+    from coarsecrop import ssl
+
+    return ssl.build_method(params.method, params.backbone, params.image_size, seed=seed, **params.method_params)
+
+
+def prepare_model(method: nn.Module, d: Dist) -> nn.Module:
+    """Move to the device; on CUDA channels_last, and SyncBN when several processes train."""
+    if d.device.type == "cuda":
+        if d.world_size > 1:
+            method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+        method = method.to(d.device, memory_format=torch.channels_last)
+    else:
+        method = method.to(d.device)
+    return method
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _ignore_signals_in_worker(_worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_loader(dataset, sampler: GlobalBatchSampler, params: PretrainParams, d: Dist) -> DataLoader:
+    # A private generator: creating an iterator must not draw from the global RNG (exact resume).
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=params.workers,
+                      pin_memory=d.device.type == "cuda", persistent_workers=params.workers > 0,
+                      worker_init_fn=_ignore_signals_in_worker if params.workers > 0 else None,
+                      generator=torch.Generator().manual_seed(params.seed),
+                      prefetch_factor=4 if params.workers > 0 else None)
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag; the loop finishes its step, saves and exits."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def __enter__(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread (e.g. inside some notebook runners): no handler
+                pass
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without saving
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
+class MetricsLog:
+    """metrics.jsonl on rank 0; on resume, lines after the checkpoint's step are dropped first."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None):
+        self.path, self.enabled = path, enabled
+        if enabled and resume_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            path.write_text("".join(line + "\n" for line in kept))
+        elif enabled and resume_step is None:
+            path.write_text("")
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _floats(out: dict) -> dict:
+    """The method's extra logged values that are scalars, as floats."""
+    logged = {}
+    for key, value in out.items():
+        if key == "loss":
+            continue
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            logged[key] = float(value.detach())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            logged[key] = float(value)
+    return logged
+
+
+def current_momentum(method: nn.Module, out: dict) -> float | None:
+    """The momentum encoder's current coefficient, when the method has one."""
+    for key in ("momentum", "ema_momentum", "tau"):
+        if key in out:
+            return float(out[key])
+        value = getattr(method, key, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            return float(value)
+    return None
+
+
+# ---------------------------------------------------------------- the object probe
+
+def build_probe(params: PretrainParams, manifest, d: Dist):
+    """The object probe (rank 0 only), or None when monitor=none."""
+    if params.monitor == "none" or not d.is_main:
+        return None
+    from coarsecrop.train.monitor import ObjectProbe
+
+    scenes = params.monitor_scenes or manifest.config.get("source")
+    probes = ("knn", "linear") if params.monitor == "both" else (params.monitor,)
+    return ObjectProbe(scenes, probes, size=params.monitor_size or params.image_size,
+                       max_crops=params.monitor_max_crops, layer=params.monitor_layer, device=d.device,
+                       seed=params.seed, images=None if params.monitor_scenes else manifest.config.get("images"))
+
+
+def random_init_scores(probe, params: PretrainParams, device: torch.device, own: nn.Module | None) -> dict:
+    """Probe scores of random trunks of this architecture: this run's own init (``own``, or rebuilt
+    from the seed when the run is past its start), then ``monitor_init_seeds - 1`` other seeds.
+
+    Each is scored as built (``knn_top1`` ...) and with its BN statistics re-estimated on the probe's
+    train crops (``knn_top1_bn`` ...): the honest baseline, since a trained trunk's BN statistics fit
+    the data whether or not its weights learned anything. ``*_seeds`` list every seed, ``*_mean``
+    their mean. Runs with forked RNG states so the training stream does not depend on the monitor."""
+    runs = []
+    for k in range(params.monitor_init_seeds):
+        trunk = own.backbone if k == 0 and own is not None else \
+            build_method(params, seed=params.seed + 1000 * k).to(device).backbone  # k = 0: this run's init
+        with torch.random.fork_rng(devices=[]):
+            scores = probe.score(trunk)
+            scores.update({f"{key}_bn": v for key, v in probe.score_recalibrated(trunk).items()})
+        runs.append(scores)
+    result = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        result[key] = values[0]
+        result[f"{key}_seeds"] = values
+        result[f"{key}_mean"] = float(np.mean(values))
+    return result
+
+
+# ---------------------------------------------------------------- the run
+
+def check_resume_params(stored: dict, params: PretrainParams, path: Path) -> None:
+    """A resumed run must compute the same thing: only runtime keys may differ."""
+    current = params.to_dict()
+    diffs = [f"{k}: {stored.get(k)!r} in the checkpoint, {current[k]!r} now"
+             for k in current if k not in RUNTIME_KEYS and stored.get(k) != current[k]]
+    if diffs:
+        raise ValueError(f"cannot resume from {path}: the run's parameters differ:\n  " + "\n  ".join(diffs)
+                         + f"\nOnly {', '.join(sorted(RUNTIME_KEYS))} may change on resume; "
+                           "start a new run (another out folder) to change the others.")
+
+
+def pretrain(params: PretrainParams) -> dict:
+    """Run (or resume) one pretraining; returns a summary dict (rank 0's view)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if params.batch_size % world_size:  # before any process group: fail at once on every rank
+        raise ValueError(f"batch_size {params.batch_size} (the global batch) does not divide by the world size "
+                         f"{world_size}: use a multiple of {world_size}, e.g. "
+                         f"{max(1, params.batch_size // world_size) * world_size}")
+    d = init_distributed(params.device)
+    try:
+        return _pretrain(params, d)
+    finally:
+        shutdown(d)
+
+
+def _pretrain(params: PretrainParams, d: Dist) -> dict:
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    out = Path(params.out)
+    arch = dict(method=params.method, backbone=params.backbone, image_size=params.image_size)
+
+    ckpt, ckpt_path = None, None
+    if params.resume:
+        ckpt_path = out / ckpt_io.CHECKPOINT if params.resume is True else Path(params.resume)
+        ckpt = ckpt_io.load_checkpoint(ckpt_path)
+        ckpt_io.check_architecture(ckpt, arch, ckpt_path)
+        check_resume_params(ckpt["params"], params, ckpt_path)
+
+    from coarsecrop.crops.manifest import read_manifest
+
+    manifest = read_manifest(params.manifest)
+    method = build_method(params, seed=params.seed)  # identical weights on every process
+    seed_everything(params.seed + d.rank)  # independent random streams per process (masks, shuffles)
+    optim_cfg = resolve_optimizer(params, dict(method.optimizer_defaults))
+    dataset = PseudoImageDataset(manifest, transform=method.view_transform(params.image_size),
+                                 seed=params.seed, max_side=params.max_side)
+    sampler = GlobalBatchSampler(len(dataset), params.batch_size, d.rank, d.world_size, params.seed)
+    total_steps = params.epochs * sampler.steps_per_epoch
+    peak_lr = scaled_lr(optim_cfg["base_lr"], params.batch_size, optim_cfg["ref_batch"], params.lr_scaling)
+    resolved = Resolved(**optim_cfg, lr=peak_lr, world_size=d.world_size, global_batch=params.batch_size,
+                        local_batch=sampler.local_batch, steps_per_epoch=sampler.steps_per_epoch,
+                        total_steps=total_steps, num_samples=len(dataset), num_images=dataset.num_images,
+                        skipped_images=dataset.num_skipped, device=str(d.device))
+
+    method = prepare_model(method, d)
+    optimizer = build_optimizer(method, resolved.optimizer, peak_lr, resolved.weight_decay, resolved.momentum,
+                                beta2=resolved.beta2, exclude_bias_and_norm=resolved.exclude_bias_and_norm,
+                                trust_coefficient=resolved.trust_coefficient)
+    schedule = CosineSchedule(peak_lr, total_steps, round(resolved.warmup_epochs * sampler.steps_per_epoch),
+                              params.min_lr)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=False)  # bf16 needs no loss scaling; kept for the format
+    step, monitor_state = 0, {"init": None, "history": []}
+    if ckpt is not None:
+        ckpt_io.load_model_state(method, ckpt["model"], ckpt_path)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step, monitor_state = int(ckpt["step"]), ckpt.get("monitor", monitor_state)
+
+    probe = build_probe(params, manifest, d)
+    if probe is not None and monitor_state["init"] is None:
+        monitor_state["init"] = random_init_scores(probe, params, d.device, method if step == 0 else None)
+        print(f"object probe on {len(probe)} GT crops, random init: {_fmt(monitor_state['init'])}",
+              file=sys.stderr, flush=True)
+
+    if ckpt is not None:  # last: everything above may draw random numbers
+        states = ckpt["rng"]
+        ckpt_io.set_rng_state(states[d.rank] if d.rank < len(states) else states[0], d.device)
+
+    model = nn.parallel.DistributedDataParallel(method, device_ids=[d.device.index] if d.device.type == "cuda"
+                                                else None) if d.active else method
+    loader = make_loader(dataset, sampler, params, d)
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_params(out / PARAMS, params, resolved)
+    log = MetricsLog(out / METRICS, d.is_main, step if ckpt is not None else None)
+    if d.is_main and ckpt is None:
+        log.write({"kind": "start", "step": 0, "resolved": resolved.to_dict(), "params": params.to_dict(),
+                   "monitor_init": monitor_state["init"]})
+
+    def save(epoch_done: int) -> None:
+        rng = gather_objects(ckpt_io.rng_state(d.device), d)
+        if d.is_main:
+            state = {"format": ckpt_io.FORMAT, "arch": arch, "params": params.to_dict(),
+                     "resolved": resolved.to_dict(), "model": method.state_dict(),
+                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                     "scaler": scaler.state_dict(), "step": step, "epoch": epoch_done,
+                     "sampler": sampler.state_dict(), "rng": rng, "monitor": monitor_state}
+            ckpt_io.atomic_save(state, out / ckpt_io.CHECKPOINT)
+            ckpt_io.export_backbone(method.backbone, out / ckpt_io.BACKBONE)
+        barrier(d)
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and params.amp
+                else contextlib.nullcontext())
+    bar = _progress_bar(params, d, total_steps, step)
+    interrupted, start_time = None, time.time()
+    window_start, window_steps = time.time(), 0
+    method.train()
+    with StopRequest() as stop:
+        for epoch in range(step // sampler.steps_per_epoch, params.epochs):
+            sampler.set_epoch(epoch, start_step=step - epoch * sampler.steps_per_epoch)
+            epoch_loss, epoch_steps, epoch_start = 0.0, 0, time.time()
+            for views in loader:
+                lr = schedule.apply(optimizer, step)
+                views = [v.to(d.device, non_blocking=True, memory_format=torch.channels_last)
+                         if d.device.type == "cuda" else v for v in views]
+                with autocast:
+                    out_dict = model(views)
+                loss = out_dict["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                method.momentum_update(progress=(step + 1) / total_steps)
+                step += 1
+                window_steps += 1
+
+                loss_value = float(loss.detach())
+                epoch_loss, epoch_steps = epoch_loss + loss_value, epoch_steps + 1
+                if not math.isfinite(loss_value):
+                    raise TrainingDiverged(f"loss is {loss_value} at step {step} (epoch {epoch}, lr {lr:.4g}): "
+                                           f"lower lr or raise warmup_epochs")
+                if step % params.log_every == 0 or step == total_steps:
+                    mean_loss = mean_over_ranks(loss_value, d)
+                    elapsed = time.time() - window_start
+                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
+                              "momentum": current_momentum(method, out_dict),
+                              "images_per_s": window_steps * params.batch_size / max(elapsed, 1e-9),
+                              **_floats(out_dict)}
+                    log.write(record)
+                    window_start, window_steps = time.time(), 0
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", epoch=epoch)
+                requested = stop.signum is not None or step == params.stop_at_step
+                if any_true(requested, d):
+                    interrupted = signal.Signals(stop.signum).name if stop.signum else "stop_at_step"
+                    break
+            if interrupted:
+                save(epoch)
+                break
+
+            epoch_done, scores = epoch + 1, None
+            if probe is not None and (epoch_done % params.monitor_every == 0 or epoch_done == params.epochs):
+                scores = probe.score(method.backbone)
+                monitor_state["history"].append({"epoch": epoch_done, "step": step, **scores})
+                log.write({"kind": "monitor", "step": step, "epoch": epoch_done, **scores,
+                           **{f"init_{k}": v for k, v in monitor_state["init"].items() if not k.endswith("_seeds")}})
+            if d.is_main:
+                line = (f"epoch {epoch_done}/{params.epochs} step {step}/{total_steps} "
+                        f"loss {epoch_loss / max(1, epoch_steps):.4f} lr {lr:.4g} "
+                        f"{epoch_steps * params.batch_size / max(time.time() - epoch_start, 1e-9):.0f} img/s")
+                if scores:
+                    line += f"; object probe {_fmt(scores)} (random init {_fmt(monitor_state['init'])})"
+                (bar.write if bar is not None else lambda text: print(text, file=sys.stderr, flush=True))(line)
+            barrier(d)
+            if epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
+                save(epoch_done)
+    if bar is not None:
+        bar.close()
+
+    wall = time.time() - start_time
+    fingerprints = gather_objects(weights_sha256(method), d)  # DDP must leave every process with the same weights
+    summary = {"out": str(out), "step": step, "total_steps": total_steps, "interrupted": interrupted,
+               "wall_s": wall, "resolved": resolved.to_dict(), "monitor": monitor_state,
+               "checkpoint": str(out / ckpt_io.CHECKPOINT), "backbone": str(out / ckpt_io.BACKBONE),
+               "weights_sha256": fingerprints, "ranks_in_sync": len(set(fingerprints)) == 1}
+    if d.is_main:
+        log.write({"kind": "end", "step": step, "interrupted": interrupted, "wall_s": wall,
+                   "ranks_in_sync": summary["ranks_in_sync"], "weights_sha256": fingerprints})
+        if not summary["ranks_in_sync"]:
+            print("warning: the processes ended with different weights (DDP out of sync)", file=sys.stderr)
+        if interrupted:
+            print(f"stopped at step {step}/{total_steps} ({interrupted}); checkpoint {out / ckpt_io.CHECKPOINT}; "
+                  f"continue with --resume", file=sys.stderr, flush=True)
+    return summary
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """Hash of every parameter's bytes (not buffers: BN statistics are per process on CPU)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _fmt(scores: dict | None) -> str:
+    if not scores:
+        return "-"
+    return ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float) and not k.endswith("_mean"))
+
+
+def _progress_bar(params: PretrainParams, d: Dist, total: int, initial: int):
+    if not (params.progress and d.is_main):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"pretrain {params.method}", unit="step",
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _write_params(path: Path, params: PretrainParams, resolved: Resolved) -> None:
+    import yaml
+
+    text = yaml.safe_dump(params.to_dict(), sort_keys=False)
+    text += "# resolved by the trainer (not parameters):\n"
+    text += "".join(f"# {line}\n" for line in yaml.safe_dump(resolved.to_dict(), sort_keys=False).splitlines())
+    path.write_text(text)

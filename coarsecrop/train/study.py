@@ -1,0 +1,301 @@
+"""What notebooks/02_pretrain.py does, as functions: scenes -> crop manifest -> pretraining subprocess
+-> curves -> metrics.json. The notebook's ``parameters`` cell mirrors ``PretrainStudyParams``.
+
+The trainer always runs as a subprocess (``python -m coarsecrop pretrain``, or ``torchrun`` when
+``processes > 1``): DDP cannot run inside a notebook kernel, and a subprocess is what a cluster job
+runs too. Its output is streamed into the notebook; its metrics.jsonl is read back for the plots.
+Re-executing the notebook on an interrupted run resumes it; on a finished run it only re-plots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from coarsecrop.params import run_id
+from coarsecrop.train.params import make_params
+
+NOTEBOOK = "02_pretrain"
+# Fields of PretrainStudyParams that are passed to the trainer under the same name.
+TRAINER_KEYS = ("method", "backbone", "image_size", "method_params", "epochs", "batch_size", "lr",
+                "warmup_epochs", "weight_decay", "optimizer", "device", "workers", "threads", "seed", "monitor")
+
+
+@dataclass
+class PretrainStudyParams:
+    """Parameters of notebooks/02_pretrain.py (the parameters cell mirrors these fields).
+
+    The defaults are the CPU configuration that learns at toy scale (see params/quick/02_pretrain.yaml
+    for the measurements); params/paper/02_pretrain.yaml holds the paper's Sec. 4.1 settings.
+
+    Scenes: scenes = a COCO json / VOC root / image folder / `coarsecrop scenes` folder, or None to
+      generate the built-in synthetic scenes (num_images of scene_size px, scene_seed) in the run folder.
+      images: the COCO image root. The train split is pretrained on; the val split scores the probe.
+    Crops: manifest = an existing crop manifest folder; None runs `strategy` (image = the Image-Crop
+      baseline, ours = Our-Crop, gt, grid, ...) with n crops per image on the train split first.
+      strategy_params go to the strategy (e.g. {"sizes": [16, 32, 64, 128]} for 256-px scenes);
+      crop_backbone / crop_checkpoint are phi for the objectness map (None checkpoint = random init, s5).
+    Pretraining: the fields named as in ``coarsecrop.train.PretrainParams`` (None = the method's
+      default, the paper's); train_params = any other PretrainParams key (ref_batch, min_lr, momentum,
+      monitor_layer, checkpoint_every, ...). processes > 1 runs torchrun --nproc_per_node=processes.
+    out: the run folder (None = runs/02_pretrain/<hash of the parameters>); preset: set by coarsecrop.book.
+    """
+
+    scenes: str | None = None
+    images: str | None = None
+    num_images: int = 300
+    scene_size: int = 128
+    scene_seed: int = 0
+    manifest: str | None = None
+    strategy: str = "gt"
+    n: int = 5
+    strategy_params: dict = field(default_factory=dict)
+    crop_backbone: str = "resnet18"
+    crop_checkpoint: str | None = None
+    method: str = "byol"
+    backbone: str = "resnet10_w16_cifar"
+    image_size: int = 32
+    method_params: dict = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float | None = None
+    warmup_epochs: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None
+    train_params: dict = field(default_factory=dict)
+    processes: int = 1
+    device: str = "auto"
+    workers: int = 0
+    threads: int | None = 1
+    seed: int = 0
+    monitor: str = "both"
+    out: str | None = None
+    preset: str = ""
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding pyproject.toml, else ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def resolve_run_dir(params: PretrainStudyParams) -> Path:
+    if params.out:
+        return Path(params.out).resolve()
+    key = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("out", "preset")}
+    return project_root() / "runs" / NOTEBOOK / run_id(key)
+
+
+def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
+    """``params.scenes``, or the built-in synthetic scenes written to run_dir/scenes (once)."""
+    if params.scenes:
+        path = Path(params.scenes).expanduser().resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"scenes {params.scenes!r}: no such file or folder")
+        return path
+    from coarsecrop.data.synthetic import write_scenes
+
+    folder = run_dir / "scenes"
+    if not (folder / "annotations.json").is_file():
+        write_scenes(folder, num_images=params.num_images, seed=params.scene_seed, size=params.scene_size,
+                     progress=False)
+    return folder
+
+
+def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Path:
+    """``params.manifest``, or the crop job of ``strategy`` over the train split into run_dir/crops
+    (a finished job is reused; an interrupted one resumes)."""
+    if params.manifest:
+        return Path(params.manifest).expanduser().resolve()
+    from coarsecrop.crops.job import run_crop_job
+
+    out = run_dir / "crops" / params.strategy
+    run_crop_job(scenes=str(scenes), images=params.images, split="train", out=str(out), strategy=params.strategy,
+                 n=params.n, strategy_params=dict(params.strategy_params), checkpoint=params.crop_checkpoint,
+                 backbone=params.crop_backbone, device=params.device, workers=params.workers, progress=False)
+    return out
+
+
+def trainer_params(params: PretrainStudyParams, manifest: Path, run_dir: Path):
+    """The PretrainParams of the run (validated strictly, like a --params file)."""
+    values = {k: getattr(params, k) for k in TRAINER_KEYS}
+    values.update(manifest=str(manifest), out=str(run_dir / "train"), progress=False, log_every=1)
+    values.update(params.train_params)  # the probe reads the scenes the manifest records (monitor_scenes)
+    return make_params(values, source=params.preset or "the parameters of notebooks/02_pretrain.py")
+
+
+def trainer_command(params_file: Path, processes: int, resume: bool) -> list[str]:
+    """``python -m coarsecrop pretrain --params FILE`` or its torchrun form."""
+    if processes > 1:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+    else:
+        launch = [sys.executable]
+    return [*launch, "-m", "coarsecrop", "pretrain", "--params", str(params_file), "--quiet",
+            *(["--resume"] if resume else [])]
+
+
+def read_metrics(train_dir: Path) -> list[dict]:
+    path = Path(train_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def is_finished(train_dir: Path) -> bool:
+    lines = read_metrics(train_dir)
+    return bool(lines) and lines[-1].get("kind") == "end" and not lines[-1].get("interrupted")
+
+
+def launch(params: PretrainStudyParams, train, run_dir: Path) -> float:
+    """Run the trainer in a subprocess, streaming its output; resume an interrupted run; skip a finished
+    one. Returns the wall time in seconds. Raises RuntimeError with the output's tail when it fails."""
+    train_dir = Path(train.out)
+    if is_finished(train_dir):
+        print(f"finished run in {train_dir}: not retrained (delete it to train again)")
+        return 0.0
+    params_file = run_dir / "pretrain.yaml"
+    params_file.write_text(yaml.safe_dump(train.to_dict(), sort_keys=False))
+    cmd = trainer_command(params_file, params.processes, resume=(train_dir / "checkpoint.pt").is_file())
+    print("$", " ".join(cmd), flush=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if params.processes > 1:
+        env.setdefault("OMP_NUM_THREADS", str(params.threads or 1))
+    t0, tail = time.perf_counter(), []
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                          cwd=project_root()) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail = (tail + [line])[-40:]
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"the trainer exited with code {code}:\n{''.join(tail)}")
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- curves and metrics
+
+def curves(train_dir: Path):
+    """(steps DataFrame: step, epoch, loss, lr, ...; monitor DataFrame: epoch, probe columns; start record)."""
+    import pandas as pd
+
+    lines = read_metrics(train_dir)
+    steps = pd.DataFrame([r for r in lines if r.get("kind") == "step"])
+    monitor = pd.DataFrame([r for r in lines if r.get("kind") == "monitor"])
+    start = next((r for r in lines if r.get("kind") == "start"), {})
+    return steps, monitor, start
+
+
+def plot_loss(steps):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    ax[0].plot(steps["step"], steps["loss"], lw=0.8, alpha=0.5, label="per step")
+    window = max(1, len(steps) // 20)
+    ax[0].plot(steps["step"], steps["loss"].rolling(window, min_periods=1).mean(), lw=1.8,
+               label=f"mean of {window}")
+    ax[0].set(xlabel="step", ylabel="loss", title="SSL loss")
+    ax[0].legend()
+    ax[1].plot(steps["step"], steps["lr"], color="tab:green", label="lr")
+    ax[1].set(xlabel="step", ylabel="learning rate", title="schedule")
+    if steps.get("momentum") is not None and steps["momentum"].notna().any():
+        twin = ax[1].twinx()
+        twin.plot(steps["step"], steps["momentum"], color="tab:purple", label="momentum")
+        twin.set_ylabel("momentum encoder m")
+    fig.tight_layout()
+    return fig
+
+
+def plot_monitor(monitor, init: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    colours = {"knn_top1": "tab:blue", "linear_top1": "tab:orange"}
+    for key, colour in colours.items():
+        if key in monitor:
+            ax.plot(monitor["epoch"], monitor[key], marker="o", color=colour, label=f"{key} (pretrained)")
+            if init and key in init:
+                ax.axhline(init[key], color=colour, ls="--", lw=1, label=f"{key} (random init)")
+            if init and f"{key}_bn" in init:
+                ax.axhline(init[f"{key}_bn"], color=colour, ls=":", lw=1.5,
+                           label=f"{key} (random init, BN stats of the data)")
+    ax.set(xlabel="epoch", ylabel="top-1 on val object crops", title="object probe")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def summary_metrics(train_dir: Path, wall_s: float) -> dict:
+    """Headline numbers: losses, throughput, final probe beside random init."""
+    steps, monitor, start = curves(train_dir)
+    init = start.get("monitor_init") or {}
+    out = {"steps": int(steps["step"].max()) if len(steps) else 0,
+           "first_loss": float(steps["loss"].iloc[:5].mean()) if len(steps) else None,
+           "final_loss": float(steps["loss"].iloc[-5:].mean()) if len(steps) else None,
+           "images_per_s": float(steps["images_per_s"].iloc[1:].median()) if len(steps) > 1 else None,
+           "train_wall_s": round(wall_s, 2)}
+    for key in ("knn_top1", "linear_top1"):
+        if key in monitor and len(monitor):
+            out[f"probe_{key}"] = float(monitor[key].iloc[-1])
+            out[f"probe_best_{key}"] = float(monitor[key].max())
+            if key in init:
+                out[f"init_{key}"] = float(init[key])
+                out[f"gain_{key}"] = out[f"probe_{key}"] - float(init[key])
+            if f"{key}_bn" in init:  # the stricter baseline: random weights, BN statistics of the data
+                out[f"init_bn_{key}"] = float(init[f"{key}_bn"])
+                out[f"gain_bn_{key}"] = out[f"probe_{key}"] - float(init[f"{key}_bn"])
+    return out
+
+
+def provenance(train, wall_s: float, processes: int) -> dict:
+    from coarsecrop.crops.manifest import code_version
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "numpy", "coarsecrop"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"git_commit": code_version()["git_commit"], "versions": versions, "device": train.device,
+            "world_size": processes, "wall_time_s": round(wall_s, 2), "host": platform.node(),
+            "cpu_count": os.cpu_count()}
+
+
+def write_metrics(run_dir: Path, params: PretrainStudyParams, train, wall_s: float, train_wall_s: float) -> Path:
+    """run_dir/metrics.json (atomic): parameters, the trainer's resolved settings, headline numbers,
+    the monitor history and provenance. Its presence marks a complete run for coarsecrop.book."""
+    steps, monitor, start = curves(Path(train.out))
+    record = {"notebook": NOTEBOOK, "params": dataclasses.asdict(params), "trainer_params": train.to_dict(),
+              "resolved": start.get("resolved"), "metrics": summary_metrics(Path(train.out), train_wall_s),
+              "monitor_init": start.get("monitor_init"), "monitor": monitor.to_dict(orient="records"),
+              "run_dir": str(run_dir), "provenance": provenance(train, wall_s, params.processes)}
+    path = run_dir / "metrics.json"
+    tmp = path.with_name(f".metrics.json.tmp.{os.getpid()}")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_figure(run_dir: Path, fig, name: str):
+    """Save to run_dir/figures/<name>.png, close, return an IPython PNG for display and glue."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    folder = run_dir / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Image(data=path.read_bytes(), format="png")

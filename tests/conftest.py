@@ -1,0 +1,49 @@
+"""Shared fixtures: the project root, and a copy of the book's sources in a temporary folder where the
+notebooks run with the smoke preset (so tests never touch the repository's runs/ or book/generated/)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What a book build needs besides the package: sources of the notebooks, presets, book pages, configs.
+BOOK_SOURCES = ("notebooks", "params", "book", "_config.yml", "_toc.yml", "jupytext.toml")
+
+
+@pytest.fixture(scope="session")
+def project_root() -> Path:
+    return ROOT
+
+
+def copy_book_sources(target: Path) -> Path:
+    """Copy the book's sources (not runs/, book/generated/ or notebooks/*.ipynb) into ``target``."""
+    ignore = shutil.ignore_patterns("generated", "*.ipynb", ".ipynb_checkpoints", "__pycache__")
+    for name in BOOK_SOURCES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, target / name, ignore=ignore)
+        else:
+            shutil.copy2(src, target / name)
+    (target / "pyproject.toml").write_text("# marks the project root for coarsecrop.crops.study\n")
+    return target
+
+
+@pytest.fixture(scope="session")
+def book_copy(tmp_path_factory) -> Path:
+    """A temporary project root holding a copy of the book's sources."""
+    return copy_book_sources(tmp_path_factory.mktemp("book"))
+
+
+@pytest.fixture(scope="session")
+def smoke_run(book_copy) -> Path:
+    """Run notebooks/01_crops.py with params/smoke/01_crops.yaml through ``coarsecrop.book`` (papermill)
+    in the temporary root; returns the run folder (runs/01_crops/<run id>/)."""
+    from coarsecrop.book import run_notebook
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    return run_notebook(book_copy, "01_crops", "smoke", log_output=False)

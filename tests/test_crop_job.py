@@ -1,0 +1,390 @@
+"""The crop job end to end: CLI, resume after a real kill, rank sharding, every kind of bad input,
+and the errors that must come at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coarsecrop.boxes import is_valid
+from coarsecrop.cli import main
+from coarsecrop.crops import job as job_module
+from coarsecrop.crops import manifest as mf
+from coarsecrop.crops.job import dist_env, resolve_device, run_crop_job
+
+REPO = Path(__file__).resolve().parents[1]
+NUM_SCENES = 60
+SHARD = 4
+OURS_SMALL = {"sizes": [8, 16, 32, 64]}  # anchors for 64-px scenes
+JOB = dict(strategy="ours", backbone="resnet18", strategy_params=OURS_SMALL, shard_size=SHARD, batch_size=4,
+           progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run beside others on 2 cores; one thread is faster there and matches the subprocesses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env(**extra) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None)
+    return {**env, **extra}
+
+
+def _crops_cli(scenes: Path, out: Path, *extra: str) -> list[str]:
+    return ["crops", "--scenes", str(scenes), "--strategy", "ours", "--backbone", "resnet18",
+            "--param", "sizes=[8,16,32,64]", "--shard-size", str(SHARD), "--batch-size", "4",
+            "--out", str(out), "--quiet", *extra]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file of a manifest folder except the timing log, by name."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != mf.TIMING_NAME}
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    from coarsecrop.data.synthetic import write_scenes
+
+    out = tmp_path_factory.mktemp("scenes")
+    write_scenes(out, num_images=NUM_SCENES, seed=3, size=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(scenes, tmp_path_factory) -> Path:
+    """One uninterrupted single-process run (workers=0) that the other runs must equal byte for byte."""
+    out = tmp_path_factory.mktemp("reference") / "job"
+    torch.set_num_threads(1)
+    summary = run_crop_job(scenes, out=out, workers=0, **JOB)
+    assert summary["complete"] and summary["done"] == NUM_SCENES and summary["shards_written"] == 15
+    return out
+
+
+# ---------------------------------------------------------------- the manifest a job writes
+
+def test_cli_writes_a_valid_manifest(scenes, tmp_path, capsys):
+    out = tmp_path / "grid"
+    assert main(["crops", "--scenes", str(scenes), "--strategy", "grid", "--n", "3", "--out", str(out),
+                 "--shard-size", "25", "--workers", "0", "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["complete"] and summary["done"] == NUM_SCENES and summary["boxes"] == 3 * NUM_SCENES
+    assert summary["images_per_s"] > 0 and summary["skip_reasons"] == {}
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "manifest.json", "shard-00000.jsonl", "shard-00001.jsonl", "shard-00002.jsonl", "timing.jsonl"]
+    man = mf.read_manifest(out)
+    assert man.config["strategy"] == "grid" and man.config["n"] == 3 and man.config["backbone"] is None
+    assert man.config["max_side"] == job_module.DEFAULT_MAX_SIDE and man.counts["images"] == NUM_SCENES
+    assert man.code["version"]
+    records = list(man.records())
+    assert [r["file"] for r in records] == sorted(r["file"] for r in records)  # deterministic scene order
+    for rec in records:
+        assert Path(rec["file"]).is_file() and list(rec) == sorted(rec)
+        assert is_valid(torch.tensor(rec["boxes"], dtype=torch.float32), rec["width"], rec["height"])
+    raw = (out / "shard-00000.jsonl").read_text().splitlines()[0]
+    assert json.loads(raw)["file"].startswith("images/")  # relative to the scene set root
+    assert len(list(man.crops())) == 3 * NUM_SCENES
+
+
+def test_rerun_of_a_finished_job_changes_nothing(scenes, reference):
+    before = _files(reference)
+    summary = run_crop_job(scenes, out=reference, workers=0, **JOB)
+    assert summary["complete"] and summary["shards_written"] == 0 and summary["shards_already_done"] == 15
+    assert summary["done"] == NUM_SCENES and _files(reference) == before
+
+
+def test_changed_configuration_is_refused(scenes, reference, capsys):
+    before = _files(reference)
+    with pytest.raises(ValueError) as err:
+        run_crop_job(scenes, out=reference, workers=0, **{**JOB, "shard_size": 8})
+    assert "shard_size: 4 there, 8 now" in str(err.value) and "another --out" in str(err.value)
+    assert main(_crops_cli(scenes, reference, "--n", "3")) == 2
+    assert "n: 5 there, 3 now" in capsys.readouterr().err
+    assert _files(reference) == before
+
+
+# ---------------------------------------------------------------- resume and ranks
+
+@pytest.mark.slow
+def test_killed_job_resumes_byte_identical(scenes, reference, tmp_path):
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1")]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob("shard-*.jsonl")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = sorted(p.name for p in out.glob("shard-*.jsonl"))
+    assert 1 <= len(done) < 15, (done, proc.stderr.read().decode()[-2000:])
+    assert not (out / mf.MANIFEST_NAME).exists()
+    for name in done:  # what a killed job leaves is complete shards only
+        assert (out / name).read_bytes() == (reference / name).read_bytes()
+    with pytest.raises(RuntimeError, match=rf"{15 - len(done)} of 15 shards missing"):
+        mf.read_manifest(out)
+    missing = mf.missing_shards(out, 15)
+    stale = out / f"{mf.shard_name(missing[0])}{mf.TMP_MARK}deadhost.1"
+    stale.write_text('{"partial": ')
+    summary = run_crop_job(scenes, out=out, workers=0, **JOB)
+    assert summary["complete"] and summary["shards_written"] == len(missing)
+    assert summary["shards_already_done"] == len(done) and not stale.exists()
+    assert _files(out) == _files(reference)
+
+
+@pytest.mark.slow
+def test_ranks_split_the_shards_and_merge_byte_identical(scenes, reference, tmp_path, monkeypatch):
+    out = tmp_path / "job"
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    first = run_crop_job(scenes, out=out, workers=0, **JOB)
+    assert not first["complete"] and first["rank"] == 1 and first["shards_written"] == 7
+    assert sorted(p.name for p in out.glob("shard-*")) == [mf.shard_name(k) for k in range(1, 15, 2)]
+    assert not (out / mf.MANIFEST_NAME).exists()
+    with pytest.raises(RuntimeError, match="8 of 15 shards missing"):
+        mf.read_manifest(out)
+    res = subprocess.run([sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1")],
+                         env=_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0"), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    second = json.loads(res.stdout)
+    assert second["complete"] and second["rank"] == 0 and second["shards_written"] == 8
+    assert second["done"] == NUM_SCENES  # the last rank to finish wrote manifest.json
+    assert _files(out) == _files(reference)
+    timing = [json.loads(line) for line in (out / mf.TIMING_NAME).read_text().splitlines()]
+    assert sorted(t["rank"] for t in timing) == [0, 1] and all(t["world_size"] == 2 for t in timing)
+
+
+def test_batches_stay_in_their_shard_and_group_sizes():
+    sizes = [(48, 64), (64, 48), (48, 64), (10, 10), (64, 48), (48, 64), (48, 64)]
+    batches = job_module.shard_batches([0, 1], sizes, shard_size=5, batch_size=2)
+    assert batches == [[3, 0], [2, 1], [4], [5, 6]]
+    assert job_module.shard_batches([1], sizes, shard_size=5, batch_size=8) == [[5, 6]]
+
+
+def test_rank_environment(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert dist_env() == (0, 1, 0)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert dist_env() == (3, 8, 1)
+    monkeypatch.setenv("RANK", "8")
+    with pytest.raises(ValueError, match="RANK < WORLD_SIZE"):
+        dist_env()
+
+
+def test_device_choice():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="not a device"):
+        resolve_device("gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no GPU"):
+            resolve_device("cuda:0")
+
+
+# ---------------------------------------------------------------- bad input
+
+def _save_jpeg(path: Path, image: Image.Image, **kw) -> None:
+    image.save(path, "JPEG", quality=80, **kw)
+
+
+def _pattern(w: int, h: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), 40, np.uint8)
+    img[h // 4: 3 * h // 4 + 1, w // 4: 3 * w // 4 + 1] = rng.integers(120, 255, 3)
+    return img
+
+
+@pytest.fixture(scope="module")
+def bad_scenes(tmp_path_factory) -> tuple[Path, dict]:
+    """A COCO data set holding every kind of awkward file; returns (annotations.json, expected sizes)."""
+    root = tmp_path_factory.mktemp("bad")
+    (root / "images").mkdir()
+    img = root / "images"
+    _save_jpeg(img / "good.jpg", Image.fromarray(_pattern(64, 48)))
+    Image.fromarray(_pattern(50, 40)[:, :, 0], "L").save(img / "gray.png")
+    Image.fromarray(_pattern(48, 48)).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(img / "palette.png")
+    rgba = np.dstack([_pattern(40, 56), np.full((56, 40), 200, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(img / "rgba.png")
+    _save_jpeg(img / "cmyk.jpg", Image.fromarray(_pattern(56, 40)).convert("CMYK"))
+    sixteen = Image.fromarray(_pattern(60, 44)[:, :, 1].astype(np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    sixteen.save(img / "sixteen.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees: stored 60 x 40, shown 40 x 60
+    _save_jpeg(img / "exif.jpg", Image.fromarray(_pattern(60, 40)), exif=exif.tobytes())
+    Image.fromarray(_pattern(20, 20)).save(img / "tiny.png")
+    Image.fromarray(_pattern(400, 4)).save(img / "thin.png")
+    large = Image.new("RGB", (6000, 4000), (30, 60, 90))
+    large.paste((220, 200, 40), (2000, 1000, 5000, 3500))
+    _save_jpeg(img / "large.jpg", large)
+    data = (img / "good.jpg").read_bytes()
+    (img / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    (img / "empty.jpg").write_bytes(b"")
+    (img / "text.jpg").write_text("this is not a picture\n")
+    sizes = {"good.jpg": (64, 48), "gray.png": (50, 40), "palette.png": (48, 48), "rgba.png": (40, 56),
+             "cmyk.jpg": (56, 40), "sixteen.png": (60, 44), "exif.jpg": (40, 60), "tiny.png": (20, 20),
+             "thin.png": (400, 4), "large.jpg": (6000, 4000), "truncated.jpg": (64, 48), "empty.jpg": (64, 48),
+             "text.jpg": (64, 48), "missing.jpg": (64, 48)}
+    images, annotations = [], []
+    for i, (name, (w, h)) in enumerate(sizes.items(), start=1):
+        images.append({"id": i, "file_name": f"images/{name}", "width": w, "height": h})
+        annotations.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0,
+                            "bbox": [w / 4, h / 4, w / 2, h / 2], "area": w * h / 4})
+    annotations[0]["bbox"] = [-10.0, -10.0, 500.0, 500.0]  # reaches far outside good.jpg: clipped
+    annotations.append({"id": 99, "image_id": 2, "category_id": 1, "iscrowd": 0, "bbox": [5, 5, -3, 4],
+                        "area": 0})  # negative size: dropped
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "thing"}]}))
+    return ann, sizes
+
+
+BAD = {"truncated.jpg": "truncated image", "empty.jpg": "empty file", "text.jpg": "not an image",
+       "missing.jpg": "missing file"}
+
+
+@pytest.mark.parametrize("strategy", ["ours", "gt"])
+def test_bad_input_never_stops_a_job(bad_scenes, tmp_path, monkeypatch, strategy):
+    ann, sizes = bad_scenes
+    seen = []
+    real_crop_batch = job_module.crop_batch
+
+    def spy(strat, items, scenes, files):
+        seen.extend(tuple(img.shape) for _, img, _ in items)
+        return real_crop_batch(strat, items, scenes, files)
+
+    monkeypatch.setattr(job_module, "crop_batch", spy)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_crop_job(ann, out=tmp_path / "job", strategy=strategy, backbone="resnet18", shard_size=5,
+                               batch_size=4, workers=0, max_side=256, progress=False)
+    assert any("clipped" in str(w.message) for w in caught)  # the annotation box outside its image
+    assert summary["complete"] and summary["images"] == len(sizes)
+    assert summary["skipped"] == len(BAD) and summary["done"] == len(sizes) - len(BAD)
+    assert summary["skip_reasons"] == {kind: 1 for kind in BAD.values()}
+    assert max(max(shape[1:]) for shape in seen) <= 256  # the 6000 x 4000 image was decoded small
+    records = {Path(r["file"]).name: r for r in mf.read_manifest(tmp_path / "job").records()}
+    assert set(records) == set(sizes)
+    for name, kind in BAD.items():
+        assert mf.skip_kind(records[name]["skipped"]) == kind and str(ann.parent) not in records[name]["skipped"]
+    for name, (w, h) in sizes.items():
+        if name in BAD:
+            continue
+        rec = records[name]
+        assert (rec["width"], rec["height"]) == (w, h), name
+        boxes = torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4)
+        assert len(boxes) >= 1 and is_valid(boxes, w, h), (name, rec)
+    if strategy == "gt":
+        assert records["good.jpg"]["boxes"] == [[0.0, 0.0, 64.0, 48.0]]  # clipped to the image
+        assert len(records["gray.png"]["boxes"]) == 1  # the negative-size box was dropped
+        assert records["large.jpg"]["boxes"] == [[1500.0, 1000.0, 4500.0, 3000.0]]  # original pixels
+    else:
+        assert len(records["tiny.png"]["boxes"]) >= 1  # smaller than the smallest anchor (32 px)
+        assert max(b[2] for b in records["large.jpg"]["boxes"]) > 256  # scaled back to original pixels
+
+
+def test_decoded_images_keep_memory_bounded(bad_scenes):
+    ann, _ = bad_scenes
+    dataset = job_module.DecodeScenes([str(ann.parent / "images/large.jpg")], max_side=1333)
+    _, image, scale = dataset[0]
+    assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 889, 1333)
+    assert scale == pytest.approx(6000 / 1333)
+    _, none, reason = job_module.DecodeScenes([str(ann.parent / "images/missing.jpg")], 1333)[0]
+    assert none is None and reason == "missing file"
+
+
+def test_strategy_failure_on_one_image_is_a_skip(scenes, tmp_path, monkeypatch):
+    from coarsecrop.crops.strategies import make_strategy
+
+    grid = make_strategy("grid")
+
+    class Fragile:
+        name, params, needs_annotations = grid.name, grid.params, False
+
+        def __init__(self, bad_ids):
+            self.bad_ids = bad_ids
+
+        def __call__(self, images, scenes):
+            if any(s.id in self.bad_ids for s in scenes):
+                raise RuntimeError("cannot handle this one")
+            return grid(images, scenes)
+
+    from coarsecrop.data.scenes import open_scenes
+
+    ids = sorted(s.id for s in open_scenes(scenes).scenes)
+    monkeypatch.setattr(job_module, "build_strategy", lambda *a, **k: Fragile({ids[5]}))
+    with pytest.warns(UserWarning, match="cannot handle this one"):
+        summary = run_crop_job(scenes, out=tmp_path / "a", strategy="grid", workers=0, progress=False)
+    assert summary["complete"] and summary["skipped"] == 1 and summary["skip_reasons"] == {"crop strategy failed": 1}
+    monkeypatch.setattr(job_module, "build_strategy", lambda *a, **k: Fragile(set(ids)))
+    with pytest.raises(RuntimeError, match="bug or a bad setting"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_crop_job(scenes, out=tmp_path / "b", strategy="grid", workers=0, progress=False)
+
+
+# ---------------------------------------------------------------- errors at once
+
+def test_unknown_strategy_or_parameter_fails_at_once(scenes, tmp_path, capsys):
+    out = tmp_path / "job"
+    with pytest.raises(ValueError) as err:
+        run_crop_job(scenes, out=out, strategy="bogus", progress=False)
+    assert "bogus" in str(err.value) and "ours" in str(err.value) and "grid" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        run_crop_job(scenes, out=out, strategy="ours", strategy_params={"nms": 0.5}, progress=False)
+    assert "nms_iou" in str(err.value) and "sizes" in str(err.value)
+    assert main(["crops", "--scenes", str(scenes), "--out", str(out), "--strategy", "grid",
+                 "--param", "rows=3", "--quiet"]) == 2
+    assert "valid:" in capsys.readouterr().err
+    assert main(["crops", "--scenes", str(scenes), "--out", str(out), "--param", "n=3", "--quiet"]) == 2
+    assert "--n" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="uses no backbone"):
+        ckpt = tmp_path / "phi.pth"
+        ckpt.write_bytes(b"x")
+        run_crop_job(scenes, out=out, strategy="grid", checkpoint=ckpt, progress=False)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        run_crop_job(scenes, out=out, strategy="ours", checkpoint=tmp_path / "nope.pth", progress=False)
+    assert not out.exists()  # nothing was started
+
+
+@pytest.mark.parametrize("strategy", ["gt", "gtpad", "poor"])
+def test_annotated_strategy_on_a_plain_folder_fails_at_once(tmp_path, strategy):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_pattern(32, 24, seed=i)).save(folder / f"{i}.png")
+    with pytest.raises(ValueError) as err:
+        run_crop_job(folder, out=tmp_path / "job", strategy=strategy, progress=False)
+    assert "plain image folder" in str(err.value) and "ours" in str(err.value) and "grid" in str(err.value)
+    assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.parametrize("key,value", [("n", 0), ("batch_size", 0), ("shard_size", 0), ("workers", -1),
+                                       ("max_side", 8), ("n", 2.5)])
+def test_bad_job_arguments_fail_with_the_option_name(scenes, tmp_path, key, value):
+    args = {"n": 5, "batch_size": 8, "shard_size": 256, "workers": 0, "max_side": 1333, key: value}
+    with pytest.raises(ValueError, match=f"--{key.replace('_', '-')} must be an integer"):
+        run_crop_job(scenes, out=tmp_path / "job", strategy="grid", progress=False, **args)

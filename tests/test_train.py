@@ -1,0 +1,286 @@
+"""The pretraining loop (coarsecrop.train): parameters, exact resume, SIGTERM, DDP on CPU, export as phi.
+
+Everything runs on tiny synthetic scenes (64 px) with a narrow ResNet at 16-px views and one torch
+thread, so a training step takes milliseconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from coarsecrop.train import load_pretrain_params, make_params, pretrain
+from coarsecrop.train.checkpoint import load_checkpoint
+from coarsecrop.train.optim import LARS, CosineSchedule, build_optimizer, scaled_lr
+from coarsecrop.train.sampler import GlobalBatchSampler
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(method="moco_v2", backbone="resnet10_w8", image_size=16, method_params={"queue_size": 64},
+            epochs=2, batch_size=8, workers=0, threads=1, monitor="none", log_every=1, progress=False,
+            device="cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """16 synthetic scenes (train / val splits) and the `gt` crop manifest of the train split."""
+    from coarsecrop.crops.job import run_crop_job
+    from coarsecrop.data.synthetic import write_scenes
+
+    root = tmp_path_factory.mktemp("pretrain")
+    write_scenes(root / "scenes", num_images=16, seed=0, size=64, progress=False)
+    run_crop_job(root / "scenes", split="train", out=root / "gt", strategy="gt", n=5, workers=0,
+                 progress=False, device="cpu")
+    return {"root": root, "scenes": root / "scenes", "manifest": str(root / "gt")}
+
+
+def params(data, out, **changes):
+    return make_params({**TINY, "manifest": data["manifest"], "out": str(out), **changes})
+
+
+def losses(out) -> dict[int, float]:
+    lines = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in lines if r["kind"] == "step"}
+
+
+def final_weights(out) -> dict:
+    return load_checkpoint(Path(out) / "checkpoint.pt")["model"]
+
+
+def assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory) -> Path:
+    """An uninterrupted tiny run (2 epochs) that the resume tests compare against."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = pretrain(params(data, out))
+    assert summary["step"] == summary["total_steps"] > 4 and summary["interrupted"] is None
+    return out
+
+
+# ---------------------------------------------------------------- parameters fail at once
+
+def test_unknown_key_names_the_file_and_lists_valid_keys(tmp_path, data):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epocs": 3}))
+    with pytest.raises(ValueError, match="epocs") as err:
+        load_pretrain_params(path)
+    assert str(path) in str(err.value) and "epochs" in str(err.value) and "valid keys" in str(err.value)
+    with pytest.raises(ValueError, match="command-line override.*bach_size"):
+        load_pretrain_params(None, [f"manifest={data['manifest']}", "bach_size=8"])
+
+
+def test_wrong_type_and_unknown_choices_fail(data):
+    with pytest.raises(ValueError, match="batch_size"):
+        make_params({**TINY, "manifest": data["manifest"], "batch_size": "64"})
+    with pytest.raises(ValueError, match="unknown method 'simclr'.*byol.*moco_v2"):
+        make_params({**TINY, "manifest": data["manifest"], "method": "simclr"})
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'.*lars"):
+        make_params({**TINY, "manifest": data["manifest"], "optimizer": "adam"})
+    with pytest.raises(ValueError, match="manifest is required"):
+        make_params(TINY)
+
+
+def test_cli_reports_bad_parameters(tmp_path, capsys, data):
+    from coarsecrop.cli import main
+
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"]}))
+    assert main(["pretrain", "--params", str(path), "method=simclr"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(["pretrain", "--params", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_batch_not_divisible_by_world_size_fails_before_anything_starts(data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc_per_node=3 would set it
+    with pytest.raises(ValueError, match="batch_size 8 .* does not divide by the world size 3"):
+        pretrain(params(data, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="does not divide"):
+        GlobalBatchSampler(100, 8, rank=0, world_size=3)
+
+
+def test_too_few_pseudo_images_for_one_batch(data, tmp_path):
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        pretrain(params(data, tmp_path / "run", batch_size=4096))
+
+
+# ---------------------------------------------------------------- schedule, optimisers, sampler
+
+def test_linear_lr_scaling_and_cosine_with_warmup():
+    assert scaled_lr(0.3, 512, 256) == pytest.approx(0.6)
+    assert scaled_lr(0.3, 512, 256, "none") == 0.3
+    s = CosineSchedule(1.0, total_steps=110, warmup_steps=10, min_lr=0.0)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0) and s(10) == pytest.approx(1.0)
+    assert s(60) == pytest.approx(0.5) and s(110) == pytest.approx(0.0)
+    assert all(s(k) >= s(k + 1) for k in range(10, 110))
+
+
+def test_lars_skips_biases_and_norms_and_scales_by_trust_ratio():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    opt = build_optimizer(model, "lars", lr=1.0, weight_decay=0.1, momentum=0.0, trust_coefficient=0.01)
+    assert isinstance(opt, LARS)
+    groups = {len(g["params"]): g for g in opt.param_groups}
+    assert groups[1]["lars"] and groups[1]["weight_decay"] == 0.1  # the weight matrix
+    assert not groups[3]["lars"] and groups[3]["weight_decay"] == 0.0  # bias, BN weight, BN bias
+    w0, b0 = model[0].weight.detach().clone(), model[0].bias.detach().clone()
+    model(torch.randn(8, 4)).pow(2).sum().backward()
+    gw, gb = model[0].weight.grad.clone(), model[0].bias.grad.clone()
+    opt.step()
+    update = gw + 0.1 * w0
+    expected = w0 - 0.01 * w0.norm() / update.norm() * update
+    assert torch.allclose(model[0].weight, expected, atol=1e-6)
+    assert torch.allclose(model[0].bias, b0 - gb, atol=1e-6)  # plain SGD step, no decay
+
+
+def test_sampler_order_is_independent_of_world_size_and_resumable():
+    one = list(GlobalBatchSampler(50, 8, seed=1))
+    two = [GlobalBatchSampler(50, 8, rank=r, world_size=2, seed=1) for r in range(2)]
+    both = list(zip(*(list(s) for s in two)))
+    assert len(one) == 6 and [a + b for a, b in both] == one  # the same global batches, split in two
+    late = GlobalBatchSampler(50, 8, seed=1)
+    late.set_epoch(0, start_step=4)
+    assert list(late) == one[4:]
+    late.set_epoch(1)
+    assert list(late) != one and all(e == 1 for batch in late for e, _ in batch)
+
+
+# ---------------------------------------------------------------- training and resume
+
+def test_run_writes_checkpoint_backbone_metrics(reference):
+    ckpt = torch.load(reference / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert ckpt["step"] == ckpt["resolved"]["total_steps"] and ckpt["epoch"] == 2
+    assert ckpt["params"]["backbone"] == "resnet10_w8" and ckpt["resolved"]["world_size"] == 1
+    assert ckpt["resolved"]["lr"] == pytest.approx(0.3 * 8 / 256)  # linear scaling recorded
+    assert {"python", "numpy", "torch"} <= set(ckpt["rng"][0])
+    assert {"model", "optimizer", "schedule", "scaler", "sampler", "monitor"} <= set(ckpt)
+    trunk = torch.load(reference / "backbone.pt", weights_only=True)
+    assert "conv1.weight" in trunk and "layer4.0.conv1.weight" in trunk and not any(k.startswith("fc.") for k in trunk)
+    lines = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    step = next(r for r in lines if r["kind"] == "step")
+    assert {"step", "epoch", "loss", "lr", "momentum", "images_per_s"} <= set(step)
+    assert lines[-1]["kind"] == "end" and lines[-1]["ranks_in_sync"]
+
+
+def test_resume_gives_exactly_the_uninterrupted_run(data, reference, tmp_path):
+    out = tmp_path / "resumed"
+    first = pretrain(params(data, out, stop_at_step=3))
+    assert first["interrupted"] == "stop_at_step" and first["step"] == 3
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    second = pretrain(params(data, out, resume=True))
+    assert second["step"] == second["total_steps"]
+    want, got = losses(reference), losses(out)
+    assert got == want  # every step's loss, before and after the resume, bit for bit
+    assert_same_weights(final_weights(out), final_weights(reference))
+
+
+def test_resume_refuses_another_architecture_or_changed_parameters(data, reference, tmp_path):
+    other = params(data, tmp_path / "x", backbone="resnet10_w16", resume=str(reference / "checkpoint.pt"))
+    with pytest.raises(ValueError, match="another architecture.*resnet10_w8.*resnet10_w16"):
+        pretrain(other)
+    changed = params(data, tmp_path / "y", lr=1.0, resume=str(reference / "checkpoint.pt"))
+    with pytest.raises(ValueError, match=r"(?s)parameters differ.*lr: None in the checkpoint, 1.0 now"):
+        pretrain(changed)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        pretrain(params(data, tmp_path / "z", resume=True))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="not a coarsecrop pretraining checkpoint"):
+        pretrain(params(data, tmp_path / "w", resume=str(tmp_path / "plain.pt")))
+
+
+def test_tiny_pretraining_loss_falls_and_monitor_reports_random_init(data, tmp_path):
+    out = tmp_path / "falls"
+    summary = pretrain(params(data, out, method="byol", epochs=6, monitor="knn", monitor_size=32,
+                              method_params={}))
+    curve = list(losses(out).values())
+    assert len(curve) >= 24
+    assert sum(curve[-5:]) / 5 < sum(curve[:5]) / 5 - 0.2
+    init = summary["monitor"]["init"]
+    assert 0.0 <= init["knn_top1"] <= 1.0
+    history = summary["monitor"]["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 7)) and all(0 <= h["knn_top1"] <= 1 for h in history)
+
+
+# ---------------------------------------------------------------- processes: SIGTERM, torchrun
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "coarsecrop", "pretrain", *args]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epochs": 40}))
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(["--params", str(run), f"out={out}"]), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and len(losses(out)) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "continue with --resume" in err
+    stopped = load_checkpoint(out / "checkpoint.pt")
+    total = stopped["resolved"]["total_steps"]
+    assert 3 <= stopped["step"] < total and (out / "backbone.pt").is_file()
+
+    until = stopped["step"] + 4  # a few steps past the stop are enough to compare
+    pretrain(load_pretrain_params(run, {"out": str(out), "resume": True, "stop_at_step": until}))
+    reference = tmp_path / "straight"
+    pretrain(load_pretrain_params(run, {"out": str(reference), "stop_at_step": until}))
+    assert losses(out) == losses(reference) and max(losses(out)) == until
+    assert_same_weights(final_weights(out), final_weights(reference))
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_end_with_identical_weights(data, tmp_path):
+    run = tmp_path / "run.yaml"
+    run.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epochs": 1}))
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "coarsecrop", "pretrain", "--params", str(run), f"out={out}"]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    start, end = lines[0], lines[-1]
+    assert start["resolved"]["world_size"] == 2 and start["resolved"]["local_batch"] == 4
+    assert end["kind"] == "end" and end["ranks_in_sync"] and len(set(end["weights_sha256"])) == 1
+    assert len(end["weights_sha256"]) == 2
+
+
+@pytest.mark.slow
+def test_exported_backbone_is_phi_for_the_crop_job(data, tmp_path):
+    """Stage 1 closes the loop: a torchvision ResNet-18 trunk trained here crops with `ours`."""
+    from coarsecrop.crops.job import run_crop_job
+    from coarsecrop.crops.manifest import read_manifest
+    from coarsecrop.models.backbones import build_backbone
+
+    out = tmp_path / "phi"
+    pretrain(params(data, out, backbone="resnet18", stop_at_step=1))
+    phi = build_backbone("resnet18", checkpoint=out / "backbone.pt")
+    trained = load_checkpoint(out / "checkpoint.pt")["model"]
+    key = next(k for k in trained if k.endswith("conv1.weight") and "layer" not in k and "momentum" not in k
+               and "key" not in k and "target" not in k)
+    assert torch.equal(phi.conv1.weight, trained[key])
+    summary = run_crop_job(data["scenes"], split="val", out=tmp_path / "crops", strategy="ours", n=3,
+                           backbone="resnet18", checkpoint=out / "backbone.pt", workers=0, progress=False,
+                           device="cpu", strategy_params={"sizes": [8, 16, 32, 64]})
+    assert summary["done"] > 0
+    assert sum(1 for _ in read_manifest(tmp_path / "crops").crops()) > 0
