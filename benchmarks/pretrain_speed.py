@@ -10,10 +10,11 @@ MAE on vit_micro_patch8 at 64 px), paper-default heads and queues, one training 
 backward, optimiser step, momentum update. Our method and lightly's composition of the same
 method (built as lightly's examples do: its heads, NTXentLoss with a memory bank,
 NegativeCosineSimilarity, update_momentum, select_most_similar, MAE TIMM modules) get the same
-trunk weights, the same views and the same optimiser; they run in alternating rounds and the
-median step time counts, so load on the machine hits both alike. An image = one sample (its
-2 views). A second table times the view pipelines (ours vs lightly's transforms, one 256 x 300
-uint8 image to 224-px views). lightly is optional: without it only our numbers are printed.
+trunk weights, the same views and the same optimiser; they run in alternating rounds (who goes
+first swaps each round) and the median step time counts, so load on the machine hits both
+alike. An image = one sample (its 2 views). A second table times the view pipelines (ours vs
+lightly's transforms, one 256 x 300 uint8 image to 224-px views). lightly is optional: without
+it only our numbers are printed.
 
 GPU section (only with CUDA): ResNet-50 MoCo-v2, 224-px views, bf16 autocast, channels_last,
 SGD; images/s per GPU for (a) the model alone on device tensors, (b) the loader alone (JPEG
@@ -47,7 +48,7 @@ METHOD_NAMES = ("moco_v2", "byol", "densecl", "mae")
 def lightly_method(name: str, trunk: nn.Module, image_size: int):
     """lightly's composition of method ``name`` on ``trunk`` (a copy), or None without lightly."""
     try:
-        import lightly  # noqa: F401
+        import lightly.loss  # noqa: F401  (is lightly installed?)
     except ImportError:
         return None
     if name == "moco_v2":
@@ -148,7 +149,8 @@ class LightlyDenseCL(nn.Module):
         with torch.no_grad():
             kf, kg, kl = self.encode(self.backbone_m, self.head_global_m, self.head_local_m, views[1])
             kl = select_most_similar(qf.detach(), kf, kl)
-        return 0.5 * (self.criterion_global(qg, kg) + self.criterion_local(ql.flatten(end_dim=1), kl.flatten(end_dim=1)))
+        loss_local = self.criterion_local(ql.flatten(end_dim=1), kl.flatten(end_dim=1))
+        return 0.5 * (self.criterion_global(qg, kg) + loss_local)
 
     def momentum_update(self, progress):
         from lightly.models.utils import update_momentum
@@ -244,8 +246,8 @@ def cpu_table(args) -> None:
             for _ in range(args.warmup):
                 run(views, 0.0)
         rounds = max(1, args.steps // args.round)
-        for r in range(rounds):  # alternate, so load on the machine hits both
-            for k, run in runners.items():
+        for r in range(rounds):  # alternate (and swap who goes first), so load on the machine hits both
+            for k, run in (list(runners.items()) if r % 2 == 0 else list(runners.items())[::-1]):
                 for i in range(args.round):
                     t0 = time.perf_counter()
                     run(views, (r * args.round + i) / max(args.steps, 1))
@@ -266,27 +268,36 @@ def view_table(args) -> None:
         from lightly.transforms import BYOLTransform, MAETransform, MoCoV2Transform
         from PIL import Image
         pil = Image.fromarray(image.permute(1, 2, 0).numpy())
-        theirs = {"moco_v2": MoCoV2Transform(input_size=224), "byol": BYOLTransform(), "mae": MAETransform(input_size=224)}
+        theirs = {"moco_v2": MoCoV2Transform(input_size=224), "byol": BYOLTransform(),
+                  "mae": MAETransform(input_size=224)}
     except ImportError:
         theirs, pil = {}, None
     print("\nView pipelines, one 256 x 300 image -> 224-px views, 1 thread (ours: uint8 tensor in; lightly: PIL in)")
     print(f"{'pipeline':<10}{'ours img/s':>12}{'lightly img/s':>15}{'ours/lightly':>14}")
     for name in ("moco_v2", "byol", "mae"):
         ours = view_pipeline(name, 224)
-        rates = {"ours": rate(lambda: ours(image), args.view_iters)}
+        calls = {"ours": lambda: ours(image)}
         if name in theirs:
-            rates["lightly"] = rate(lambda: theirs[name](pil), args.view_iters)
+            calls["lightly"] = lambda: theirs[name](pil)
+        rates = alternating_rates(calls, args.view_iters)
+        if "lightly" in rates:
             print(f"{name:<10}{rates['ours']:>12.1f}{rates['lightly']:>15.1f}{rates['ours'] / rates['lightly']:>14.2f}")
         else:
             print(f"{name:<10}{rates['ours']:>12.1f}")
 
 
-def rate(fn, iters: int) -> float:
-    fn()
-    t0 = time.perf_counter()
-    for _ in range(iters):
+def alternating_rates(calls: dict, iters: int, chunk: int = 5) -> dict:
+    """Calls per second of each function: chunks of calls in alternating (swapped) order, median time."""
+    times = {k: [] for k in calls}
+    for fn in calls.values():
         fn()
-    return iters / (time.perf_counter() - t0)
+    for r in range(max(1, iters // chunk)):
+        for k, fn in (list(calls.items()) if r % 2 == 0 else list(calls.items())[::-1]):
+            for _ in range(chunk):
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1.0 / statistics.median(v) for k, v in times.items()}
 
 
 # ---- GPU: ResNet-50 MoCo-v2 with data loading ---------------------------------------------------------
@@ -353,7 +364,8 @@ def gpu_section(args) -> None:
     loader = torch.utils.data.DataLoader(
         JpegViews(512, 256, 224), batch_size=args.gpu_batch, sampler=torch.utils.data.RandomSampler(
             range(10 ** 6), replacement=True, num_samples=10 ** 7),
-        num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True, prefetch_factor=4)
+        num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True,
+        prefetch_factor=4)
     it = iter(loader)
     for _ in range(2):
         next(it)
@@ -390,7 +402,7 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--round", type=int, default=2, help="steps per alternation round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--view-iters", type=int, default=30)
+    parser.add_argument("--view-iters", type=int, default=60)
     parser.add_argument("--gpu-batch", type=int, default=256)
     parser.add_argument("--gpu-steps", type=int, default=20)
     parser.add_argument("--gpu-warmup", type=int, default=5)

@@ -206,7 +206,8 @@ def test_byol_regression_loss_matches_lightly_negative_cosine_similarity():
     lightly_loss = pytest.importorskip("lightly.loss")
     torch.manual_seed(0)
     a, b = torch.randn(16, 8), torch.randn(16, 8)
-    assert regression_loss(a, b).item() == pytest.approx(2 + 2 * lightly_loss.NegativeCosineSimilarity()(a, b).item(), rel=1e-5)
+    theirs = lightly_loss.NegativeCosineSimilarity()(a, b).item()
+    assert regression_loss(a, b).item() == pytest.approx(2 + 2 * theirs, rel=1e-5)
 
 
 def test_byol_loss_is_symmetrised_sum_and_target_gets_no_gradient():
@@ -320,7 +321,8 @@ def test_mae_uses_fixed_sincos_position_embeddings_and_a_timm_vit():
         img_size=16, patch_size=4, embed_dim=96, depth=4, num_heads=3, num_classes=0)
     assert set(method.backbone.state_dict()) == set(reference.state_dict())
     assert torch.allclose(method.backbone.pos_embed[0, 0], torch.zeros(96))  # class token position
-    assert torch.allclose(method.backbone.pos_embed[0, 1, :48], torch.cat([torch.zeros(24), torch.ones(24)]))  # col 0: sin 0, cos 0
+    first_patch = method.backbone.pos_embed[0, 1, :48]  # column 0: sin 0, then cos 0
+    assert torch.allclose(first_patch, torch.cat([torch.zeros(24), torch.ones(24)]))
 
 
 def test_mae_sincos_embedding_matches_lightly():

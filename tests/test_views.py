@@ -131,8 +131,10 @@ def test_blur_sigma_scales_with_view_size_and_asymmetric_byol_pair():
     assert isinstance(crop, v2.RandomResizedCrop) and crop.scale == (0.08, 1.0)
     moco = view_pipeline("moco_v2", 224).global_views[0].transforms
     assert moco[0].scale == (0.2, 1.0)
-    jitter = [t.transforms[0] for t in moco if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.ColorJitter)][0]
-    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
+    jitter = [t.transforms[0] for t in moco
+              if isinstance(t, v2.RandomApply) and isinstance(t.transforms[0], v2.ColorJitter)][0]
+    assert (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) == (
+        (0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
 
 
 def test_fast_colour_jitter_equals_torchvision_colour_jitter():

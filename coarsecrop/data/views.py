@@ -17,13 +17,14 @@ Sources (the paper follows each method's own augmentations, Sec. 4.1):
 - Multi-crop (SwAV, Caron et al. 2020): 2 global views + k local views of 96/224 of the global
   size at scale (0.05, 0.14), with the global views' photometric augmentations (Table 11's s3).
 
-Colour jitter: v2.ColorJitter's parameters and random draws, computed in float once with a fast
-closed-form hue rotation (FastColorJitter; 2x faster on uint8 224-px views).
+Colour jitter: v2.ColorJitter's parameters and random draws, computed in float once with a
+closed-form hue rotation (FastColorJitter; measured 1.5-2x faster on a uint8 224-px view).
 
 Gaussian blur: torchvision's tensor blur convolves with a full 2-D kernel (23 x 23 at 224 px:
-~35 ms per view on one core), so this module uses its own separable blur (same Gaussian, ~30x
-faster). Its kernel covers +-3 sigma. sigma is given for 224-px views, as in the papers, and
-scaled by S / 224, so a 64-px view is blurred as much relative to its content as a 224-px one.
+~11 ms per view on one core), so this module blurs with two depthwise 1-D convolutions (same
+Gaussian, ~1.5 ms, as fast as PIL's blur). Its kernel covers +-3 sigma. sigma is given for
+224-px views, as in the papers, and scaled by S / 224, so a 64-px view is blurred as much
+relative to its content as a 224-px one.
 
 Randomness: v2 transforms take no torch.Generator; they draw from torch's global CPU RNG (also
 for GPU tensors: the parameters are drawn on the CPU). Pass ``seed=`` to a pipeline call to fork
@@ -53,7 +54,7 @@ class FastColorJitter(v2.ColorJitter):
     computed in float32 once for uint8 input, with a fast exact hue rotation.
 
     torchvision converts uint8 to float and back inside each step and rotates hue through a
-    sector-mask HSV round trip (~3.5 ms of the ~4.5 ms a 224-px jitter takes on one core); here the
+    sector-mask HSV round trip (most of the ~5 ms a 224-px jitter takes on one core); here the
     hue step uses the closed form RGB = V - C * clamp(min(k, 4 - k), 0, 1), k = (n + 6H) mod 6,
     n = 5, 3, 1, with V = max and C = max - min unchanged by a hue rotation. Results match
     torchvision's float path to ~1e-6; on uint8 they differ by a few grey levels (mean ~1.5),

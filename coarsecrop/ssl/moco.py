@@ -145,7 +145,8 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature:
     with torch.autocast(device_type=q.device.type, enabled=False):
         q, k = q.float(), k.float()
         l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # [N, 1]
-        l_neg = torch.einsum("nc,ck->nk", q, queue.detach().clone().float())  # [N, K]; a copy: the queue is written after
+        # [N, K]; on a copy, since the queue is overwritten before backward
+        l_neg = torch.einsum("nc,ck->nk", q, queue.detach().clone().float())
         logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # [N, 1 + K]
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)  # the positive is index 0
         return F.cross_entropy(logits, labels), logits
