@@ -37,20 +37,21 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         strategy=args.strategy, n=args.n, strategy_params=dict(args.param or []),
         checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
         batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-        progress=not args.quiet,
+        max_side=args.max_side, progress=not args.quiet,
     )
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import os
     import signal
 
     from coarsecrop.train import TrainingDiverged, load_pretrain_params, pretrain
 
     overrides = dict(args.overrides or [])
-    if args.resume is not None:
-        overrides["resume"] = args.resume
+    if args.resume:
+        overrides["resume"] = True
     params = load_pretrain_params(args.params, overrides)
     try:
         summary = pretrain(params)
@@ -59,9 +60,26 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         return 1
     if summary["interrupted"] not in (None, "stop_at_step"):
         return 128 + signal.Signals[summary["interrupted"]].value  # stopped by a signal, checkpoint saved
-    if not args.quiet and summary.get("resolved"):
+    if not args.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
         print(json.dumps({k: summary[k] for k in ("out", "step", "total_steps", "interrupted", "wall_s",
                                                   "checkpoint", "backbone")}, indent=2))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from coarsecrop.evaluate.runner import evaluate
+
+    record = evaluate(
+        args.task, checkpoint=args.checkpoint, backbone=args.backbone, scenes=args.scenes, images=args.images,
+        train_split=args.train_split or None, val_split=args.val_split or None, val_scenes=args.val_scenes,
+        val_images=args.val_images, n_seeds=args.n_seeds, random_init=not args.no_random_init,
+        device=args.device, params=dict(args.param or []), out=args.out,
+    )
+    for init, row in record["rows"].items():
+        s = row["summary"].get(record["headline"], {})
+        print(f"{record['task']} {init}: {record['headline']} = {s.get('mean', float('nan')):.2f} "
+              f"+- {s.get('std', float('nan')):.2f} over {s.get('n', 0)} seed(s)")
+    print(f"wrote {args.out}/metrics.json")
     return 0
 
 
@@ -101,19 +119,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for decoding")
     p.add_argument("--shard-size", type=int, default=256, help="images per manifest shard")
+    p.add_argument("--max-side", type=int, default=1333,
+                   help="larger images are decoded down to this side (boxes stay in original pixels)")
     p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_crops)
 
     p = sub.add_parser("pretrain", help="SSL pretraining on a crop manifest (one process, or under torchrun)")
-    p.add_argument("--params", default=None, help="YAML file of PretrainParams keys (e.g. params/quick/02_pretrain.yaml)")
+    p.add_argument("--params", default=None,
+                   help="YAML file of coarsecrop.train.PretrainParams keys (e.g. the pretrain.yaml that "
+                        "notebooks/02_pretrain.py writes into its run folder)")
     p.add_argument("overrides", nargs="*", type=_key_value, metavar="KEY=VALUE",
                    help="parameter overrides read as YAML, e.g. epochs=2 batch_size=64 method=byol")
-    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="CKPT",
-                   help="continue the run in `out` (or from CKPT)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in `out` from its checkpoint.pt (another file: resume=PATH)")
     p.add_argument("--quiet", action="store_true", help="no summary on stdout")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser("evaluate", help="transfer a checkpoint to a downstream task (random-init row beside)")
+    p.add_argument("--task", required=True,
+                   choices=["multilabel", "linear", "objects", "detection", "instance", "semantic", "classify"])
+    p.add_argument("--checkpoint", default=None, help="trainer checkpoint or backbone.pt (default: random init only)")
+    p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
+    p.add_argument("--scenes", required=True,
+                   help="COCO json / VOC root / `coarsecrop scenes` folder; for classify an ImageFolder root")
+    p.add_argument("--images", default=None, help="image root for a COCO file (default: the file's folder)")
+    p.add_argument("--train-split", default="train", help="split to train on ('' = every image)")
+    p.add_argument("--val-split", default="val", help="split to score on ('' = every image)")
+    p.add_argument("--val-scenes", default=None, help="a second data set for the val split (e.g. COCO val2017)")
+    p.add_argument("--val-images", default=None, help="image root for --val-scenes")
+    p.add_argument("--n-seeds", type=int, default=1, help="runs per row; tables give mean and std")
+    p.add_argument("--no-random-init", action="store_true", help="skip the random-init row")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
+    p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
+                   help="task parameter, repeatable (e.g. epochs=30, image_size=128, head=fpn)")
+    p.add_argument("--out", required=True, help="run folder: metrics.json is written there")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("export", help="write a checkpoint's trunk as a torchvision state_dict or a detectron2 pickle")
     p.add_argument("checkpoint", help="trainer checkpoint, backbone.pt or a torchvision state_dict")

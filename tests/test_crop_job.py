@@ -361,10 +361,12 @@ def test_unknown_strategy_or_parameter_fails_at_once(scenes, tmp_path, capsys):
     assert "valid:" in capsys.readouterr().err
     assert main(["crops", "--scenes", str(scenes), "--out", str(out), "--param", "n=3", "--quiet"]) == 2
     assert "--n" in capsys.readouterr().err
+    ckpt = tmp_path / "phi.pth"
+    ckpt.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="uses no backbone"):
-        ckpt = tmp_path / "phi.pth"
-        ckpt.write_bytes(b"x")
         run_crop_job(scenes, out=out, strategy="grid", checkpoint=ckpt, progress=False)
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        run_crop_job(scenes, out=out, strategy="ours", backbone="resnet18", checkpoint=ckpt, progress=False)
     with pytest.raises(FileNotFoundError, match="no such file"):
         run_crop_job(scenes, out=out, strategy="ours", checkpoint=tmp_path / "nope.pth", progress=False)
     assert not out.exists()  # nothing was started

@@ -66,7 +66,7 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU; use --device cpu")
-        index = local_rank if dev.index is None else dev.index
+        index = local_rank % torch.cuda.device_count() if dev.index is None else dev.index
         if index >= torch.cuda.device_count():
             raise ValueError(f"cuda:{index} does not exist ({torch.cuda.device_count()} GPUs visible)")
         dev = torch.device("cuda", index)
@@ -106,7 +106,7 @@ def build_strategy(name: str, device: torch.device, n: int, backbone: str | None
     params = dict(params or {})
     clash = [k for k in STRATEGY_OPTIONS if k in params]
     if clash:
-        raise ValueError(f"{', '.join(clash)} are options of the job: give --{clash[0]} ..., "
+        raise ValueError(f"{clash[0]} is an option of the job itself: give --{clash[0]} ..., "
                          f"not --param {clash[0]}=...")
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(sorted(STRATEGIES))}")
@@ -292,6 +292,8 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     rank, world, local_rank = dist_env()
     dev = resolve_device(device, local_rank)
     strat = build_strategy(strategy, dev, n, backbone, checkpoint, strategy_params)
+    getattr(strat, "phi", None)  # build phi now (strategies build it lazily): a checkpoint that does not
+    # fit fails before any work, and the crop time below does not include building the model
 
     scene_set = open_scenes(scenes, images=images, split=split)
     check_annotations(strat, scene_set, scenes)

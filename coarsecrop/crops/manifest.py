@@ -177,17 +177,20 @@ def skip_kind(reason: str) -> str:
 # ---------------------------------------------------------------- configuration and counts
 
 def code_version() -> dict:
-    """Package version and git commit of the code that runs (commit None outside a git checkout)."""
+    """Package version and git commit of the code that runs (commit None unless the package is imported
+    from a git checkout of coarsecrop itself, not merely installed inside some other repository)."""
     import subprocess
 
     import coarsecrop
 
+    package = Path(coarsecrop.__file__).resolve().parent
     commit = None
     try:
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(coarsecrop.__file__).parent,
+        res = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=package,
                              capture_output=True, text=True, timeout=10)
-        if res.returncode == 0:
-            commit = res.stdout.strip() or None
+        lines = res.stdout.split()
+        if res.returncode == 0 and len(lines) == 2 and Path(lines[0]).resolve() / "coarsecrop" == package:
+            commit = lines[1]
     except (OSError, subprocess.SubprocessError):
         pass
     return {"package": "coarsecrop", "version": coarsecrop.__version__, "git_commit": commit}
@@ -375,7 +378,8 @@ def read_manifest(folder: str | Path, root: str | Path | None = None) -> Manifes
         state = (f"{len(missing)} of {total} shards missing" if missing
                  else f"all {total} shards written but {MANIFEST_NAME} not yet")
         raise RuntimeError(f"the crop job in {folder} is unfinished ({state}); resume it with the same "
-                           f"configuration:\n  {resume_command(folder, stored.get('request', {}))}")
+                           f"configuration (finished shards are kept; under torchrun, on every rank):\n  "
+                           f"{resume_command(folder, stored.get('request', {}))}")
     manifest = json.loads(man_path.read_text(encoding="utf-8"))
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise RuntimeError(f"{man_path} has format {manifest['format_version']}, newer than this coarsecrop "
