@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import logging
 import os
 import shutil
 import sys
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=".", help="project root (holds notebooks/ and params/)")
     args = parser.parse_args(argv)
 
+    # papermill reports the cells' output through logging (INFO): show it, so a long run shows progress.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("papermill").setLevel(logging.INFO)
     root = Path(args.root).resolve()
     names = args.notebook or notebook_names(root)
     if not names:

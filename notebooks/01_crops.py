@@ -49,7 +49,8 @@ num_images = 200
 image_size = 256
 seed = 0
 # Strategies, in table order (coarsecrop.crops.strategies.STRATEGIES has all names).
-strategies = ["image", "gt", "gtpad", "poor", "grid", "random", "selective_search", "edgebox", "ours"]
+strategies = ["image", "gt", "gtpad", "poor", "grid", "random", "selective_search", "edgebox", "ours",
+              "ours_coarse", "ours_zscore"]
 n = 5  # crops per image (the paper's N)
 # phi for the objectness map: a torchvision ResNet, random init (the paper's s5) unless a checkpoint is given.
 backbone = "resnet50"
@@ -150,6 +151,8 @@ glue("claims_table", claims.style.hide(axis="index"), display=True)
 for _name in study.summary.index:  # single values for the chapter's text
     glue(f"objectness_{_name}", round(100 * float(study.summary.loc[_name, "mean_objectness"]), 1), display=False)
     glue(f"median_side_{_name}", round(float(study.summary.loc[_name, "side_p50"])), display=False)
+    glue(f"precise_{_name}", round(100 * float(study.summary.loc[_name, "precise"]), 1), display=False)
+    glue(f"poor_{_name}", round(100 * float(study.summary.loc[_name, "poor"]), 1), display=False)
 
 # %%
 metrics_path = cs.save_metrics(study, wall_s=time.perf_counter() - _t0)

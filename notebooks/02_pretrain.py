@@ -44,7 +44,7 @@ _before = set(globals())  # the next cell's names are the parameters (checked be
 # VOC root / image folder (images: COCO image root). Pretraining uses the train split, the probe the val split.
 scenes = None
 images = None
-num_images = 300
+num_images = 1000
 scene_size = 128
 scene_seed = 0
 # Crops: an existing manifest folder, or None to run `strategy` (image = Image-Crop, ours = Our-Crop, gt,
@@ -56,21 +56,21 @@ strategy_params = {}
 crop_backbone = "resnet18"
 crop_checkpoint = None
 # SSL method and trunk (coarsecrop.ssl): moco_v2 | byol | densecl | mae; ResNets, narrow resnet10_w16[_cifar], ViTs.
-method = "byol"
+method = "moco_v2"
 backbone = "resnet10_w16_cifar"
 image_size = 32
-method_params = {}
+method_params = {"queue_size": 1024}  # toy scale: a short queue (paper: 65,536)
 # Schedule: the global batch over all processes; None = the method's default (the paper's), lr at batch 256.
-epochs = 20
+epochs = 3
 batch_size = 64
-lr = None
-warmup_epochs = None
+lr = 1.2  # toy scale: 4x the paper's 0.3 (short runs need it; see params/quick/02_pretrain.yaml)
+warmup_epochs = 0.25
 weight_decay = None
 optimizer = None
 train_params = {}  # any other key of coarsecrop.train.PretrainParams, e.g. {"monitor_layer": "layer3"}
 processes = 1  # more than 1: torchrun with this many processes
 device = "auto"
-workers = 0
+workers = 1
 threads = 1
 seed = 0
 monitor = "both"  # knn | linear | both | none

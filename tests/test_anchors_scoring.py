@@ -85,7 +85,9 @@ def test_scaled_anchor_sizes():
 
 
 def test_objectness_is_minmax_normalised_then_upsampled():
-    feats = torch.rand(2, 8, 4, 5) * 10 + 3  # [B, d, h, w]
+    g = torch.Generator().manual_seed(0)
+    feats = torch.rand(2, 8, 4, 5, generator=g) * 10 + 3  # [B, d, h, w]
+    feats[0, :, 1, 3] += 5  # a clear peak
     maps = objectness_maps(feats, 64, 80)
     assert maps.shape == (2, 64, 80) and maps.dtype == torch.float32
     assert maps.min() >= 0 and maps.max() <= 1
@@ -169,7 +171,7 @@ def test_scores_of_anchors_equal_naive_means():
 def test_nms_then_top_n_keeps_best_non_overlapping():
     import torchvision
 
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5], [40, 40, 50, 50]], dtype=torch.float32)
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5], [40, 40, 50, 50]]).float()
     scores = torch.tensor([0.9, 0.95, 0.5, 0.8, 0.7])
     keep = torchvision.ops.nms(boxes, scores, 0.5)
     assert keep.tolist() == [1, 4, 2]  # sorted by score, overlapping boxes 0 and 3 suppressed by 1

@@ -55,7 +55,8 @@ def test_wrapped_and_prefixed_checkpoints_load(tmp_path, resnet18_state):
     moco.update({f"module.encoder_k.{k}": torch.zeros_like(v) for k, v in resnet18_state.items()})
     moco["module.encoder_q.fc.0.weight"] = torch.zeros(4, 512)  # MLP head: ignored
     torch.save({"state_dict": moco, "epoch": 3}, tmp_path / "moco.pth")
-    byol = {f"online_network.encoder.{k}": v for k, v in resnet18_state.items() if not k.endswith("num_batches_tracked")}
+    byol = {f"online_network.encoder.{k}": v for k, v in resnet18_state.items()
+            if not k.endswith("num_batches_tracked")}  # old checkpoints lack these
     torch.save({"model": byol}, tmp_path / "byol.pth")
     for name in ("moco.pth", "byol.pth"):
         net = load_backbone_weights(build_backbone("resnet18", seed=5), tmp_path / name)
@@ -96,3 +97,14 @@ def test_corrupt_truncated_and_missing_files(tmp_path, resnet18_state):
     torch.save({"weights": [1, 2, 3]}, tmp_path / "odd.pth")
     with pytest.raises(ValueError, match="no torchvision ResNet"):
         build_backbone("resnet18", checkpoint=tmp_path / "odd.pth")
+
+
+def test_architecture_is_read_from_the_checkpoint(tmp_path, resnet18_state):
+    from coarsecrop.crops.strategies import make_strategy
+    from coarsecrop.models.backbones import checkpoint_architecture
+
+    path = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.backbone.{k}": v for k, v in resnet18_state.items()}}, path)
+    assert checkpoint_architecture(path) == "resnet18"
+    assert make_strategy("ours", backbone=None, checkpoint=path).params["backbone"] == "resnet18"
+    assert make_strategy("ours", backbone=None).params["backbone"] == "resnet50"

@@ -9,7 +9,9 @@
     strategy.needs_annotations (bool)
 
 STRATEGIES maps each name to its class; names: image, gt, gtpad, grid, poor, random, selective_search,
-edgebox, ours, plus the documented coarse variant(s) of ours.
+edgebox, ours, plus the documented coarse variant(s) of ours: ours_coarse (centre-surround contrast,
+recommended) and ours_zscore (per-shape standardised mean). ``strategy_parameters(name)`` gives a
+strategy's parameters and defaults.
 
 Common rules
 - Boxes are in pixels of the image tensor handed in, clipped, w, h >= 1 (``coarsecrop.boxes.is_valid``),
@@ -18,7 +20,8 @@ Common rules
 - Every strategy returns at most ``n`` boxes (default 5, as the paper). Fewer only when the image cannot
   give more: ``image`` gives 1 box, ``grid`` 5, ``gt`` / ``gtpad`` one per GT object (0 for a scene
   without objects), ``selective_search`` / ``edgebox`` what the method proposes (at least the whole
-  image), ``random`` / ``ours`` / variants the number of distinct anchors left after suppression.
+  image), ``random`` / ``ours`` / variants fewer only when the image has fewer anchors left after
+  suppression (images of a few pixels, where all anchors clip to the same box).
 - Scores: the strategy's own ranking score, highest first (box mean objectness for ours, EdgeBox score,
   1 - rank / K for selective search, the crop's GT objectness for poor); 1.0 for strategies that do
   not rank (image, gt, gtpad, grid, random).
@@ -45,8 +48,9 @@ import torchvision
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops.anchors import FEATURE_STRIDE, RATIOS, SIZES, feature_size, make_anchors
 from coarsecrop.crops.objectness import objectness_maps
-from coarsecrop.crops.scoring import box_means, summed_area_table
-from coarsecrop.models.backbones import ARCHS, build_backbone
+from coarsecrop.crops.quality import crop_objectness
+from coarsecrop.crops.scoring import box_means, box_sums, summed_area_table
+from coarsecrop.models.backbones import ARCHS, build_backbone, checkpoint_architecture
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,7 +89,8 @@ class Strategy:
         for image in images:
             if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
                 raise ValueError(
-                    f"strategy {self.name!r}: images must be uint8 [3, H, W] tensors, got {image.dtype} {tuple(image.shape)}"
+                    f"strategy {self.name!r}: images must be uint8 [3, H, W] tensors, "
+                    f"got {image.dtype} {tuple(image.shape)}"
                 )
         if self.needs_annotations:
             for scene in scenes:
@@ -217,12 +222,13 @@ class GTPadCrop(Strategy):
     right (top and bottom), then clipped. Same selection as ``gt`` (the n largest GT boxes).
 
     The paper picked its best padding ratio and reports 48.2 % objectness without giving the ratio.
-    Default 0.5: on the built-in 256-px scenes (100 images, seed 0) it gives mean objectness 0.48
-    (0.25: 0.57, 0.75: 0.40; GT boxes alone: 0.76 since shapes do not fill their boxes)."""
+    Default 0.135: on the built-in 256-px scenes (100 images, seed 0) it gives mean objectness 0.481
+    (0.1: 0.51, 0.25: 0.41, 0.5: 0.32; the GT boxes alone: 0.65, since shapes do not fill their
+    boxes and occluders cut them)."""
 
     name = "gtpad"
     needs_annotations = True
-    defaults = {"n": 5, "pad": 0.5}
+    defaults = {"n": 5, "pad": 0.135}
 
     def check_params(self, params):
         _check_range(self.name, "pad", params["pad"], 0.0, 100.0)
@@ -282,13 +288,12 @@ class PoorCrop(Strategy):
         _check_int(self.name, "seed", params["seed"])
 
     def crop(self, image, scene):
-        from coarsecrop.crops.quality import crop_objectness
-
         H, W = image.shape[-2:]
         p = self.params
         g = _generator(p["seed"], scene.id)
         k = p["candidates"]
-        side = min(H, W) * (p["min_side"] + (p["max_side"] - p["min_side"]) * torch.rand(k, generator=g, dtype=torch.float64))
+        u = torch.rand(k, generator=g, dtype=torch.float64)
+        side = min(H, W) * (p["min_side"] + (p["max_side"] - p["min_side"]) * u)
         aspect = torch.exp((torch.rand(k, generator=g, dtype=torch.float64) * 2 - 1) * math.log(2))  # h / w
         bw = (side / aspect.sqrt()).clamp(1, W)
         bh = (side * aspect.sqrt()).clamp(1, H)
@@ -377,9 +382,10 @@ class SelectiveSearch(Strategy):
     this inverts the paper's order), sorts ascending and drops duplicate rectangles, so the first
     proposals are mostly small, low-level regions with a random mix of merged ones. The C ``rand()``
     is seeded per image (``seed`` and the scene id), so the order is reproducible (single-threaded
-    use per process). Proposals with a side under ``min_side`` x the shorter image side are dropped
-    first (tiny superpixel fragments); when nothing survives the unfiltered order is used, and an
-    image with no proposal at all gets the whole image. Scores are 1 - rank / K (K proposals)."""
+    use per process). Proposals with a side under ``min_side`` x the shorter image side (tiny
+    superpixel fragments) go behind the others, used only when fewer than n larger ones exist; an
+    image with no proposal at all gets the whole image. Fewer than n boxes only when OpenCV proposes
+    fewer distinct rectangles. Scores are 1 - rank / K in OpenCV's order (K proposals)."""
 
     name = "selective_search"
     defaults = {"n": 5, "seed": 0, "min_side": 0.05, "base_k": 150, "inc_k": 150, "sigma": 0.8}
@@ -403,8 +409,8 @@ class SelectiveSearch(Strategy):
             return _whole_image(H, W)
         scores = 1.0 - np.arange(len(rects)) / len(rects)
         big = np.minimum(rects[:, 2], rects[:, 3]) >= max(1.0, p["min_side"] * min(H, W))
-        if big.any():
-            rects, scores = rects[big], scores[big]
+        order = np.concatenate([np.flatnonzero(big), np.flatnonzero(~big)])  # small ones only to fill up n
+        rects, scores = rects[order], scores[order]
         boxes = torch.from_numpy(rects[: self.n]).clone()
         boxes[:, 2:] += boxes[:, :2]
         return boxes, torch.from_numpy(scores[: self.n])
@@ -422,8 +428,9 @@ class EdgeBox(Strategy):
     intensity / colour step -- texture and background clutter included -- where the learned edges
     fire mostly on object boundaries, so boxes enclosing textured stuff score higher than they would
     with the real model. OpenCV's defaults otherwise (alpha 0.65, beta 0.75, min_score 0.01); the
-    minimum box area (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. An image
-    with no proposal gets the whole image."""
+    minimum box area (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. Fewer than
+    n boxes when EdgeBoxes finds fewer (few edges, e.g. flat or noise-only images); an image with no
+    proposal, or under 8 px on a side, gets the whole image."""
 
     name = "edgebox"
     defaults = {"n": 5, "alpha": 0.65, "beta": 0.75, "min_score": 0.01, "min_box_area": 1000, "blur": 1.0}
@@ -450,7 +457,9 @@ class EdgeBox(Strategy):
         rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
         if len(rects) == 0:
             return _whole_image(H, W)
-        scores = np.asarray(scores, dtype=np.float64).reshape(-1) if scores is not None else 1.0 - np.arange(len(rects)) / len(rects)
+        if scores is None:  # older OpenCV returns boxes only, best first
+            scores = 1.0 - np.arange(len(rects)) / len(rects)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         order = np.argsort(-scores, kind="stable")[: self.n]
         boxes = torch.from_numpy(rects[order]).clone()
         boxes[:, 2:] += boxes[:, :2]
@@ -498,9 +507,10 @@ class OurCrop(Strategy):
     """Our-Crop, Sec. 3.3 literally: phi -> SCDA objectness map -> 12 anchors per feature location ->
     mean objectness per anchor (summed-area table) -> torchvision NMS -> the top n.
 
-    phi: a torchvision ResNet trunk (``backbone``), random init from ``seed`` (the paper's s5) or
-    ``checkpoint``; ImageNet mean / std input normalisation; eval mode (BatchNorm uses its running
-    statistics, so every image is processed independently of its batch). ``input_size`` resizes the
+    phi: a torchvision ResNet trunk (``backbone``; None: the checkpoint's architecture, else
+    resnet50), random init from ``seed`` (the paper's s5) or ``checkpoint``; ImageNet mean / std input
+    normalisation; eval mode (BatchNorm uses its running statistics, so every image is processed
+    independently of its batch). ``input_size`` resizes the
     shorter side before phi; the map is still upsampled to, and the anchors laid out on, the original
     image (stride = H / h in original pixels). Images of equal size share one forward pass.
     channels_last on every device (on CPU oneDNN runs it ~1.5x faster, same results alone or in a
@@ -527,12 +537,16 @@ class OurCrop(Strategy):
         self._phi = None
 
     def check_params(self, params):
-        if params["backbone"] not in ARCHS:
-            raise ValueError(f"strategy {self.name!r}: unknown backbone {params['backbone']!r}; valid: {', '.join(ARCHS)}")
         if params["checkpoint"] is not None:
             params["checkpoint"] = str(params["checkpoint"])
             if not Path(params["checkpoint"]).is_file():
                 raise ValueError(f"strategy {self.name!r}: checkpoint {params['checkpoint']} does not exist")
+        if params["backbone"] is None:  # the architecture of the checkpoint, else the paper's ResNet-50
+            params["backbone"] = checkpoint_architecture(params["checkpoint"]) if params["checkpoint"] else "resnet50"
+        if params["backbone"] not in ARCHS:
+            raise ValueError(
+                f"strategy {self.name!r}: unknown backbone {params['backbone']!r}; valid: {', '.join(ARCHS)}"
+            )
         _check_int(self.name, "seed", params["seed"])
         _check_anchor_params(self.name, params)
         _check_range(self.name, "nms_iou", params["nms_iou"], 0.0, 1.0)
@@ -588,8 +602,8 @@ class OurCrop(Strategy):
             batch = torch.stack([images[i] for i in idx])  # [B, 3, H, W]
             H, W = batch.shape[-2:]
             maps, (h, w) = self.maps(batch)  # [B, H, W]
-            anchors, shape_index = make_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"], maps.device)
-            table = summed_area_table(maps)  # [B, H + 1, W + 1] float64
+            table = summed_area_table(maps)  # [B, H + 1, W + 1] float64 (on the CPU for MPS)
+            anchors, shape_index = make_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"], table.device)
             scores = box_means(table, anchors)  # [B, N]
             for b, i in enumerate(idx):
                 keep, kept_scores = self.select(anchors, shape_index, scores[b], table[b])
@@ -600,6 +614,141 @@ class OurCrop(Strategy):
         """The paper's rule: NMS on the mean scores, then the top n. Returns (indices, scores)."""
         keep = torchvision.ops.nms(anchors, scores, self.params["nms_iou"])[: self.n]
         return keep, scores[keep]
+
+
+class _SpreadSelection(OurCrop):
+    """Shared by the coarse variants: same phi, map, anchors and box means as ``ours``; each variant
+    ranks the anchors by its own ``box_scores``, then picks greedily with suppression by IoU >
+    ``nms_iou`` (0.5, as ``ours``) *and* by containment: a box is also dropped when more than
+    ``containment`` (0.8) of the smaller of it and a chosen box lies inside the other. Without the
+    containment rule the 5 crops nest around one peak (a box of every size on it); with it they
+    spread over different regions of the map."""
+
+    defaults = {**OurCrop.defaults, "containment": 0.8}
+
+    def check_params(self, params):
+        super().check_params(params)
+        _check_range(self.name, "containment", params["containment"], 0.0, 1.0)
+
+    def box_scores(self, anchors, shape_index, scores, table):
+        """Ranking score of every anchor: [N]."""
+        raise NotImplementedError
+
+    def select(self, anchors, shape_index, scores, table):
+        rank = self.box_scores(anchors, shape_index, scores, table)
+        keep = suppress(anchors, rank, self.n, self.params["nms_iou"], self.params["containment"])
+        return keep, rank[keep].float()
+
+
+class OurCoarseCrop(_SpreadSelection):
+    """Coarse variant of Our-Crop: rank each anchor by centre-surround contrast, its mean objectness
+    minus the mean of the ring around it, then IoU + containment suppression (see ``_SpreadSelection``).
+
+    The ring is the box grown by ``ring`` (1.0) x its width / height on each side, clipped to the
+    image, minus the box; a box with no ring left (it fills the image) scores 0. Why: with the plain
+    mean (``ours``) a small box on the map's peak always beats any larger box, whose mean is diluted
+    by its surroundings -- the trap: on the 256-px built-in scenes ~all chosen crops are the smallest
+    anchors. The contrast is highest for the box that fits a blob of the map, so the crop size follows
+    the blob: small boxes inside a blob lose (their ring is as bright as they are), boxes much larger
+    than the blob lose (diluted inside).
+
+    Measured on 100 built-in 256-px scenes with random-init phi and anchors 32 .. 256, ResNet-18 /
+    ResNet-50: crop sides 53/112/128/189 and 59/112/128/186 px at the 10/50/75/90th percentiles
+    (ours: 32/32/32/64), mean objectness 0.34 / 0.36, Poor/Coarse/Precise 30/67/3 and 28/67/5 %,
+    3-6 % of crop pairs nested (> 80 % of the smaller inside the other). It stays coarse on peakier
+    maps (the map cubed, like a trained phi's: 0.46-0.50 objectness, 64-128 px crops) and on toy
+    Gaussian blobs (64-217 px), where ``ours_zscore`` falls back to the smallest anchors. Ring 0.5
+    gave more Poor crops (43 %), 1.5 smaller crops; suppression at IoU 0.4 / containment 0.7 more
+    Poor crops, at 0.6 / 0.9 nested crops (22-26 % of pairs)."""
+
+    name = "ours_coarse"
+    defaults = {**_SpreadSelection.defaults, "ring": 1.0}
+
+    def check_params(self, params):
+        super().check_params(params)
+        _check_range(self.name, "ring", params["ring"], 0.0, 100.0)
+
+    def box_scores(self, anchors, shape_index, scores, table):
+        H, W = table.shape[-2] - 1, table.shape[-1] - 1
+        return ring_contrast(table, anchors, self.params["ring"], H, W)
+
+
+class OurZScoreCrop(_SpreadSelection):
+    """Size-fair variant of Our-Crop: an anchor's score is its mean objectness standardised among
+    the anchors of the same size and ratio in this image (z-score, std floored at 1e-3), so that a
+    256-px box exceptional among 256-px boxes ranks with a 32-px box exceptional among 32-px boxes;
+    then IoU + containment suppression (see ``_SpreadSelection``).
+
+    Measured as ``ours_coarse`` (100 scenes, random-init phi, anchors 32 .. 256, ResNet-18 / -50):
+    the widest spread of sizes, 32/128/156/189 and 32/128/145/183 px, mean objectness 0.35 / 0.41,
+    Poor/Coarse/Precise 27/67/5 and 20/72/8 %, <= 1 % nested pairs, and 65-69 % of GT objects at
+    least half inside some crop (ours: 8-11 %). Its weakness: on a peaky map (few bright blobs on a
+    flat background, as a trained phi gives) the small anchors' score distribution has the longest
+    tail, so their z-scores win and it returns the smallest anchors again -- hence ``ours_coarse``
+    is the recommended variant. Also tried and dropped: the best box per anchor size (nested around
+    one peak), mixing z-score and raw mean (small boxes), local maxima of the map (small boxes)."""
+
+    name = "ours_zscore"
+
+    def box_scores(self, anchors, shape_index, scores, table):
+        return standardise_per_shape(scores, shape_index)
+
+
+def standardise_per_shape(scores: torch.Tensor, shape_index: torch.Tensor, min_std: float = 1e-3) -> torch.Tensor:
+    """z-score of each box among the boxes of the same anchor shape: [N] -> float64 [N].
+
+    Relies on the anchor layout (location-major, shape-minor), i.e. shape_index = arange(A) repeated."""
+    A = int(shape_index.max()) + 1 if shape_index.numel() else 1
+    s = scores.to(torch.float64).reshape(-1, A)  # [h * w, A]
+    z = (s - s.mean(0, keepdim=True)) / s.std(0, unbiased=False, keepdim=True).clamp_min(min_std)
+    return z.reshape(-1)
+
+
+def ring_contrast(table: torch.Tensor, boxes: torch.Tensor, ring: float, height: int, width: int) -> torch.Tensor:
+    """Mean inside each box minus the mean of its surrounding ring (the box grown by ``ring`` x its
+    size on each side, clipped, minus the box); 0 where no ring is left. table [H+1, W+1], boxes
+    [N, 4] -> float64 [N]."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    outer = clip_boxes(boxes + ring * torch.stack([-w, -h, w, h], dim=1), width, height).to(boxes.device)
+    sums, counts = box_sums(table[None], torch.cat([boxes, outer]))  # [1, 2N]
+    sums, counts = sums.view(2, -1), counts.view(2, -1)  # row 0: inside, row 1: grown box
+    inside = sums[0] / counts[0]
+    ring_count = counts[1] - counts[0]
+    ring_mean = torch.where(ring_count > 0, (sums[1] - sums[0]) / ring_count.clamp_min(1), inside)
+    return inside - ring_mean
+
+
+def suppress(boxes: torch.Tensor, scores: torch.Tensor, n: int, iou: float, containment: float) -> torch.Tensor:
+    """Greedy selection of up to n boxes by score; after each pick, drop the boxes whose IoU with it
+    exceeds ``iou`` or whose intersection covers more than ``containment`` of the smaller box.
+    When that leaves fewer than n boxes (small images: few anchors, all overlapping), the remaining
+    places are filled by the IoU rule alone, so a variant returns n boxes whenever ``ours`` (NMS)
+    does. Ties go to the lower index. Returns int64 indices in pick order."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    floor = torch.finfo(scores.dtype).min
+    keep: list[int] = []
+
+    def overlaps(i: int, use_containment: bool) -> torch.Tensor:
+        lt = torch.maximum(boxes[i, :2], boxes[:, :2])
+        rb = torch.minimum(boxes[i, 2:], boxes[:, 2:])
+        inter = (rb - lt).clamp(min=0).prod(dim=1)
+        out = inter / (area[i] + area - inter) > iou
+        if use_containment:
+            out |= inter / torch.minimum(area, area[i]).clamp_min(1e-12) > containment
+        return out
+
+    for use_containment in (True, False):
+        alive = torch.ones(len(boxes), dtype=torch.bool, device=boxes.device)
+        for i in keep:
+            alive &= ~overlaps(i, use_containment)
+            alive[i] = False
+        while len(keep) < n and alive.any():
+            i = int(torch.where(alive, scores, torch.full_like(scores, floor)).argmax())
+            keep.append(i)
+            alive &= ~overlaps(i, use_containment)
+            alive[i] = False
+    return torch.tensor(keep, dtype=torch.long, device=boxes.device)
 
 
 def _same_size_groups(images: list[torch.Tensor]) -> list[list[int]]:
@@ -615,7 +764,10 @@ def _same_size_groups(images: list[torch.Tensor]) -> list[list[int]]:
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (ImageCrop, GTCrop, GTPadCrop, GridCrop, PoorCrop, RandomCrop, SelectiveSearch, EdgeBox, OurCrop)
+    for cls in (
+        ImageCrop, GTCrop, GTPadCrop, GridCrop, PoorCrop, RandomCrop, SelectiveSearch, EdgeBox,
+        OurCrop, OurCoarseCrop, OurZScoreCrop,
+    )
 }
 
 

@@ -5,9 +5,10 @@ the manifests are read back and each crop is scored against the GT masks (``coar
 The notebook stays thin: it validates its parameters, calls ``run_study`` and the plotting helpers here,
 and glues the results for the book.
 
-    params = CropStudyParams(num_images=8, image_size=128, backbone="resnet18")
-    study = run_study(params)            # manifests, per-crop table, per-strategy summary, metrics.json
-    fig = plot_quality_bars(study.summary)
+    params = CropStudyParams(num_images=8, image_size=128, backbone="resnet18", anchor_sizes=[8, 16, 32, 64])
+    study = run_study(params)            # scenes, a manifest per strategy, per-crop table, per-strategy summary
+    image = save_figure(study, plot_quality_bars(study.summary), "quality_bars")
+    save_metrics(study)                  # run_dir/metrics.json, last: its presence marks a complete run
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,15 +36,31 @@ from matplotlib.patches import Rectangle
 from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
 from coarsecrop.params import run_id
 
-# The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines and
-# the coarse variant of ours (see coarsecrop.crops.strategies for what each does).
-ALL_STRATEGIES = ["image", "gt", "gtpad", "poor", "grid", "random", "selective_search", "edgebox", "ours"]
+# The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines, ours
+# and its two documented variants (see coarsecrop.crops.strategies for what each does).
+ALL_STRATEGIES = ["image", "gt", "gtpad", "poor", "grid", "random", "selective_search", "edgebox", "ours",
+                  "ours_coarse", "ours_zscore"]
 
 # Display names (the paper's wording).
 LABELS = {
     "image": "Image-Crop", "gt": "GT-Crop", "gtpad": "GTPad-Crop", "poor": "Poor-Crop", "grid": "Grid-Crop",
     "random": "Random", "selective_search": "Selective search", "edgebox": "EdgeBox", "ours": "Our-Crop",
+    "ours_coarse": "Our-Crop, coarse variant", "ours_zscore": "Our-Crop, z-score variant",
 }
+
+
+def label(name: str) -> str:
+    """Display name of a strategy; a variant of ours not listed in LABELS is named after its suffix."""
+    if name in LABELS:
+        return LABELS[name]
+    if name.startswith("ours_"):
+        return f"Our-Crop, {name[5:].replace('_', ' ')} variant"
+    return name
+
+
+def is_ours(name: str) -> bool:
+    """Ours or one of its variants (the paper's claims about Our-Crop are checked for each)."""
+    return name == "ours" or name.startswith("ours_")
 
 # Study fields -> parameters of the anchor-based strategies (ours and its variants); passed only to the
 # strategies whose parameters include them.
@@ -184,15 +202,19 @@ def run_strategies(params: CropStudyParams, scene_path: Path, run_dir: Path, pro
     for name in params.strategies:
         out = run_dir / "crops" / name
         t0 = time.perf_counter()
-        summary = run_crop_job(
-            scenes=str(scene_path), images=params.images, split=params.split, out=str(out), strategy=name,
-            n=params.n, strategy_params=strategy_params_for(name, params), checkpoint=params.checkpoint,
-            backbone=params.backbone, device=params.device, batch_size=params.batch_size,
-            workers=params.workers, shard_size=256, progress=progress,
-        )
+        with warnings.catch_warnings():  # tqdm.auto warns about ipywidgets in a kernel even when disabled
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            summary = run_crop_job(
+                scenes=str(scene_path), images=params.images, split=params.split, out=str(out), strategy=name,
+                n=params.n, strategy_params=strategy_params_for(name, params), checkpoint=params.checkpoint,
+                backbone=params.backbone, device=params.device, batch_size=params.batch_size,
+                workers=params.workers, shard_size=256, progress=progress,
+            )
         summary = dict(summary or {})
         summary["study_seconds"] = time.perf_counter() - t0
         manifests[name], jobs[name] = out, summary
+        print(f"crops {name}: {summary.get('done')} images, {summary.get('skipped')} skipped, "
+              f"{summary.get('boxes')} boxes in {summary['study_seconds']:.1f} s", flush=True)
     return manifests, jobs
 
 
@@ -279,7 +301,7 @@ def objectness_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Table 2 style: ours beside the paper's objectness, plus the buckets and the median crop side."""
     paper = paper_objectness()
     table = pd.DataFrame({
-        "strategy": [LABELS.get(s, s) for s in summary.index],
+        "strategy": [label(s) for s in summary.index],
         "objectness, ours (%)": (100 * summary["mean_objectness"]).round(1),
         f"objectness, {PAPER_LABEL} (%)": [paper.get(s, np.nan) for s in summary.index],
         "poor (%)": (100 * summary["poor"]).round(1),
@@ -302,8 +324,10 @@ def style_table(table: pd.DataFrame):
 def paper_claims(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's claims about crop quality, each checked against our numbers (holds: yes / no / n/a).
 
-    A claim about a strategy that was not run is n/a. Thresholds: a reported value "agrees" when ours is
-    within 10 percentage points of it."""
+    Claims about strategies that were not run are left out. The paper's claims about Our-Crop are checked
+    for ours and for each variant. Thresholds: a reported value agrees when ours is within 10 percentage
+    points of it (also Grid-Crop's "about 40%" Poor); "varying sizes" holds when the 90th percentile crop
+    side is at least 4x the 10th (two anchor sizes apart)."""
     paper = paper_objectness()
     s = summary
     have = set(s.index)
@@ -319,29 +343,30 @@ def paper_claims(summary: pd.DataFrame) -> pd.DataFrame:
     for name in ("gt", "gtpad", "poor", "image", "grid", "ours"):
         if name in have and name in paper:
             ours = 100 * s.loc[name, "mean_objectness"]
-            add(f"mean objectness of {LABELS[name]}", f"{paper[name]:.1f}%", f"{ours:.1f}%",
+            add(f"mean objectness of {label(name)} (Table 2)", f"{paper[name]:.1f}%", f"{ours:.1f}%",
                 bool(abs(ours - paper[name]) <= 10))
-    if {"ours", "grid", "image"} <= have:
-        o, g, i = (s.loc[k, "mean_objectness"] for k in ("ours", "grid", "image"))
-        add("Our-Crop has more objectness than Grid-Crop and Image-Crop", "52.6% vs 39.8% and 36.4%",
-            f"{pct(o)} vs {pct(g)} and {pct(i)}", bool(o > g and o > i))
-    if {"ours", "gt"} <= have:
-        o, g = s.loc["ours", "mean_objectness"], s.loc["gt", "mean_objectness"]
-        add("Our-Crop is coarser than GT-Crop (less objectness)", "52.6% vs 100%", f"{pct(o)} vs {pct(g)}",
-            bool(o < g))
+    for name in (k for k in s.index if is_ours(k)):
+        lab = label(name)
+        o = s.loc[name, "mean_objectness"]
+        if {"grid", "image"} <= have:
+            g, i = s.loc["grid", "mean_objectness"], s.loc["image", "mean_objectness"]
+            add(f"{lab} has more objectness than Grid-Crop and Image-Crop (Table 2)",
+                "52.6% vs 39.8% and 36.4%", f"{pct(o)} vs {pct(g)} and {pct(i)}", bool(o > g and o > i))
+        if "gt" in have:
+            g = s.loc["gt", "mean_objectness"]
+            add(f"{lab} is coarser than GT-Crop: less objectness (Table 2)", "52.6% vs 100%",
+                f"{pct(o)} vs {pct(g)}", bool(o < g))
+        for other in ("selective_search", "edgebox"):
+            if other in have:
+                add(f"{lab} has fewer Precise crops than {label(other)} (Fig. 3)", "yes (figure)",
+                    f"{pct(s.loc[name, 'precise'])} vs {pct(s.loc[other, 'precise'])}",
+                    bool(s.loc[name, "precise"] < s.loc[other, "precise"]))
+        p10, p50, p90 = (s.loc[name, k] for k in ("side_p10", "side_p50", "side_p90"))
+        add(f"{lab} gives crops of varying sizes (Sec. 6): side p90 >= 4 x p10", "yes (text)", f"sides p10/p50/p90 = {p10:.0f}/{p50:.0f}/{p90:.0f} px",
+            bool(p90 >= 4 * p10))
     if "grid" in have:
-        add("about 40% of Grid-Crop crops are Poor (< 20% objectness)", "about 40%",
+        add("about 40% of Grid-Crop's crops are Poor, < 20% objectness (Sec. 1)", "about 40%",
             pct(s.loc["grid", "poor"]), bool(abs(s.loc["grid", "poor"] - 0.4) <= 0.1))
-    for other in ("selective_search", "edgebox"):
-        if {"ours", other} <= have:
-            add(f"Our-Crop has fewer Precise crops than {LABELS[other]} (Fig. 3)", "yes (figure)",
-                f"{pct(s.loc['ours', 'precise'])} vs {pct(s.loc[other, 'precise'])}",
-                bool(s.loc["ours", "precise"] < s.loc[other, "precise"]))
-    if "ours" in have:
-        p10, p50, p90 = (s.loc["ours", k] for k in ("side_p10", "side_p50", "side_p90"))
-        add("Our-Crop's crops vary in size (Sec. 6: 'coarse crops of varying shapes and sizes'); "
-            "counted as holding when the 90th percentile side is at least 4x the 10th (two anchor sizes)",
-            "yes (text)", f"crop side p10/p50/p90 = {p10:.0f}/{p50:.0f}/{p90:.0f} px", bool(p90 >= 4 * p10))
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "holds"])
 
 
@@ -390,7 +415,7 @@ def plot_crops_grid(study: CropStudy, strategies: list[str] | None = None, k: in
             _draw_boxes(ax, df, color=matplotlib.colors.to_hex(colors(r % 10)), numbered=True)
             ax.set_xticks([]), ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(LABELS.get(name, name), fontsize=11)
+                ax.set_ylabel(label(name).replace(", ", ",\n"), fontsize=10)
             if r == 0:
                 ax.set_title(f"scene {scene.id}", fontsize=10)
     fig.tight_layout()
@@ -414,30 +439,35 @@ def make_study_strategy(name: str, params: CropStudyParams):
 
 def plot_objectness_maps(study: CropStudy, strategies: list[str] | None = None, k: int | None = None,
                          top: int = 5) -> plt.Figure:
-    """Fig. 4 style: per image (rows), for each map-based strategy, the normalised objectness map
-    (red high, blue low) and the image with that strategy's top boxes (from its manifest)."""
+    """Fig. 4 style: per image (rows), the normalised objectness map over the image (red high, blue low),
+    then each map-based strategy's top boxes (from its manifest). Strategies whose maps are identical
+    (same phi) share one map column; a strategy with a different map gets its own."""
     strategies = strategies if strategies is not None else objectness_strategies(study)
     scenes = example_scenes(study, k)
     images = [_load_rgb(s) for s in scenes]
     tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).contiguous() for im in images]
-    cols = 2 * max(1, len(strategies))
-    fig, axes = plt.subplots(len(scenes), cols, figsize=(2.6 * cols, 2.6 * len(scenes)), squeeze=False)
-    for j, name in enumerate(strategies):
+    columns = []  # ("map", title, maps) or ("boxes", strategy name, None)
+    for name in strategies:
         maps = make_study_strategy(name, study.params).objectness_maps(tensors)
+        shown = [c for c in columns if c[0] == "map"]
+        if not shown or not all(torch.equal(a, b) for a, b in zip(shown[-1][2], maps)):
+            columns.append(("map", f"map ({label(name)})" if shown else "objectness map", maps))
+        columns.append(("boxes", name, None))
+    fig, axes = plt.subplots(len(scenes), len(columns), figsize=(2.5 * len(columns), 2.5 * len(scenes)),
+                             squeeze=False)
+    for c, (kind, what, maps) in enumerate(columns):
         for r, scene in enumerate(scenes):
-            amap = maps[r].detach().float().cpu().numpy()
-            ax = axes[r, 2 * j]
+            ax = axes[r, c]
             ax.imshow(images[r])
-            ax.imshow(amap, cmap="jet", alpha=0.55, vmin=0, vmax=1)
-            ax = axes[r, 2 * j + 1]
-            ax.imshow(images[r])
-            df = study.crops[(study.crops["strategy"] == name) & (study.crops["id"] == str(scene.id))]
-            _draw_boxes(ax, df.sort_values("score", ascending=False).head(top), color="yellow", numbered=True)
-            if r == 0:
-                axes[r, 2 * j].set_title(f"{LABELS.get(name, name)}: map", fontsize=10)
-                ax.set_title(f"{LABELS.get(name, name)}: top {top}", fontsize=10)
-    for ax in axes.flat:
-        ax.set_xticks([]), ax.set_yticks([])
+            if kind == "map":
+                ax.imshow(maps[r].detach().float().cpu().numpy(), cmap="jet", alpha=0.55, vmin=0, vmax=1)
+            else:
+                df = study.crops[(study.crops["strategy"] == what) & (study.crops["id"] == str(scene.id))]
+                _draw_boxes(ax, df.sort_values("score", ascending=False).head(top), color="yellow",
+                            numbered=True)
+            ax.set_xticks([]), ax.set_yticks([])
+        title = what if kind == "map" else f"{label(what)}: top {top}"
+        axes[0, c].set_title(title.replace(", ", ",\n"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -447,7 +477,7 @@ def plot_quality_bars(summary: pd.DataFrame) -> plt.Figure:
     shares = 100 * summary[["poor", "coarse", "precise"]].dropna()
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(shares) + 1.4))
     left = np.zeros(len(shares))
-    labels = [LABELS.get(s, s) for s in shares.index]
+    labels = [label(s) for s in shares.index]
     colors = {"poor": "#d62728", "coarse": "#2ca02c", "precise": "#1f77b4"}
     names = {"poor": "Poor (< 20%)", "coarse": "Coarse", "precise": "Precise (> 80%)"}
     for col in ("poor", "coarse", "precise"):
@@ -470,8 +500,8 @@ def plot_crop_sizes(study: CropStudy) -> plt.Figure:
     marked: the rule of Sec. 3.3 taken literally picks the smallest anchors (the 'trap')."""
     df = study.crops.copy()
     order = [s for s in study.manifests if (df["strategy"] == s).any()]
-    df["label"] = df["strategy"].map(lambda s: LABELS.get(s, s))
-    labels = [LABELS.get(s, s) for s in order]
+    df["label"] = df["strategy"].map(label)
+    labels = [label(s) for s in order]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6))
     import seaborn as sns
 

@@ -94,7 +94,6 @@ class PseudoImageDataset(Dataset):
 
     def __init__(self, manifest, transform: Callable | None = None, seed: int = 0,
                  max_side: int | None = None):
-        self.source = str(getattr(manifest, "folder", getattr(manifest, "root", "")))
         files, file_index, boxes, skipped = _manifest_crops(manifest)
         self.files = np.array(files, dtype=np.str_)                       # [F]
         self.file_index = np.array(file_index, dtype=np.int64)           # [M]

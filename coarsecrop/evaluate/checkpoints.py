@@ -32,14 +32,24 @@ def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed:
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"{checkpoint}: checkpoint file does not exist")
     builder = _builder(backbone)
-    return builder(backbone, checkpoint=checkpoint, seed=seed)
+    try:
+        return builder(backbone, checkpoint=checkpoint, seed=seed)
+    except ValueError as err:
+        if checkpoint is None or "does not fit" not in str(err):
+            raise
+        try:
+            guess = infer_backbone(checkpoint)
+        except ValueError:
+            raise err from None
+        raise ValueError(f"{err} (expected a {backbone} checkpoint; this one matches {guess}: "
+                         f"pass --backbone {guess})") from None
 
 
 def infer_backbone(checkpoint: str | Path) -> str:
     """The backbone name a checkpoint was made with: its recorded parameters if any, else the ResNet
     whose block type and blocks per stage match the keys. ValueError when neither works."""
     obj = read_checkpoint(checkpoint)
-    for key in ("params", "parameters", "config", "args"):
+    for key in ("arch", "params", "parameters", "config", "args"):
         rec = obj.get(key) if isinstance(obj, Mapping) else None
         name = rec.get("backbone") if isinstance(rec, Mapping) else getattr(rec, "backbone", None)
         if isinstance(name, str):
@@ -105,8 +115,8 @@ def load_trunk_weights(trunk: nn.Module, checkpoint: str | Path, name: str) -> n
     flat = _flat_tensors(read_checkpoint(checkpoint))
     expected = trunk.state_dict()
     best, hits = "", 0
-    for prefix in sorted({k[: len(k) - len("conv1.weight")] for k in flat if k.endswith("conv1.weight")
-                          and ".layer" not in f".{k}"}, key=len):
+    prefixes = {k[: len(k) - len("conv1.weight")] for k in flat if k.endswith("conv1.weight") and ".layer" not in f".{k}"}
+    for prefix in sorted(prefixes, key=lambda p: (_is_momentum_copy(p), len(p), p)):
         n = sum(1 for k in expected if prefix + k in flat)
         if n > hits:
             best, hits = prefix, n
@@ -122,6 +132,11 @@ def load_trunk_weights(trunk: nn.Module, checkpoint: str | Path, name: str) -> n
                          "pass the matching --backbone")
     trunk.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
     return trunk
+
+
+def _is_momentum_copy(prefix: str) -> bool:
+    """Prefixes of momentum / target / key encoders, which lose ties to the online (query) encoder."""
+    return any(w in prefix for w in ("momentum", "target", "teacher", "encoder_k", "key_encoder", "ema"))
 
 
 def _flat_tensors(obj: object) -> dict[str, torch.Tensor]:

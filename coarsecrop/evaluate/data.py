@@ -31,11 +31,11 @@ NEEDS = {
 }
 
 
-def open_split(path: str | Path, split: str, images: str | Path | None = None):
-    """``open_scenes(path, images, split)`` with an error that names the split when it is empty."""
+def open_split(path: str | Path, split: str | None, images: str | Path | None = None):
+    """``open_scenes(path, images, split)`` (None: every image) with an error when the split is empty."""
     from coarsecrop.data.scenes import open_scenes
 
-    sceneset = open_scenes(path, images=images, split=split)
+    sceneset = open_scenes(path, images=images, split=split or None)
     if len(sceneset) == 0:
         raise ValueError(f"{path}: no images in split {split!r}; pass the split names the data set has "
                          "(built-in scenes: train / val; VOC: an ImageSets name such as trainval / test)")

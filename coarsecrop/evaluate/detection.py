@@ -6,7 +6,8 @@ Two layouts, as the paper's detectron2 models:
   block strides to 7 x 7) followed by an extra BatchNorm, as MoCo's ``Res5ROIHeadsExtraNorm``, then
   average pooling. With masks, the mask branch runs the same res5 (shared weights) on its RoIs and a
   2x deconvolution predicts 14 x 14 masks, like detectron2's C4 mask head.
-- ``fpn`` (R50-FPN): FPN on res2..res5 plus a max-pooled P6; 4conv1fc box head and 4-conv mask head.
+- ``fpn`` (R50-FPN): FPN on res2..res5 plus a max-pooled P6; 4conv1fc box head and 4-conv mask head
+  (detectron2's SyncBN FPN configs), 256 channels (``fpn_channels``).
 
 Normalisation as MoCo's detection configs: BatchNorm everywhere (trunk, FPN, heads), trainable, no frozen
 stages. On CUDA under torch.distributed it is converted to SyncBatchNorm; on one process it is plain
@@ -85,7 +86,8 @@ class FPNBackbone(nn.Module):
 def build_detector(trunk: nn.Module, num_classes: int, head: str = "c4", masks: bool = False,
                    min_size: int = 800, max_size: int = 1333,
                    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), rois_per_image: int = 512,
-                   proposals_train: int = 2000, proposals_test: int = 1000, seed: int = 0) -> nn.Module:
+                   proposals_train: int = 2000, proposals_test: int = 1000, fpn_channels: int = 256,
+                   seed: int = 0) -> nn.Module:
     """Faster R-CNN (``masks=False``) or Mask R-CNN on a copy of ``trunk``.
 
     num_classes: object classes, without background (torchvision's count is num_classes + 1).
@@ -93,7 +95,8 @@ def build_detector(trunk: nn.Module, num_classes: int, head: str = "c4", masks: 
     32..512, scale them with the image size at toy scale. rois_per_image (sampled for the box loss),
     proposals_train / proposals_test (RPN proposals kept per image after NMS): detectron2's defaults;
     lower them at toy scale (a few objects per image), where the res5 box head on every RoI dominates
-    the CPU time. New layers are seeded by ``seed``."""
+    the CPU time. fpn_channels: FPN and head width (256 as detectron2; narrower for narrow trunks).
+    New layers are seeded by ``seed``."""
     if head not in HEADS:
         raise ValueError(f"unknown detection head {head!r}; valid: {', '.join(HEADS)}")
     trunk = copy.deepcopy(trunk).train()
@@ -121,19 +124,20 @@ def build_detector(trunk: nn.Module, num_classes: int, head: str = "c4", masks: 
         else:
             if len(anchor_sizes) != 5:
                 raise ValueError(f"fpn needs 5 anchor sizes (P2..P6), got {list(anchor_sizes)}")
-            backbone = FPNBackbone(trunk, channels)
+            backbone = FPNBackbone(trunk, channels, fpn_channels)
+            f = fpn_channels
             levels = ["0", "1", "2", "3"]
             parts = dict(
                 rpn_anchor_generator=AnchorGenerator(tuple((s,) for s in anchor_sizes), (ratios,) * 5),
                 rpn_pre_nms_top_n_train=2000,  # per level, as detectron2
                 box_roi_pool=MultiScaleRoIAlign(levels, output_size=7, sampling_ratio=2),
-                box_head=FastRCNNConvFCHead((256, 7, 7), [256] * 4, [1024], norm_layer=nn.BatchNorm2d),
+                box_head=FastRCNNConvFCHead((f, 7, 7), [f] * 4, [1024], norm_layer=nn.BatchNorm2d),
                 box_predictor=FastRCNNPredictor(1024, num_classes + 1),
             )
             if masks:
                 parts.update(mask_roi_pool=MultiScaleRoIAlign(levels, output_size=14, sampling_ratio=2),
-                             mask_head=MaskRCNNHeads(256, [256] * 4, 1, norm_layer=nn.BatchNorm2d),
-                             mask_predictor=MaskRCNNPredictor(256, 256, num_classes + 1))
+                             mask_head=MaskRCNNHeads(f, [f] * 4, 1, norm_layer=nn.BatchNorm2d),
+                             mask_predictor=MaskRCNNPredictor(f, f, num_classes + 1))
         model = (MaskRCNN if masks else FasterRCNN)(backbone, **common, **parts)
     return model
 
@@ -279,14 +283,16 @@ def run_detection(trunk: nn.Module, data: DetectionData, seed: int = 0, device: 
                   head: str = "c4", iterations: int = 300, batch_size: int = 4, base_lr: float = 0.02,
                   warmup: int = 100, min_size: int = 800, max_size: int = 1333,
                   anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), rois_per_image: int = 512,
-                  proposals_train: int = 2000, proposals_test: int = 1000, workers: int = 0,
+                  proposals_train: int = 2000, proposals_test: int = 1000, fpn_channels: int = 256,
+                  workers: int = 0,
                   backend: str = "pycocotools") -> dict:
     """Train a detector (Mask R-CNN when ``data.masks``) from ``trunk`` and score the val split.
 
     Returns AP, AP50, AP75 ... of boxes (and ``*_seg`` of masks) in percent, plus the loss curve ends."""
     model = build_detector(trunk, len(data.index), head=head, masks=data.masks, min_size=min_size,
                            max_size=max_size, anchor_sizes=anchor_sizes, rois_per_image=rois_per_image,
-                           proposals_train=proposals_train, proposals_test=proposals_test, seed=seed)
+                           proposals_train=proposals_train, proposals_test=proposals_test,
+                           fpn_channels=fpn_channels, seed=seed)
     losses = train_detector(model, data, iterations, batch_size=batch_size, base_lr=base_lr, warmup=warmup,
                             seed=seed, device=device, workers=workers)
     results = predict(model, data.val, data.index, data.masks, device=device, workers=workers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -27,9 +28,20 @@ def write_atomic(path: str | Path, write: Callable[[Any], None], binary: bool = 
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """JSON with sorted keys and a final newline, written atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_plain) + "\n"
+    """Strict JSON (NaN and inf written as null) with sorted keys and a final newline, written atomically."""
+    text = json.dumps(_finite(obj), indent=2, sort_keys=True, default=_plain, allow_nan=False) + "\n"
     return write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+def _finite(value: Any) -> Any:
+    """NaN / inf -> None, recursively (JSON has no NaN; a missing score is null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _plain(value: Any) -> Any:

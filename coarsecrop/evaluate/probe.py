@@ -1,8 +1,10 @@
 """A linear classifier on frozen features (mAP^l, the object probe, single-label transfer).
 
 Features are standardised with the training set's mean and std (a BatchNorm without affine, as MAE's
-linear probe), then one ``nn.Linear`` is trained with AdamW and a cosine schedule on mini-batches drawn
+linear probe), then one zero-initialised ``nn.Linear`` is trained with AdamW and a cosine schedule on mini-batches drawn
 by a seeded generator. Loss: binary cross-entropy per class (multi-label) or softmax cross-entropy.
+The problem is convex and the head starts at zero, so on a fixed trunk the seed only changes the batch
+order: when the training set fits in one batch, every seed gives the same probe (zero spread).
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, m
         raise ValueError("no training samples for the linear probe")
     gen = torch.Generator().manual_seed(seed)
     mean = train_x.mean(0)
-    std = train_x.std(0, unbiased=False).clamp(min=1e-6)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        head = nn.Linear(train_x.shape[1], num_classes)
+    std = (train_x.var(0, unbiased=False) + 1e-6).sqrt()
+    head = nn.Linear(train_x.shape[1], num_classes)
+    nn.init.zeros_(head.weight)  # a feature constant on the training set (a dead ReLU) gets no gradient
+    nn.init.zeros_(head.bias)  # and so keeps weight 0: it cannot blow up at test time
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(train_x) / batch_size)
     total = max(1, epochs * steps_per_epoch)

@@ -28,16 +28,18 @@ IGNORE = 255
 
 
 def dilate(trunk: nn.Module, output_stride: int = 8) -> nn.Module:
-    """Replace the stride-2 of res5 (and res4 for output stride 8) by dilation, in place.
+    """Dilate res4 / res5 instead of striding until res5 has ``output_stride``, in place.
 
     As torchvision's ``replace_stride_with_dilation``: in a dilated stage the first block keeps the
-    previous dilation in its 3x3 conv, the later blocks use the new one; shortcuts lose their stride."""
+    previous dilation in its 3x3 conv, the later blocks use the new one; shortcuts lose their stride.
+    A trunk that already has a smaller stride (a small "cifar" stem: res5 at stride 8) is left alone."""
     if output_stride not in (8, 16, 32):
         raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    stages = {8: ("layer3", "layer4"), 16: ("layer4",), 32: ()}[output_stride]
+    stride = stage_strides(trunk)["res3"]
     dilation = 1
     for name in ("layer3", "layer4"):
-        if name not in stages:
+        if stride * 2 <= output_stride:  # this stage may keep its stride
+            stride *= 2
             continue
         previous, dilation = dilation, dilation * 2
         for b, block in enumerate(getattr(trunk, name)):
@@ -49,6 +51,19 @@ def dilate(trunk: nn.Module, output_stride: int = 8) -> nn.Module:
                     d = previous if b == 0 else dilation
                     conv.dilation, conv.padding = (d, d), (d, d)
     return trunk
+
+
+def stage_strides(trunk: nn.Module, size: int = 64) -> dict[str, int]:
+    """Stride of each stage's output, from one eval-mode forward of a ``size``-px dummy."""
+    was_training = trunk.training
+    trunk.eval()
+    try:
+        p = next(trunk.parameters())
+        with torch.no_grad():
+            outs = stage_outputs(trunk, torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype))
+    finally:
+        trunk.train(was_training)
+    return {k: max(1, round(size / v.shape[-1])) for k, v in outs.items()}
 
 
 class FCN(nn.Module):

@@ -121,6 +121,22 @@ def load_backbone_weights(model: ResNetTrunk, path: str | Path) -> ResNetTrunk:
     return model
 
 
+def checkpoint_architecture(path: str | Path) -> str:
+    """The torchvision ResNet name (one of ARCHS) a checkpoint holds; ValueError when none fits."""
+    state = _backbone_keys(_read_state_dict(Path(path)), build_skeleton())
+    guess = guess_architecture(state)
+    name = guess.split(" ", 1)[0]
+    if name not in ARCHS:
+        raise ValueError(f"{path}: checkpoint holds {guess}; supported: {', '.join(ARCHS)}")
+    return name
+
+
+def build_skeleton() -> nn.Module:
+    """A ResNet-50 trunk on the meta device: only its key names are used (prefix detection)."""
+    with torch.device("meta"):
+        return ResNetTrunk(torchvision.models.resnet50(weights=None), "resnet50")
+
+
 def guess_architecture(state: Mapping[str, torch.Tensor]) -> str:
     """Name the torchvision ResNet a state_dict (backbone keys, no prefix) was saved from."""
     block = "bottleneck" if any(k.startswith("layer1.0.conv3.") for k in state) else "basic"

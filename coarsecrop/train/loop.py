@@ -112,6 +112,7 @@ def build_method(params: PretrainParams, seed: int) -> nn.Module:
 def prepare_model(method: nn.Module, d: Dist) -> nn.Module:
     """Move to the device; on CUDA channels_last, and SyncBN when several processes train."""
     if d.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
         if d.world_size > 1:
             method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
         method = method.to(d.device, memory_format=torch.channels_last)
@@ -358,12 +359,12 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 else contextlib.nullcontext())
     bar = _progress_bar(params, d, total_steps, step)
     interrupted, start_time = None, time.time()
-    window_start, window_steps = time.time(), 0
     method.train()
     with StopRequest() as stop:
         for epoch in range(step // sampler.steps_per_epoch, params.epochs):
             sampler.set_epoch(epoch, start_step=step - epoch * sampler.steps_per_epoch)
             epoch_loss, epoch_steps, epoch_start = 0.0, 0, time.time()
+            window_start, window_steps = epoch_start, 0  # images/s leaves out the epoch-end probe and checkpoint
             for views in loader:
                 lr = schedule.apply(optimizer, step)
                 views = [v.to(d.device, non_blocking=True, memory_format=torch.channels_last)

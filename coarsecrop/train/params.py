@@ -29,7 +29,8 @@ class PretrainParams:
       manifest: crop manifest folder (``coarsecrop crops --out``); the ``image`` strategy = Image-Crop.
       backbone: trunk name understood by ``coarsecrop.ssl.build_method`` (resnet50, resnet18, narrow ResNets, ViTs).
       image_size: side of the (global) views in pixels (224 at paper scale).
-      method_params: extra hyperparameters for ``build_method`` (queue_size, temperature, ...).
+      method_params: extra hyperparameters for ``build_method`` (queue_size, temperature, ...;
+        random_resized_crop: false drops RandomResizedCrop, the paper's Table 15 switch).
       max_side: decode images no larger than this before cutting crops (None: full size).
     Schedule and optimiser (None = the method's default, the paper's setting)
       epochs: passes over the pseudo-images (N crops per image = N samples per image per epoch).

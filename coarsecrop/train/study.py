@@ -53,7 +53,7 @@ class PretrainStudyParams:
 
     scenes: str | None = None
     images: str | None = None
-    num_images: int = 300
+    num_images: int = 1000
     scene_size: int = 128
     scene_seed: int = 0
     manifest: str | None = None
@@ -62,20 +62,20 @@ class PretrainStudyParams:
     strategy_params: dict = field(default_factory=dict)
     crop_backbone: str = "resnet18"
     crop_checkpoint: str | None = None
-    method: str = "byol"
+    method: str = "moco_v2"
     backbone: str = "resnet10_w16_cifar"
     image_size: int = 32
-    method_params: dict = field(default_factory=dict)
-    epochs: int = 20
+    method_params: dict = field(default_factory=lambda: {"queue_size": 1024})
+    epochs: int = 3
     batch_size: int = 64
-    lr: float | None = None
-    warmup_epochs: float | None = None
+    lr: float | None = 1.2
+    warmup_epochs: float | None = 0.25
     weight_decay: float | None = None
     optimizer: str | None = None
     train_params: dict = field(default_factory=dict)
     processes: int = 1
     device: str = "auto"
-    workers: int = 0
+    workers: int = 1
     threads: int | None = 1
     seed: int = 0
     monitor: str = "both"

@@ -1,0 +1,295 @@
+"""Run transfer tasks over seeds, with a random-init row beside the checkpoint, into metrics.json.
+
+    record = evaluate("objects", checkpoint="runs/.../backbone.pt", backbone="resnet10_w16",
+                      scenes="data/scenes", n_seeds=3, out="runs/eval")
+
+Each task is a pair (prepare_data, run) from its module; ``params`` are split between the two by their
+keyword names, and a name neither takes fails with the valid ones. A table has one row per checkpoint
+(seeds vary the new layers and the data order) and a ``random`` row (a new random trunk per seed, the
+paper's Table 5 baseline), each with every run's metrics and their mean / std over seeds. Metrics are
+in percent, as the paper's tables.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import inspect
+import math
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from coarsecrop.evaluate import classify, detection, multilabel, objects, segmentation
+from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
+from coarsecrop.evaluate.data import open_split, require_labels
+from coarsecrop.evaluate.features import resolve_device
+from coarsecrop.evaluate.files import write_json
+from coarsecrop.evaluate.metrics import summarise
+
+# task -> (prepare_data(train, val, **p) or prepare_data(root, **p), run(trunk, data, seed, device, **p))
+TASKS = {
+    "multilabel": (multilabel.prepare_data, multilabel.run_finetune),
+    "linear": (multilabel.prepare_data, multilabel.run_linear),
+    "objects": (objects.prepare_data, objects.run_probe),
+    "detection": (partial(detection.prepare_data, masks=False), detection.run_detection),
+    "instance": (partial(detection.prepare_data, masks=True), detection.run_detection),
+    "semantic": (segmentation.prepare_data, segmentation.run_semantic),
+    "classify": (classify.prepare_data, classify.run_probe),
+}
+# The headline metric of each task (the paper's column), for tables.
+HEADLINE = {"multilabel": "mAP", "linear": "mAP_l", "objects": "top1", "detection": "AP_bbox",
+            "instance": "AP_seg", "semantic": "mIoU", "classify": "top1"}
+
+
+def task_parameters(task: str) -> dict[str, dict[str, object]]:
+    """{"prepare": {name: default}, "run": {name: default}}: what ``params`` may set for ``task``."""
+    prepare, run = _task(task)
+    fixed = {"train", "val", "root", "trunk", "data", "seed", "device", "masks"}
+
+    def kw(fn) -> dict[str, object]:
+        return {n: p.default for n, p in inspect.signature(fn).parameters.items() if n not in fixed}
+
+    return {"prepare": kw(prepare), "run": kw(run)}
+
+
+def split_params(task: str, params: dict) -> tuple[dict, dict]:
+    """(prepare kwargs, run kwargs); ValueError naming an unknown key and the valid ones."""
+    valid = task_parameters(task)
+    unknown = sorted(set(params) - set(valid["prepare"]) - set(valid["run"]))
+    if unknown:
+        names = sorted(set(valid["prepare"]) | set(valid["run"]))
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for task {task!r}; valid: {', '.join(names)}")
+    return ({k: v for k, v in params.items() if k in valid["prepare"]},
+            {k: v for k, v in params.items() if k in valid["run"]})
+
+
+def prepare_task(task: str, scenes: str | Path, images: str | Path | None = None, train_split: str | None = "train",
+                 val_split: str | None = "val", val_scenes: str | Path | None = None,
+                 val_images: str | Path | None = None, **prepare_kw) -> object:
+    """Read and decode the data ``task`` needs (labels checked first, with a clear error).
+
+    Both splits come from ``scenes`` (COCO "split" keys, VOC ImageSets), or the val split from a second
+    data set ``val_scenes`` (e.g. COCO's instances_val2017.json; a split of None takes every image)."""
+    prepare, _ = _task(task)
+    if task == "classify":
+        return prepare(scenes, **prepare_kw)
+    train = open_split(scenes, train_split, images)
+    val = open_split(val_scenes, val_split, val_images) if val_scenes else open_split(scenes, val_split, images)
+    require_labels(train, task, scenes)
+    require_labels(val, task, scenes)
+    return prepare(train, val, **prepare_kw)
+
+
+def evaluate(task: str, checkpoint: str | Path | None = None, backbone: str | None = None,
+             scenes: str | Path | None = None, images: str | Path | None = None, train_split: str | None = "train",
+             val_split: str | None = "val", n_seeds: int = 1, random_init: bool = True, device: str = "auto",
+             params: dict | None = None, out: str | Path | None = None,
+             val_scenes: str | Path | None = None, val_images: str | Path | None = None) -> dict:
+    """Run ``task`` for ``checkpoint`` (row "checkpoint") and a random init (row "random") over ``n_seeds``
+    seeds; write ``out/metrics.json``. Returns the record written (see ``evaluate_rows``)."""
+    rows = {"checkpoint": checkpoint} if checkpoint is not None else {}
+    if random_init or checkpoint is None:
+        rows["random"] = None
+    record = evaluate_rows(task, rows, backbone, scenes, images, train_split, val_split, n_seeds, device,
+                           params, val_scenes=val_scenes, val_images=val_images)
+    if out is not None:
+        write_json(Path(out) / "metrics.json", record)
+    return record
+
+
+def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str | None = None,
+                  scenes: str | Path | None = None, images: str | Path | None = None,
+                  train_split: str | None = "train", val_split: str | None = "val", n_seeds: int = 1,
+                  device: str = "auto", params: dict | None = None, data: object = None,
+                  val_scenes: str | Path | None = None, val_images: str | Path | None = None) -> dict:
+    """One table: ``rows`` maps a row label to a checkpoint (None = random init), each run ``n_seeds`` times.
+
+    A row's architecture is ``backbone``, or read from its checkpoint; a random row without ``backbone``
+    takes the first checkpoint's. ``data``: already prepared data for this task (the notebook shares it
+    between tasks); else read from ``scenes``. Checkpoints are checked before any data is read.
+    Returns {task, headline, rows: {label: {checkpoint, backbone, sha256, runs, summary}}, ...}."""
+    t0 = time.perf_counter()
+    _task(task)
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
+    if not rows:
+        raise ValueError("nothing to evaluate: give a checkpoint or ask for the random-init row")
+    archs = {label: backbone or infer_backbone(ckpt) for label, ckpt in rows.items() if ckpt is not None}
+    for label, ckpt in rows.items():
+        if ckpt is None:
+            archs[label] = backbone or next(iter(archs.values()), None)
+            if archs[label] is None:
+                raise ValueError("give a backbone for the random-init row (no checkpoint to read it from)")
+        else:
+            make_trunk(archs[label], ckpt)  # a wrong or unreadable checkpoint fails before any data work
+    prepare_kw, run_kw = split_params(task, dict(params or {}))
+    if data is None:
+        if scenes is None:
+            raise ValueError(f"task {task!r} needs a data set (--scenes)")
+        data = prepare_task(task, scenes, images, train_split, val_split, val_scenes, val_images, **prepare_kw)
+    dev = resolve_device(device)
+    _, run = _task(task)
+    out_rows = {}
+    for label, ckpt in rows.items():
+        runs = []
+        for seed in range(n_seeds):
+            trunk = make_trunk(archs[label], ckpt, seed=seed)
+            runs.append({"seed": seed, **run(trunk, data, seed=seed, device=dev, **run_kw)})
+        out_rows[label] = {"checkpoint": str(ckpt) if ckpt is not None else None, "backbone": archs[label],
+                           "sha256": sha256(ckpt) if ckpt is not None else None,
+                           "runs": runs, "summary": summarise(runs)}
+    return {
+        "task": task, "headline": HEADLINE[task], "rows": out_rows,
+        "scenes": str(scenes) if scenes else None, "val_scenes": str(val_scenes) if val_scenes else None,
+        "splits": [train_split, val_split], "n_seeds": n_seeds, "params": dict(params or {}),
+        "provenance": provenance(dev, time.perf_counter() - t0),
+    }
+
+
+# Toy-scale settings for the built-in 128-px scenes and a 16-wide ResNet-10 with the small (stride-8) stem
+# on a CPU: the notebook's defaults. Each task's run function has the paper-scale defaults (e.g.
+# detection: 800-px images, 512 RoIs per image, 2000 / 1000 proposals).
+_TOY_DETECTION = {"head": "c4", "iterations": 100, "batch_size": 8, "base_lr": 0.16, "warmup": 20,
+                  "min_size": 128, "max_size": 128, "anchor_sizes": [16, 32, 64, 96, 128],
+                  "rois_per_image": 32, "proposals_train": 200, "proposals_test": 100}
+DEFAULT_TASK_PARAMS: dict[str, dict] = {
+    "objects": {"crop_size": 32},
+    "linear": {"image_size": 64},
+    "multilabel": {"image_size": 64, "epochs": 15, "batch_size": 32, "lr": 0.05},
+    "detection": dict(_TOY_DETECTION),
+    "instance": dict(_TOY_DETECTION),
+    "semantic": {"image_size": 64, "epochs": 10, "batch_size": 16, "lr": 0.02},
+}
+
+
+@dataclass
+class TransferParams:
+    """The parameters of notebooks/03_transfer.py (its ``parameters`` cell mirrors these defaults)."""
+
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASK_PARAMS))
+    checkpoints: dict[str, str] = field(default_factory=dict)  # row label -> checkpoint file or run folder
+    random_init: bool = True  # the random-init row
+    backbone: str | None = "resnet10_w16_cifar"  # None: read from each checkpoint
+    scenes: str | None = None  # None: built-in synthetic scenes generated into the run folder
+    images: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    num_images: int = 200
+    scene_size: int = 128
+    scene_seed: int = 0
+    n_seeds: int = 3
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    task_params: dict[str, dict] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TASK_PARAMS))
+    classify_root: str | None = None  # an ImageFolder root (train/, val/) for the "classify" task
+    out: str | None = None  # run folder; None = runs/03_transfer/<hash of the parameters>
+    preset: str = ""
+
+
+def resolve_checkpoint(spec: str | Path) -> Path:
+    """A checkpoint file, or the newest ``backbone.pt`` below a folder (e.g. runs/02_pretrain)."""
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(path.rglob("backbone.pt"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ValueError(f"{path}: no backbone.pt below this folder (run notebooks/02_pretrain.py or "
+                             "`coarsecrop pretrain` first, or give a checkpoint file)")
+        return found[-1]
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file does not exist")
+    return path
+
+
+def run_transfer(p: TransferParams, write: bool = True) -> dict:
+    """Every task of ``p``, one table each (a row per checkpoint, plus random init), into the run folder.
+
+    Returns {"tasks": {task: record}, "params", "run_dir", "scenes", "provenance"}; ``write`` puts it in
+    run_dir/metrics.json (the notebook writes it itself, last, after its figures)."""
+    from coarsecrop.params import run_id
+
+    t0 = time.perf_counter()
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    for task in list(p.tasks) + list(p.task_params):  # fail on a typo before any work
+        _task(task)
+        split_params(task, p.task_params.get(task, {}))
+    rows: dict[str, str | Path | None] = {label: resolve_checkpoint(spec) for label, spec in p.checkpoints.items()}
+    if p.random_init or not rows:
+        rows["random"] = None
+    key = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("out", "preset")}
+    run_dir = Path(p.out) if p.out else Path("runs") / "03_transfer" / run_id(key)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenes = p.scenes
+    if scenes is None:
+        from coarsecrop.data.synthetic import write_scenes
+
+        if not (run_dir / "scenes" / "annotations.json").is_file():
+            write_scenes(run_dir / "scenes", num_images=p.num_images, seed=p.scene_seed, size=p.scene_size,
+                         progress=False)
+        scenes = str(run_dir / "scenes")
+    records, prepared = {}, {}
+    for task in p.tasks:
+        source = p.classify_root if task == "classify" else scenes
+        if source is None:
+            raise ValueError("task 'classify' needs classify_root (an ImageFolder with train/ and val/)")
+        params = p.task_params.get(task, {})
+        prepare_kw, _ = split_params(task, params)
+        key = (id(TASKS[task][0]), source, repr(sorted(prepare_kw.items())))  # linear and multilabel share data
+        if key not in prepared:
+            prepared[key] = prepare_task(task, source, p.images, p.train_split, p.val_split, **prepare_kw)
+        records[task] = evaluate_rows(task, rows, p.backbone, source, p.images, p.train_split, p.val_split,
+                                      p.n_seeds, p.device, params, data=prepared[key])
+    result = {"notebook": "03_transfer", "tasks": records, "params": dataclasses.asdict(p),
+              "run_dir": str(run_dir), "scenes": scenes,
+              "provenance": provenance(resolve_device(p.device), time.perf_counter() - t0)}
+    if write:
+        write_json(run_dir / "metrics.json", result)
+    return result
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def provenance(device: torch.device, wall_s: float) -> dict:
+    """Git commit, package versions, device and wall time of a run (the keys of the other notebooks')."""
+    import importlib.metadata
+    import os
+
+    versions = {"python": platform.python_version()}
+    for name in ("coarsecrop", "torch", "torchvision", "numpy", "pycocotools"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"{torch.get_num_threads()} torch threads)")
+    return {"git_commit": commit, "versions": versions, "device": str(device), "device_name": name,
+            "world_size": 1, "wall_time_s": round(wall_s, 2) if math.isfinite(wall_s) else None,
+            "host": platform.node()}
+
+
+def _task(task: str):
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    return TASKS[task]
+

@@ -1,0 +1,294 @@
+"""Transfer evaluation on small generated scenes: metrics against independent code, probes, finetuning,
+semantic segmentation, ImageFolder transfer, the runner (seeds, random-init row, metrics.json), the CLI,
+and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.evaluate import classify, multilabel, objects, segmentation
+from coarsecrop.evaluate.checkpoints import make_trunk
+from coarsecrop.evaluate.data import class_index, multilabel_targets, open_split
+from coarsecrop.evaluate.metrics import average_precision, confusion, mean_ap, segmentation_scores, summarise
+from coarsecrop.evaluate.runner import evaluate, split_params
+
+TINY = "resnet10_w8"  # 8/16/32/64 channels: fast on CPU
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes
+    small convolutions 10x slower: run this module on one thread, then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """24 built-in scenes of 64 px, a quarter of them val."""
+    root = tmp_path_factory.mktemp("scenes")
+    write_scenes(root, num_images=24, seed=1, size=64, val_fraction=0.25, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def splits(scenes):
+    return open_split(scenes, "train"), open_split(scenes, "val")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """A 'trained' tiny trunk saved as our trainer's backbone.pt would be."""
+    path = tmp_path_factory.mktemp("ckpt") / "backbone.pt"
+    torch.save(make_trunk(TINY, seed=123).state_dict(), path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+def test_average_precision_matches_sklearn_with_ties():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        n = int(rng.integers(5, 60))
+        y = rng.random(n) < 0.3
+        y[0] = True
+        s = np.round(rng.random(n), 1)  # many ties
+        assert average_precision(s, y) == pytest.approx(sklearn.average_precision_score(y, s), abs=1e-12)
+
+
+def test_mean_ap_is_mean_over_classes_with_positives():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    y = (rng.random((40, 5)) < 0.4).astype(int)
+    y[:, 4] = 0  # a class without positives: left out
+    s = rng.random((40, 5))
+    expected = np.mean([sklearn.average_precision_score(y[:, c], s[:, c]) for c in range(4)])
+    assert mean_ap(s, y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_average_precision_by_hand():
+    # ranking: +, -, +  -> precision 1 at recall .5, 2/3 at recall 1 -> AP = .5 * 1 + .5 * 2/3
+    assert average_precision(np.array([0.9, 0.8, 0.7]), np.array([1, 0, 1])) == pytest.approx(5 / 6)
+    assert average_precision(np.array([0.9, 0.8]), np.array([1, 1])) == 1.0
+    assert math.isnan(average_precision(np.array([0.9]), np.array([0])))
+
+
+def test_segmentation_scores_by_hand():
+    target = torch.tensor([0, 0, 1, 1, 2, 255])
+    pred = torch.tensor([0, 1, 1, 1, 0, 2])
+    conf = confusion(pred, target, 3)
+    assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    s = segmentation_scores(conf)
+    assert s["aAcc"] == pytest.approx(3 / 5)
+    assert s["mAcc"] == pytest.approx((1 / 2 + 1 + 0) / 3)
+    assert s["mIoU"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
+
+
+def test_summarise_mean_and_sample_std():
+    s = summarise([{"a": 1.0, "b": "x"}, {"a": 3.0, "b": "y"}])
+    assert set(s) == {"a"}
+    assert s["a"]["mean"] == 2.0 and s["a"]["std"] == pytest.approx(math.sqrt(2)) and s["a"]["n"] == 2
+
+
+# ------------------------------------------------------------------------------------------ tasks
+
+def test_multilabel_targets_are_categories_present(splits):
+    train, _ = splits
+    index = class_index(train.categories)
+    t = multilabel_targets(train.scenes, index)
+    for row, scene in zip(t, train.scenes):
+        present = {index[int(c)] for c in scene.labels.tolist()}
+        assert set(torch.nonzero(row).flatten().tolist()) == present
+
+
+def test_linear_probe_and_finetuning_run_and_learn(splits):
+    data = multilabel.prepare_data(*splits, image_size=48)
+    trunk = make_trunk(TINY, seed=0)
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    lin = multilabel.run_linear(trunk, data, epochs=20)
+    assert 0 < lin["mAP_l"] <= 100 and len(lin["mAP_l_per_class"]) == len(data.names)
+    ft = multilabel.run_finetune(trunk, data, epochs=6, batch_size=8, lr=0.05)
+    assert 0 < ft["mAP"] <= 100
+    assert ft["train_loss_last_epoch"] < ft["train_loss_first_epoch"]
+    for k, v in trunk.state_dict().items():  # finetuning works on a copy
+        assert torch.equal(v, before[k]), k
+
+
+def test_object_probe_beats_the_majority_class(splits):
+    data = objects.prepare_data(*splits, crop_size=32)
+    assert len(data.train_labels) == sum(len(s.labels) for s in splits[0].scenes)
+    r = objects.run_probe(make_trunk(TINY, seed=0), data, epochs=60)
+    assert r["top1"] > r["majority_class"] + 10
+
+
+@pytest.mark.parametrize("name,stride,expected", [
+    (TINY, 8, {"res3": 8, "res4": 8, "res5": 8}), (TINY, 16, {"res3": 8, "res4": 16, "res5": 16}),
+    (TINY, 32, {"res3": 8, "res4": 16, "res5": 32}), (TINY + "_cifar", 8, {"res3": 2, "res4": 4, "res5": 8})])
+def test_dilated_trunk_reaches_the_output_stride(name, stride, expected):
+    trunk = make_trunk(name, seed=0)
+    reference = {k: v.clone() for k, v in trunk.state_dict().items()}
+    strides = segmentation.stage_strides(segmentation.dilate(trunk, output_stride=stride))
+    assert {k: strides[k] for k in expected} == expected
+    assert all(torch.equal(v, reference[k]) for k, v in trunk.state_dict().items())  # same weights
+
+
+def test_semantic_segmentation_runs_and_learns(splits):
+    data = segmentation.prepare_data(*splits, image_size=48)
+    scene = splits[0].scenes[0]
+    full = segmentation.semantic_map(scene, class_index(splits[0].categories))
+    assert ((full > 0) == scene.object_mask()).all()
+    r = segmentation.run_semantic(make_trunk(TINY, seed=0), data, epochs=4, batch_size=6, lr=0.02)
+    assert 0 <= r["mIoU"] <= 100 and 0 < r["aAcc"] <= 100
+    assert r["train_loss_last_epoch"] < r["train_loss_first_epoch"]
+
+
+def _image_folder(root, per_class=6):
+    """Two classes a linear probe must separate: reddish and bluish noise."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, colour in enumerate(([200, 40, 40], [40, 40, 200])):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                img = np.clip(np.array(colour) + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def test_classify_linear_probe_on_image_folder(tmp_path):
+    data = classify.prepare_data(_image_folder(tmp_path), image_size=32)
+    assert data.names == ["class0", "class1"]
+    r = classify.run_probe(make_trunk(TINY, seed=0), data, epochs=30)
+    assert r["top1"] == 100.0
+
+
+# ------------------------------------------------------------------------------------------ runner, CLI
+
+def test_runner_rows_seeds_and_metrics_json(scenes, ckpt, tmp_path):
+    rec = evaluate("objects", checkpoint=ckpt, backbone=None, scenes=scenes, n_seeds=2,
+                   params={"crop_size": 32, "epochs": 20}, out=tmp_path / "run")
+    on_disk = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert on_disk["task"] == "objects" and on_disk["rows"]["checkpoint"]["backbone"] == TINY
+    assert set(on_disk["rows"]) == {"checkpoint", "random"}
+    for row in on_disk["rows"].values():
+        assert [r["seed"] for r in row["runs"]] == [0, 1]
+        assert row["summary"]["top1"]["n"] == 2
+    # checkpoint: same trunk for both seeds (only the probe's seed differs); random: a new trunk per seed
+    assert len(rec["rows"]["checkpoint"]["sha256"]) == 64 and rec["rows"]["random"]["sha256"] is None
+    assert not list((tmp_path / "run").glob(".*tmp"))
+
+
+def test_runner_rejects_unknown_task_and_parameter():
+    with pytest.raises(ValueError, match="valid: .*multilabel"):
+        split_params("segment", {})
+    with pytest.raises(ValueError, match="unknown parameter.*epochz.*valid: .*epochs"):
+        split_params("linear", {"epochz": 3})
+
+
+def test_cli_evaluate_writes_metrics(scenes, ckpt, tmp_path):
+    from coarsecrop.cli import main
+
+    rc = main(["evaluate", "--task", "linear", "--checkpoint", str(ckpt), "--scenes", str(scenes),
+               "--param", "image_size=32", "--param", "epochs=5", "--no-random-init", "--out", str(tmp_path)])
+    assert rc == 0
+    rec = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(rec["rows"]) == {"checkpoint"} and rec["headline"] == "mAP_l"
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def test_checkpoint_of_another_architecture(scenes, ckpt, capsys):
+    with pytest.raises(ValueError, match="does not fit backbone resnet18.*matches resnet10_w8"):
+        evaluate("linear", checkpoint=ckpt, backbone="resnet18", scenes=scenes)
+    from coarsecrop.cli import main
+
+    assert main(["evaluate", "--task", "linear", "--checkpoint", str(ckpt), "--backbone", "resnet18",
+                 "--scenes", str(scenes), "--out", "unused"]) == 2
+    assert "does not fit backbone resnet18" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", "half"])
+def test_corrupt_or_truncated_checkpoint(scenes, ckpt, tmp_path, content):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(ckpt.read_bytes()[: len(ckpt.read_bytes()) // 2] if content == "half" else content)
+    with pytest.raises(ValueError, match="bad.pt.*(truncated|corrupt)"):
+        evaluate("linear", checkpoint=bad, backbone=TINY, scenes=scenes)
+
+
+def test_missing_checkpoint(scenes, tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        evaluate("linear", checkpoint=tmp_path / "nope.pt", backbone=TINY, scenes=scenes)
+
+
+def test_data_set_without_labels(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / f"{i}.png")
+    with pytest.raises(ValueError, match="needs boxes with category labels.*no annotations"):
+        evaluate("objects", backbone=TINY, scenes=folder, train_split=None, val_split=None)
+
+
+def test_data_set_with_boxes_only_for_mask_tasks(scenes, tmp_path):
+    ann = json.loads((scenes / "annotations.json").read_text())
+    for a in ann["annotations"]:
+        a.pop("segmentation")
+    boxes_only = tmp_path / "boxes.json"
+    boxes_only.write_text(json.dumps(ann))
+    for task in ("instance", "semantic"):
+        with pytest.raises(ValueError, match=f"task '{task}' needs instance masks.*boxes only"):
+            evaluate(task, backbone=TINY, scenes=boxes_only, images=scenes)
+
+
+def test_classify_needs_an_image_folder(tmp_path):
+    with pytest.raises(ValueError, match="ImageFolder layout"):
+        evaluate("classify", backbone=TINY, scenes=tmp_path)
+
+
+def test_checkpoint_folder_resolves_to_its_newest_backbone(tmp_path, ckpt):
+    import os
+
+    from coarsecrop.evaluate.runner import resolve_checkpoint
+
+    with pytest.raises(ValueError, match="no backbone.pt below"):
+        resolve_checkpoint(tmp_path)
+    for i, name in enumerate(("a", "b")):
+        folder = tmp_path / name / "train"
+        folder.mkdir(parents=True)
+        (folder / "backbone.pt").write_bytes(ckpt.read_bytes())
+        os.utime(folder / "backbone.pt", (1000 + i, 1000 + i))
+    assert resolve_checkpoint(tmp_path) == tmp_path / "b" / "train" / "backbone.pt"
+    assert resolve_checkpoint(ckpt) == ckpt
+
+
+def test_rows_with_two_checkpoints_share_the_data(scenes, ckpt, tmp_path, monkeypatch):
+    from coarsecrop.evaluate import runner
+    from coarsecrop.evaluate.runner import TransferParams, run_transfer
+
+    calls = []
+    prepare = runner.prepare_task
+    monkeypatch.setattr(runner, "prepare_task", lambda *a, **k: calls.append(a[0]) or prepare(*a, **k))
+
+    other = tmp_path / "other.pt"
+    torch.save(make_trunk(TINY, seed=7).state_dict(), other)
+    p = TransferParams(tasks=["linear", "multilabel"], checkpoints={"a": str(ckpt), "b": str(other)},
+                       random_init=False, backbone=None, scenes=str(scenes), n_seeds=1, out=str(tmp_path / "run"),
+                       task_params={"linear": {"image_size": 32, "epochs": 5},
+                                    "multilabel": {"image_size": 32, "epochs": 1}})
+    result = run_transfer(p)
+    for task in ("linear", "multilabel"):
+        assert set(result["tasks"][task]["rows"]) == {"a", "b"}
+    a, b = (result["tasks"]["linear"]["rows"][k]["runs"][0]["mAP_l"] for k in ("a", "b"))
+    assert a != b  # different trunks, different scores
+    assert calls == ["linear"]  # multilabel reused linear's decoded images
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["notebook"] == "03_transfer"

@@ -1,0 +1,132 @@
+"""Detection and instance segmentation at toy scale: COCOeval on known predictions, the C4 and FPN
+detectors from torchvision on a tiny trunk, and training that lowers the loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.evaluate import detection
+from coarsecrop.evaluate.checkpoints import make_trunk
+from coarsecrop.evaluate.coco import coco_evaluate, encode_masks, scenes_to_coco
+from coarsecrop.evaluate.data import open_split
+
+TINY = "resnet10_w8"
+TOY = dict(min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 48, 64), rois_per_image=32,
+           proposals_train=64, proposals_test=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes
+    small convolutions 10x slower: run this module on one thread, then restore."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det_scenes")
+    write_scenes(root, num_images=12, seed=2, size=64, val_fraction=0.34, progress=False)
+    return open_split(root, "train"), open_split(root, "val")
+
+
+def _perfect(scenes, masks=False, shift=0.0):
+    """Ground truth as predictions, boxes moved right by ``shift`` of their width."""
+    out = []
+    for i, s in enumerate(scenes):
+        rles = encode_masks(s.instance_masks()) if masks else [None] * len(s.boxes)
+        for (x1, y1, x2, y2), c, rle in zip(s.boxes.tolist(), s.labels.tolist(), rles):
+            dx = shift * (x2 - x1)
+            r = {"image_id": i, "category_id": int(c), "score": 0.9, "bbox": [x1 + dx, y1, x2 - x1, y2 - y1]}
+            if rle is not None:
+                r["segmentation"] = rle
+            out.append(r)
+    return out
+
+
+def test_cocoeval_perfect_predictions_score_one_and_shifted_less(splits):
+    _, val = splits
+    gt = scenes_to_coco(val.scenes, val.categories, masks=True)
+    assert len(gt["annotations"]) == sum(len(s.boxes) for s in val.scenes) > 0
+    perfect = coco_evaluate(gt, _perfect(val.scenes), "bbox")
+    assert perfect["AP"] == pytest.approx(100) and perfect["AP50"] == pytest.approx(100)
+    shifted = coco_evaluate(gt, _perfect(val.scenes, shift=0.2), "bbox")
+    assert shifted["AP"] < 60 and shifted["AP50"] == pytest.approx(100)  # IoU 0.67: passes .5, fails .75
+    assert shifted["AP75"] == pytest.approx(0)
+    segm = coco_evaluate(gt, [{k: v for k, v in r.items() if k != "bbox"}
+                              for r in _perfect(val.scenes, masks=True)], "segm")
+    assert segm["AP"] == pytest.approx(100)
+    assert coco_evaluate(gt, [], "bbox")["AP"] == 0.0
+
+
+def test_wrong_class_scores_zero(splits):
+    _, val = splits
+    gt = scenes_to_coco(val.scenes, val.categories)
+    cats = sorted(val.categories)
+    wrong = [{**r, "category_id": cats[(cats.index(r["category_id"]) + 1) % len(cats)]}
+             for r in _perfect(val.scenes)]
+    assert coco_evaluate(gt, wrong, "bbox")["AP"] < 5
+
+
+@pytest.mark.parametrize("head,masks", [("c4", False), ("c4", True), ("fpn", False), ("fpn", True)])
+def test_detector_trains_and_predicts(splits, head, masks):
+    """Both layouts, boxes and masks: a training step gives finite losses, eval gives COCO results."""
+    data = detection.prepare_data(*splits, masks=masks)
+    model = detection.build_detector(make_trunk(TINY, seed=0), len(data.index), head=head, masks=masks,
+                                     fpn_channels=32, **TOY)
+    losses = detection.train_detector(model, data, iterations=2, batch_size=4, base_lr=0.02, warmup=1)
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    results = detection.predict(model, data.val, data.index, masks)
+    assert all(r["category_id"] in data.categories for r in results)
+    if masks and results:
+        assert "segmentation" in results[0]
+
+
+def test_c4_has_the_extra_norm_and_shares_res5_with_the_mask_head(splits):
+    data = detection.prepare_data(*splits, masks=True)
+    model = detection.build_detector(make_trunk(TINY, seed=0), len(data.index), head="c4", masks=True, **TOY)
+    res5 = model.roi_heads.box_head[0]
+    assert isinstance(res5, detection.Res5Head) and isinstance(res5.norm, torch.nn.BatchNorm2d)
+    assert model.roi_heads.mask_head is res5
+    assert not hasattr(model.backbone, "layer4")  # res5 is the head, not the backbone
+    assert all(p.requires_grad for p in model.parameters())  # no frozen stages
+
+
+def test_detector_keeps_the_pretrained_weights(splits):
+    trunk = make_trunk(TINY, seed=5)
+    model = detection.build_detector(trunk, 12, head="fpn", **TOY)
+    body = model.backbone.body.trunk.state_dict()
+    for k, v in trunk.state_dict().items():
+        assert torch.equal(body[k], v), k
+    assert model.backbone.body.trunk is not trunk  # a copy: the caller's trunk is not finetuned
+
+
+def test_a_few_steps_reduce_the_loss(splits):
+    """Ten steps on the same four images: the detector fits them (loss falls)."""
+    train, _ = splits
+    data = detection.prepare_data(train, train, masks=False)
+    data.train = data.train[:4]
+    model = detection.build_detector(make_trunk(TINY, seed=0), len(data.index), head="c4", **TOY)
+    losses = detection.train_detector(model, data, iterations=10, batch_size=4, base_lr=0.32, warmup=1)
+    assert np.mean(losses[-2:]) < 0.85 * np.mean(losses[:2])
+
+
+def test_learning_rate_schedule():
+    lr = [detection.lr_at(s, 100, 0.02, 10) for s in range(100)]
+    assert lr[0] == pytest.approx(0.02 * 0.001)
+    assert lr[10] == pytest.approx(0.02) and lr[74] == pytest.approx(0.02)
+    assert lr[75] == pytest.approx(0.002) and lr[92] == pytest.approx(0.0002)
+
+
+def test_run_detection_end_to_end(splits):
+    data = detection.prepare_data(*splits, masks=True)
+    r = detection.run_detection(make_trunk(TINY, seed=0), data, head="c4", iterations=20, batch_size=4,
+                                warmup=2, base_lr=0.32, **TOY)
+    for key in ("AP_bbox", "AP50_bbox", "AP75_bbox", "AP_seg", "AP50_seg", "AP75_seg"):
+        assert 0 <= r[key] <= 100
+    assert r["loss_last"] < r["loss_first"]

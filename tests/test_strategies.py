@@ -1,0 +1,318 @@
+"""Every crop strategy behind one signature, on hand-made scenes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coarsecrop.boxes import is_valid
+from coarsecrop.crops.quality import crop_objectness, crop_sides
+from coarsecrop.crops.strategies import (
+    STRATEGIES,
+    grid_boxes,
+    make_strategy,
+    standardise_per_shape,
+    strategy_parameters,
+    suppress,
+)
+from coarsecrop.data.scenes import Scene
+
+ALL = list(STRATEGIES)
+OURS = ["ours", "ours_coarse", "ours_zscore"]
+FAST = {name: {} for name in ALL}  # light settings for the tests: ResNet-18 phi
+for name in OURS:
+    FAST[name] = {"backbone": "resnet18", "sizes": [16, 32, 64, 128]}
+FAST["random"] = {"sizes": [16, 32, 64, 128]}
+
+
+def make_scene(scene_id, height, width, rects, annotated=True):
+    """A scene whose objects are filled ellipses inside the given [x1, y1, x2, y2] rectangles."""
+    masks = np.zeros((len(rects), height, width), bool)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for k, (x1, y1, x2, y2) in enumerate(rects):
+        cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) / 2, (y2 - y1) / 2
+        masks[k] = ((xx + 0.5 - cx) / rx) ** 2 + ((yy + 0.5 - cy) / ry) ** 2 <= 1
+    boxes = torch.tensor(rects, dtype=torch.float32).reshape(-1, 4)
+    return Scene(id=scene_id, file=f"/nowhere/{scene_id}.png", width=width, height=height, boxes=boxes,
+                 labels=torch.ones(len(rects), dtype=torch.int64), mask_decoder=lambda: masks,
+                 annotated=annotated)
+
+
+def make_image(scene, seed=0):
+    """Textured background with bright objects painted on the scene's masks: uint8 [3, H, W]."""
+    g = torch.Generator().manual_seed(seed)
+    img = (torch.rand(3, scene.height, scene.width, generator=g) * 60 + 40).to(torch.uint8)
+    if len(scene.boxes):
+        mask = torch.from_numpy(scene.object_mask())
+        colour = torch.tensor([230, 60, 30], dtype=torch.uint8)[:, None]
+        img[:, mask] = colour.expand(3, int(mask.sum()))
+    return img
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small images gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads
+    waiting for each other make a ResNet forward many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    s = [
+        make_scene(1, 96, 128, [[10, 10, 50, 40], [70, 30, 120, 90], [20, 60, 40, 80]]),
+        make_scene(2, 96, 128, [[40, 20, 100, 80]]),
+        make_scene("c", 80, 64, [[5, 5, 30, 70], [35, 40, 60, 75]]),
+        make_scene(4, 96, 128, []),
+    ]
+    return s, [make_image(sc, i) for i, sc in enumerate(s)]
+
+
+@pytest.fixture(scope="module")
+def built():
+    """One instance of every strategy (phi built once per module)."""
+    return {name: make_strategy(name, **FAST[name]) for name in ALL}
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def test_registry_names_and_contract_attributes():
+    assert {"image", "gt", "gtpad", "grid", "poor", "random", "selective_search", "edgebox", "ours"} <= set(ALL)
+    assert {"ours_coarse", "ours_zscore"} <= set(ALL)
+    for name in ALL:
+        s = make_strategy(name)
+        assert s.name == name
+        assert s.needs_annotations == (name in {"gt", "gtpad", "poor"})
+        assert json.loads(json.dumps(s.params)) == s.params
+        assert s.params["n"] == 5
+        assert set(strategy_parameters(name)) == set(s.params)
+
+
+def test_unknown_strategy_and_parameter_list_valid_choices():
+    with pytest.raises(ValueError, match="valid: image, gt, gtpad, grid, poor, random"):
+        make_strategy("sliding_window")
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) nms.*valid: .*nms_iou"):
+        make_strategy("ours", nms=0.5)
+    with pytest.raises(ValueError, match="valid: n, pad"):
+        make_strategy("gtpad", padding=0.3)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        make_strategy("grid", n=0)
+    with pytest.raises(ValueError, match="unknown backbone 'vit'"):
+        make_strategy("ours", backbone="vit")
+    with pytest.raises(ValueError, match="does not exist"):
+        make_strategy("ours_coarse", checkpoint="/nowhere/phi.pth")
+    with pytest.raises(ValueError, match="sizes must be a non-empty list"):
+        make_strategy("random", sizes=[])
+
+
+def test_annotated_strategies_refuse_plain_images(scenes):
+    s, imgs = scenes
+    plain = make_scene(9, 96, 128, [], annotated=False)
+    with pytest.raises(ValueError, match="needs annotations"):
+        make_strategy("gt")([imgs[0]], [plain])
+    boxes, _ = make_strategy("grid")([imgs[0]], [plain])[0]
+    assert len(boxes) == 5
+
+
+# ------------------------------------------------------------------------------------------- every strategy
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_valid_boxes_count_and_batch_independence(name, built, scenes):
+    s, imgs = scenes
+    strategy = built[name]
+    together = strategy(imgs, s)
+    assert len(together) == len(imgs)
+    for (boxes, scores), img in zip(together, imgs):
+        H, W = img.shape[-2:]
+        assert is_valid(boxes, W, H)
+        assert scores.dtype == torch.float32 and scores.shape == (len(boxes),)
+        assert len(boxes) <= 5
+    expected_counts = {"image": [1] * 4, "gt": [3, 1, 2, 0], "gtpad": [3, 1, 2, 0]}
+    counts = [len(b) for b, _ in together]
+    if name in {"edgebox", "selective_search"}:  # propose fewer boxes on the object-less noise scene
+        assert counts[:3] == [5] * 3 and 1 <= counts[3] <= 5
+    else:
+        assert counts == expected_counts.get(name, [5] * 4)
+    # the same scene alone, or in another batch order, gives identical boxes
+    alone = strategy([imgs[2]], [s[2]])[0]
+    reordered = strategy([imgs[3], imgs[2], imgs[0]], [s[3], s[2], s[0]])
+    for other in (alone, reordered[1]):
+        assert torch.equal(other[0], together[2][0]) and torch.equal(other[1], together[2][1])
+    assert torch.equal(reordered[2][0], together[0][0])
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("H, W", [(1, 1), (5, 7), (3, 300), (300, 3), (20, 17)])
+def test_tiny_and_thin_images_get_valid_boxes(name, built, H, W):
+    scene = make_scene("tiny", H, W, [[0, 0, W, H]] if min(H, W) >= 2 else [])
+    img = make_image(scene)
+    (boxes, scores), = built[name]([img], [scene])
+    assert is_valid(boxes, W, H), (name, boxes)
+    assert len(boxes) >= (0 if name in {"gt", "gtpad"} else 1)
+    assert len(boxes) <= 5 and len(scores) == len(boxes)
+
+
+def test_n_caps_every_strategy(scenes):
+    s, imgs = scenes
+    for name in ALL:
+        out = make_strategy(name, n=2, **FAST[name])(imgs[:2], s[:2])
+        assert all(len(b) <= 2 for b, _ in out), name
+
+
+# ------------------------------------------------------------------------------------------- geometry
+
+
+def test_gt_keeps_the_largest_boxes(scenes):
+    s, imgs = scenes
+    (boxes, scores), = make_strategy("gt", n=2)([imgs[0]], [s[0]])
+    assert boxes.tolist() == [[70, 30, 120, 90], [10, 10, 50, 40]]
+    assert scores.tolist() == [1.0, 1.0]
+
+
+def test_gtpad_geometry(scenes):
+    s, imgs = scenes
+    (boxes, _), = make_strategy("gtpad", pad=0.25)([imgs[1]], [s[1]])
+    assert boxes.tolist() == [[25, 5, 115, 95]]  # 60 x 60 box grown by 15 px per side
+    (boxes, _), = make_strategy("gtpad", pad=0.5)([imgs[0]], [s[0]])
+    assert boxes[0].tolist() == [45, 0, 128, 96]  # clipped
+
+
+def test_grid_geometry():
+    expected = torch.tensor([[0, 0, 30, 50], [30, 0, 60, 50], [60, 0, 90, 50], [0, 50, 45, 100], [45, 50, 90, 100]])
+    assert torch.allclose(grid_boxes(100, 90), expected.float())
+
+
+def test_gt_boxes_follow_an_image_decoded_smaller(scenes):
+    s, imgs = scenes
+    half = imgs[1][:, ::2, ::2].contiguous()  # 48 x 64 decode of the 96 x 128 scene
+    (boxes, _), = make_strategy("gt")([half], [s[1]])
+    assert boxes.tolist() == [[20, 10, 50, 40]]
+    (boxes, scores), = make_strategy("poor")([half], [s[1]])
+    assert is_valid(boxes, 64, 48)
+
+
+def test_poor_crops_reach_the_target_objectness():
+    scene = make_scene(5, 128, 160, [[10, 10, 70, 60], [90, 40, 150, 120], [30, 80, 60, 120]])
+    strategy = make_strategy("poor", seed=3)
+    (boxes, scores), = strategy([make_image(scene)], [scene])
+    obj = crop_objectness(boxes, scene.object_mask())
+    assert len(boxes) == 5
+    assert torch.allclose(obj, scores)
+    assert abs(obj.mean().item() - 0.2) < 0.03
+    (again, _), = make_strategy("poor", seed=3)([make_image(scene)], [scene])
+    assert torch.equal(boxes, again)
+    (other, _), = make_strategy("poor", seed=4)([make_image(scene)], [scene])
+    assert not torch.equal(boxes, other)
+
+
+def test_random_draws_from_the_anchor_set(scenes):
+    from coarsecrop.crops.anchors import make_anchors
+
+    s, imgs = scenes
+    (boxes, _), = make_strategy("random", sizes=[16, 32, 64, 128], seed=1)([imgs[0]], [s[0]])
+    anchors, _ = make_anchors(96, 128, 3, 4, sizes=[16, 32, 64, 128])
+    assert all((anchors == b).all(1).any() for b in boxes)
+    assert len({tuple(b.tolist()) for b in boxes}) == 5
+
+
+# ------------------------------------------------------------------------------------------- ours
+
+
+class PeakPhi(torch.nn.Module):
+    """A fake phi: a fixed map of stride 32 (its values replace the channel sum), whatever the image."""
+
+    def __init__(self, feature_map):
+        super().__init__()
+        self.register_buffer("map", torch.as_tensor(feature_map, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.map.expand(x.shape[0], 1, *self.map.shape)
+
+
+def blob(h, w, cy, cx, radius):
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    return torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+
+
+def test_ours_picks_the_high_objectness_region():
+    feature = torch.zeros(8, 8)
+    feature[2, 5] = 1.0  # one hot cell: image point ((5 + .5) * 32, (2 + .5) * 32) = (176, 80)
+    scene = make_scene(7, 256, 256, [])
+    for name in OURS:
+        strategy = make_strategy(name, sizes=[32, 64, 128, 256])
+        strategy.phi = PeakPhi(feature)
+        (boxes, scores), = strategy([make_image(scene)], [scene])
+        x1, y1, x2, y2 = boxes[0].tolist()
+        assert x1 <= 176 <= x2 and y1 <= 80 <= y2, name
+        assert (scores[:-1] >= scores[1:]).all()
+        if name == "ours":  # the paper's rule: the mean is highest for the smallest box on the peak
+            assert boxes[0].tolist() == [160, 64, 192, 96]
+            assert scores[0] > 0.5
+
+
+def test_the_trap_and_the_coarse_variant():
+    """On smooth blobs the paper's rule returns (almost) only the smallest anchors; ``ours_coarse``
+    returns larger crops fitted to the blob; neither variant nests one crop inside another."""
+    feature = blob(16, 16, 6.0, 9.0, 2.5) + 0.6 * blob(16, 16, 12.0, 3.0, 1.5)  # 512 x 512 image
+    scene = make_scene(8, 512, 512, [])
+    sides = {}
+    for name in OURS:
+        strategy = make_strategy(name)
+        strategy.phi = PeakPhi(feature)
+        (boxes, _), = strategy([make_image(scene)], [scene])
+        assert len(boxes) == 5
+        sides[name] = crop_sides(boxes)
+        if name != "ours":
+            for i in range(len(boxes)):
+                for j in range(i + 1, len(boxes)):
+                    a, b = boxes[i], boxes[j]
+                    inter = (torch.minimum(a[2:], b[2:]) - torch.maximum(a[:2], b[:2])).clamp(min=0).prod()
+                    smaller = min((a[2:] - a[:2]).prod(), (b[2:] - b[:2]).prod())
+                    assert inter / smaller <= 0.8 + 1e-6, name
+    assert (sides["ours"] <= 32 + 1e-3).sum() >= 4  # the trap
+    assert sides["ours_coarse"].min() >= 64 and sides["ours_coarse"].max() >= 128
+
+
+def test_objectness_maps_and_input_size(scenes):
+    s, imgs = scenes
+    strategy = make_strategy("ours", backbone="resnet18", input_size=48, sizes=[16, 32])
+    maps = strategy.objectness_maps(imgs)
+    assert [tuple(m.shape) for m in maps] == [tuple(i.shape[-2:]) for i in imgs]
+    assert all(m.dtype == torch.float32 and 0 <= m.min() and m.max() <= 1 for m in maps)
+    out = strategy(imgs, s)
+    for (boxes, _), img in zip(out, imgs):
+        assert is_valid(boxes, img.shape[-1], img.shape[-2]) and len(boxes) == 5
+
+
+def test_constant_image_gives_valid_boxes():
+    scene = make_scene(0, 64, 64, [])
+    black = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    for name in OURS:
+        strategy = make_strategy(name, sizes=[16, 32])
+        strategy.phi = PeakPhi(torch.ones(2, 2))
+        (boxes, scores), = strategy([black], [scene])
+        assert is_valid(boxes, 64, 64) and 1 <= len(boxes) <= 5
+        assert torch.isfinite(scores).all()
+
+
+def test_suppress_by_iou_and_containment():
+    boxes = torch.tensor([[0, 0, 100, 100], [10, 10, 40, 40], [5, 0, 105, 100], [200, 200, 260, 260]]).float()
+    scores = torch.tensor([3.0, 2.0, 2.5, 1.0])
+    # 2 overlaps 0 (IoU), 1 lies inside 0 (containment): only 0 and 3 pass both rules ...
+    assert suppress(boxes, scores, 2, iou=0.5, containment=0.8).tolist() == [0, 3]
+    # ... and a third place is filled by the IoU rule alone
+    assert suppress(boxes, scores, 5, iou=0.5, containment=0.8).tolist() == [0, 3, 1]
+    assert suppress(boxes, scores, 5, iou=0.5, containment=1.0).tolist() == [0, 1, 3]
+    assert suppress(boxes, scores, 1, iou=0.5, containment=1.0).tolist() == [0]
+
+
+def test_standardise_per_shape():
+    scores = torch.tensor([[0.1, 10.0], [0.3, 10.0], [0.2, 10.0]]).reshape(-1)  # 3 locations x 2 shapes
+    z = standardise_per_shape(scores, torch.tensor([0, 1, 0, 1, 0, 1]))
+    assert z.view(3, 2)[:, 0].tolist() == pytest.approx([-1.2247, 1.2247, 0.0], abs=1e-4)
+    assert z.view(3, 2)[:, 1].tolist() == [0.0, 0.0, 0.0]  # constant shape: no NaN
