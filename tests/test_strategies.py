@@ -316,3 +316,28 @@ def test_standardise_per_shape():
     z = standardise_per_shape(scores, torch.tensor([0, 1, 0, 1, 0, 1]))
     assert z.view(3, 2)[:, 0].tolist() == pytest.approx([-1.2247, 1.2247, 0.0], abs=1e-4)
     assert z.view(3, 2)[:, 1].tolist() == [0.0, 0.0, 0.0]  # constant shape: no NaN
+
+
+def test_pre_nms_top_k_keeps_the_same_crops_as_full_nms():
+    """OurCrop.select runs NMS on the best PRE_NMS_TOP anchors only; the picks equal full NMS."""
+    import torchvision
+
+    from coarsecrop.crops.anchors import make_anchors
+
+    strategy = make_strategy("ours", n=5, backbone="resnet18")
+    anchors, shape_index = make_anchors(480, 640, 15, 20, (32, 64, 128, 256), (0.5, 1.0, 2.0), "cpu")
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        scores = torch.rand(len(anchors), generator=g)
+        keep, kept = strategy.select(anchors, shape_index, scores, None)
+        full = torchvision.ops.nms(anchors, scores, strategy.params["nms_iou"])[:5]
+        assert torch.equal(keep, full) and torch.equal(kept, scores[full])
+
+
+def test_narrow_backbone_is_accepted_as_phi():
+    strategy = make_strategy("ours", n=3, backbone="resnet10_w16", sizes=[16, 32], seed=1)
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    from coarsecrop.data.scenes import Scene
+
+    (boxes, scores), = strategy([image], [Scene(id=1, file="x.jpg", width=96, height=64, annotated=False)])
+    assert 1 <= len(boxes) <= 3 and is_valid(boxes, 96, 64)

@@ -16,6 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
+from coarsecrop.models.narrow import build_narrow, is_narrow_name
+
 ARCHS = {
     "resnet18": torchvision.models.resnet18,
     "resnet34": torchvision.models.resnet34,
@@ -77,14 +79,24 @@ def build_backbone(name: str = "resnet50", checkpoint: str | Path | None = None,
 
     The random init draws from a private RNG seeded with ``seed`` (global RNG state untouched), so the
     same seed gives the same weights in every process."""
-    if name not in ARCHS:
-        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(ARCHS)}")
+    if not is_backbone_name(name):
+        raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(ARCHS)} or a narrow ResNet "
+                         "such as resnet10_w16 / resnet18_w32_cifar (coarsecrop.models.narrow)")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ResNetTrunk(ARCHS[name](weights=None), name)
+        if is_narrow_name(name):  # CPU-scale trunks; same attribute and key names as torchvision's
+            model = build_narrow(name)
+            model.arch = name
+        else:
+            model = ResNetTrunk(ARCHS[name](weights=None), name)
     if checkpoint is not None:
         load_backbone_weights(model, checkpoint)
     return model.eval()
+
+
+def is_backbone_name(name: str) -> bool:
+    """True for a torchvision ResNet name (ARCHS) or a narrow ResNet name (resnet10_w16 ...)."""
+    return name in ARCHS or is_narrow_name(name)
 
 
 def load_backbone_weights(model: ResNetTrunk, path: str | Path) -> ResNetTrunk:
@@ -154,6 +166,8 @@ def guess_architecture(state: Mapping[str, torch.Tensor]) -> str:
 
 
 def _describe_layout(name: str) -> str:
+    if name not in LAYOUTS:
+        return "a narrow ResNet, see coarsecrop.models.narrow"
     block, counts = LAYOUTS[name]
     return f"{block} blocks, {'/'.join(map(str, counts))} per stage"
 
