@@ -1,4 +1,4 @@
-"""The command line: ``coarsecrop scenes | crops`` (later: pretrain, evaluate, export, sweep).
+"""The command line: ``coarsecrop scenes | crops | pretrain | evaluate | export``.
 
 The CLI only parses arguments and calls the package; no logic lives here.
 """

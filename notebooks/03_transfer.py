@@ -138,12 +138,10 @@ glue("transfer_paper", paper.pivot_table(index=["method", "crops"], columns="tas
 # All scalar metrics of every seed (e.g. AP50 / AP75, mAcc / aAcc, the first and last training loss).
 
 # %%
-import pandas as pd  # noqa: E402
+from IPython.display import display  # noqa: E402
 
-runs = pd.DataFrame([{"task": task, "row": label, **{k: v for k, v in run.items() if not isinstance(v, dict)}}
-                     for task, rec in records.items() for label, row in rec["rows"].items()
-                     for run in row["runs"]])
-runs
+for _task in records:
+    display(report.runs_table(records, _task).style.set_caption(_task).format(precision=2))
 
 # %%
 result["provenance"]["wall_time_s"] = round(time.perf_counter() - _t0, 2)

@@ -31,9 +31,8 @@ def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed:
         backbone = infer_backbone(checkpoint)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"{checkpoint}: checkpoint file does not exist")
-    builder = _builder(backbone)
     try:
-        return builder(backbone, checkpoint=checkpoint, seed=seed)
+        return backbones.build_backbone(backbone, checkpoint=checkpoint, seed=seed)
     except ValueError as err:
         if checkpoint is None or "does not fit" not in str(err):
             raise
@@ -86,57 +85,6 @@ def read_checkpoint(path: str | Path) -> object:
             f"{path}: cannot read checkpoint ({reason}); expected a torch.save file of tensors "
             "(a trainer checkpoint, backbone.pt or a torchvision state_dict): the file is truncated or corrupt"
         ) from err
-
-
-def _builder(name: str):
-    """``(name, checkpoint, seed) -> trunk`` for ``name``: torchvision ResNets through ``build_backbone``,
-    narrow ones (``resnet10_w16``, ...) through ``models.narrow`` and ``load_trunk_weights``."""
-    if name in backbones.ARCHS:
-        return lambda n, checkpoint, seed: backbones.build_backbone(n, checkpoint=checkpoint, seed=seed)
-    from coarsecrop.models import narrow
-
-    if narrow.is_narrow_name(name):
-        def build(n: str, checkpoint: str | Path | None, seed: int) -> nn.Module:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                trunk = narrow.build_narrow(n)
-            if checkpoint is not None:
-                load_trunk_weights(trunk, checkpoint, n)
-            return trunk.eval()
-        return build
-    raise ValueError(f"unknown backbone {name!r}; valid: {', '.join(backbones.ARCHS)} or a narrow ResNet "
-                     "resnet{10,18,34}_w<width>[_cifar] (e.g. resnet10_w16)")
-
-
-def load_trunk_weights(trunk: nn.Module, checkpoint: str | Path, name: str) -> nn.Module:
-    """Load the trunk keys of ``checkpoint`` (any wrapper prefix) into ``trunk``, strictly but for fc.
-
-    ValueError naming the file, the expected architecture and what the checkpoint looks like otherwise."""
-    flat = _flat_tensors(read_checkpoint(checkpoint))
-    expected = trunk.state_dict()
-    best, hits = "", 0
-    prefixes = {k[: len(k) - len("conv1.weight")] for k in flat if k.endswith("conv1.weight") and ".layer" not in f".{k}"}
-    for prefix in sorted(prefixes, key=lambda p: (_is_momentum_copy(p), len(p), p)):
-        n = sum(1 for k in expected if prefix + k in flat)
-        if n > hits:
-            best, hits = prefix, n
-    state = {k[len(best):]: v for k, v in flat.items() if k.startswith(best) and k[len(best):] in expected}
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    wrong = [k for k in state if state[k].shape != expected[k].shape]
-    if missing or wrong:
-        what = (f"{len(missing)} missing keys (e.g. {missing[0]})" if missing
-                else f"shape mismatch at {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}")
-        block, counts = _layout(flat)
-        raise ValueError(f"{checkpoint}: checkpoint does not fit backbone {name}: {what}. The checkpoint "
-                         f"looks like a ResNet of {block} blocks {'/'.join(map(str, counts))} per stage; "
-                         "pass the matching --backbone")
-    trunk.load_state_dict(state, strict=False)  # only num_batches_tracked may be absent
-    return trunk
-
-
-def _is_momentum_copy(prefix: str) -> bool:
-    """Prefixes of momentum / target / key encoders, which lose ties to the online (query) encoder."""
-    return any(w in prefix for w in ("momentum", "target", "teacher", "encoder_k", "key_encoder", "ema"))
 
 
 def _flat_tensors(obj: object) -> dict[str, torch.Tensor]:

@@ -1,9 +1,10 @@
 """Metrics, written out from their definitions so that tests can check them against independent code.
 
 - ``average_precision``: non-interpolated AP (area under the step precision-recall curve, ties grouped),
-  the definition of scikit-learn's ``average_precision_score`` and of VOC2010+'s all-point AP without the
-  monotone envelope. ``mean_ap`` = the paper's multi-label mAP: mean over classes of AP, classes without
-  a positive in the evaluation set left out (their AP is undefined).
+  the definition of scikit-learn's ``average_precision_score``. The VOC devkit interpolates precision
+  (11 points in VOC2007, the all-point monotone envelope from VOC2010), which gives slightly higher
+  values. ``mean_ap`` = the paper's multi-label mAP: mean over classes of AP, classes without a positive
+  in the evaluation set left out (their AP is undefined).
 - ``confusion`` / ``segmentation_scores``: mIoU, mAcc, aAcc as in mmsegmentation (Table 6).
 - ``summarise``: mean and spread (sample std) of a metric over seeds.
 """

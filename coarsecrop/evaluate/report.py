@@ -17,6 +17,14 @@ def table(records: dict) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def runs_table(records: dict, task: str) -> pd.DataFrame:
+    """Every run of one task: a line per (row, seed), its scalar metrics as columns."""
+    rec = records[task]
+    lines = [{"row": label, **{k: v for k, v in run.items() if not isinstance(v, (dict, list))}}
+             for label, row in rec["rows"].items() for run in row["runs"]]
+    return pd.DataFrame(lines).set_index(["row", "seed"])
+
+
 # The paper's column for each task (coarsecrop/reference/paper_tables.yaml), for setting its numbers beside
 # ours: different data, scale and backbone, so only the direction of a gap is comparable, not the values.
 PAPER = {
