@@ -167,6 +167,10 @@ def test_run_writes_checkpoint_backbone_metrics(reference):
     assert {"model", "optimizer", "schedule", "scaler", "sampler", "monitor"} <= set(ckpt)
     trunk = torch.load(reference / "backbone.pt", weights_only=True)
     assert "conv1.weight" in trunk and "layer4.0.conv1.weight" in trunk and not any(k.startswith("fc.") for k in trunk)
+    from coarsecrop.models.backbones import build_backbone
+
+    phi = build_backbone("resnet10_w8", checkpoint=reference / "backbone.pt")  # a narrow trunk is phi too
+    assert all(torch.equal(phi.state_dict()[k], v) for k, v in trunk.items())
     lines = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
     step = next(r for r in lines if r["kind"] == "step")
     assert {"step", "epoch", "loss", "lr", "momentum", "images_per_s"} <= set(step)
@@ -192,6 +196,8 @@ def test_resume_refuses_another_architecture_or_changed_parameters(data, referen
     changed = params(data, tmp_path / "y", lr=1.0, resume=str(reference / "checkpoint.pt"))
     with pytest.raises(ValueError, match=r"(?s)parameters differ.*lr: None in the checkpoint, 1.0 now"):
         pretrain(changed)
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        pretrain(params(data, reference))  # a fresh run never overwrites one
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         pretrain(params(data, tmp_path / "z", resume=True))
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "plain.pt")
@@ -226,8 +232,8 @@ def _env() -> dict:
 @pytest.mark.slow
 def test_sigterm_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
     run = tmp_path / "run.yaml"
-    run.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epochs": 40}))
-    out = tmp_path / "killed"
+    run.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epochs": 40, "workers": 1}))
+    out = tmp_path / "killed"  # a DataLoader worker too: it must ignore the signal and the order not depend on it
     proc = subprocess.Popen(_cli(["--params", str(run), f"out={out}"]), env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -244,7 +250,7 @@ def test_sigterm_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
     assert 3 <= stopped["step"] < total and (out / "backbone.pt").is_file()
 
     until = stopped["step"] + 4  # a few steps past the stop are enough to compare
-    pretrain(load_pretrain_params(run, {"out": str(out), "resume": True, "stop_at_step": until}))
+    pretrain(load_pretrain_params(run, {"out": str(out), "resume": True, "stop_at_step": until, "workers": 0}))
     reference = tmp_path / "straight"
     pretrain(load_pretrain_params(run, {"out": str(reference), "stop_at_step": until}))
     assert losses(out) == losses(reference) and max(losses(out)) == until
@@ -285,3 +291,21 @@ def test_exported_backbone_is_phi_for_the_crop_job(data, tmp_path):
                            device="cpu", strategy_params={"sizes": [8, 16, 32, 64]})
     assert summary["done"] > 0
     assert sum(1 for _ in read_manifest(tmp_path / "crops").crops()) > 0
+
+
+@pytest.mark.slow
+def test_notebook_smoke_preset_trains_in_a_subprocess_and_writes_metrics(book_copy):
+    """notebooks/02_pretrain.py with params/smoke/02_pretrain.yaml, executed by papermill as `make book` does."""
+    from coarsecrop.book import run_notebook
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    run_dir = run_notebook(book_copy, "02_pretrain", "smoke", log_output=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    preset = yaml.safe_load((ROOT / "params" / "smoke" / "02_pretrain.yaml").read_text())
+    assert all(metrics["params"][k] == v for k, v in preset.items())
+    assert metrics["metrics"]["steps"] == metrics["resolved"]["total_steps"] > 0
+    assert 0 <= metrics["metrics"]["probe_knn_top1"] <= 1 and "init_bn_knn_top1" in metrics["metrics"]
+    assert metrics["provenance"]["world_size"] == 1
+    assert (run_dir / "train" / "backbone.pt").is_file()
+    for fig in ("loss", "monitor"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 1000

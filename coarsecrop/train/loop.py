@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -224,7 +223,7 @@ def build_probe(params: PretrainParams, manifest, d: Dist):
     probes = ("knn", "linear") if params.monitor == "both" else (params.monitor,)
     return ObjectProbe(scenes, probes, size=params.monitor_size or params.image_size,
                        max_crops=params.monitor_max_crops, layer=params.monitor_layer, device=d.device,
-                       seed=params.seed, images=None if params.monitor_scenes else manifest.config.get("images"))
+                       seed=0, images=None if params.monitor_scenes else manifest.config.get("images"))
 
 
 def random_init_scores(probe, params: PretrainParams, device: torch.device, own: nn.Module | None) -> dict:
@@ -286,6 +285,9 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     arch = dict(method=params.method, backbone=params.backbone, image_size=params.image_size)
 
     ckpt, ckpt_path = None, None
+    if not params.resume and (out / ckpt_io.CHECKPOINT).exists():
+        raise ValueError(f"{out} already holds a run ({ckpt_io.CHECKPOINT}); continue it with --resume "
+                         f"(resume=true), or choose another out folder")
     if params.resume:
         ckpt_path = out / ckpt_io.CHECKPOINT if params.resume is True else Path(params.resume)
         ckpt = ckpt_io.load_checkpoint(ckpt_path)

@@ -66,7 +66,7 @@ class PretrainStudyParams:
     backbone: str = "resnet10_w16_cifar"
     image_size: int = 32
     method_params: dict = field(default_factory=lambda: {"queue_size": 1024})
-    epochs: int = 3
+    epochs: int = 6
     batch_size: int = 64
     lr: float | None = 1.2
     warmup_epochs: float | None = 0.25
