@@ -1,11 +1,14 @@
 """Run the experiment notebooks for the book: ``python -m coarsecrop.book run --preset quick``.
 
-For each notebooks/NN_topic.py (jupytext py:percent, the source of truth):
+For each notebook the book shows (a ``book/generated/NN_topic`` page in _toc.yml; ``--all``: every
+notebooks/NN_topic.py; ``--notebook NN_topic``: that one), from notebooks/NN_topic.py (jupytext
+py:percent, the source of truth):
 1. convert it to notebooks/NN_topic.ipynb with a ``python3`` kernelspec (papermill needs one);
 2. effective parameters = the notebook's ``parameters`` cell updated by params/<preset>/NN_topic.yaml;
    run id = short hash of them; run folder = runs/NN_topic/<run id>/;
-3. skip when that folder holds a complete run (run.json says "ok"), else execute the notebook with
-   papermill into the run folder (the notebook writes metrics.json and figures there);
+3. skip when that folder holds a complete run (run.json says "ok") made by the same code (a hash of the
+   coarsecrop package and the notebook source); else empty the folder and execute the notebook with
+   papermill into it (the notebook writes metrics.json and figures there);
 4. copy the executed notebook to book/generated/NN_topic.ipynb, where the book reads it.
 
 A failed notebook is recorded in its run folder (run.json status "failed" + FAILED.txt with the
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
 import json
 import logging
 import os
@@ -76,14 +80,33 @@ def read_preset(path: Path, defaults: dict) -> dict:
     return values
 
 
-def is_complete(run_dir: Path) -> bool:
-    """A run is complete when run.json says ok and its metrics.json and executed notebook exist."""
+def code_fingerprint(source: Path) -> str:
+    """sha256 of the code a run depends on: every file of the installed coarsecrop package (.py and
+    reference data) and the notebook's source. A run made by other code is not reused."""
+    import coarsecrop
+
+    package = Path(coarsecrop.__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+    for path in [*files, source]:
+        name = path.relative_to(package).as_posix() if package in path.parents else path.name
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def read_record(run_dir: Path) -> dict:
     try:
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
-        return False
+        return {}
+
+
+def is_complete(run_dir: Path, code: str | None = None) -> bool:
+    """A run is complete when run.json says ok and its metrics.json and executed notebook exist; with
+    ``code``, only when it was also made by that code (see ``code_fingerprint``)."""
+    record = read_record(run_dir)
     return record.get("status") == "ok" and (run_dir / "metrics.json").is_file() and \
-        (run_dir / f"{record.get('notebook')}.ipynb").is_file()
+        (run_dir / f"{record.get('notebook')}.ipynb").is_file() and (code is None or record.get("code") == code)
 
 
 def write_record(run_dir: Path, record: dict) -> None:
@@ -107,14 +130,18 @@ def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_ou
     run_dir = root / "runs" / name / rid
     executed = run_dir / f"{name}.ipynb"
     generated = root / "book" / "generated" / f"{name}.ipynb"
-    if is_complete(run_dir) and not force:
+    code = code_fingerprint(source)
+    if is_complete(run_dir, code) and not force:
         print(f"[book] {name}: complete run {run_dir.relative_to(root)} exists (preset {preset}); skipped")
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("run.json", "FAILED.txt", "metrics.json"):
-            (run_dir / stale).unlink(missing_ok=True)
+        if is_complete(run_dir) and not force:
+            print(f"[book] {name}: run {run_dir.relative_to(root)} was made by other code (coarsecrop/ or the "
+                  "notebook changed since); running it again")
+        if run_dir.exists():  # a fresh run: nothing of an earlier, failed or other-code run is reused
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
         parameters = {**values, "out": str(run_dir), "preset": str(preset_path.relative_to(root))}
-        record = {"notebook": name, "preset": preset, "run_id": rid, "parameters": effective,
+        record = {"notebook": name, "preset": preset, "run_id": rid, "parameters": effective, "code": code,
                   "status": "running"}
         write_record(run_dir, record)
         print(f"[book] {name}: running with preset {preset} into {run_dir.relative_to(root)}", flush=True)
@@ -147,14 +174,42 @@ def notebook_names(root: Path) -> list[str]:
     return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.py"))
 
 
+def book_notebooks(root: Path) -> list[str]:
+    """The notebooks the book shows: every ``book/generated/NN_topic`` page of _toc.yml, in toc order.
+
+    A notebook whose chapter is not in the book yet is not run by ``make book`` (``--all`` runs it)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    files: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("file"), str):
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(toc)
+    names = [Path(f).name for f in files if f.startswith("book/generated/")]
+    missing = [n for n in names if not (root / "notebooks" / f"{n}.py").is_file()]
+    if missing:
+        raise FileNotFoundError(f"_toc.yml shows book/generated/{missing[0]}, but notebooks/{missing[0]}.py "
+                                "does not exist")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coarsecrop.book", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="execute the notebooks with a preset into runs/ and book/generated/")
     p.add_argument("--preset", default="quick", help="folder under params/ (smoke | quick | ...)")
     p.add_argument("--notebook", action="append", help="only this notebook (e.g. 01_crops); repeatable")
-    p.add_argument("--force", action="store_true", help="rerun even when a complete run exists "
-                   "(the run id hashes parameters, not code: use after changing the code)")
+    p.add_argument("--all", action="store_true", help="every notebooks/NN_topic.py, not only those the book "
+                   "shows (the book/generated/ pages of _toc.yml, the default)")
+    p.add_argument("--force", action="store_true", help="rerun even when a complete run of the same "
+                   "parameters and code exists")
     p.add_argument("--root", default=".", help="project root (holds notebooks/ and params/)")
     args = parser.parse_args(argv)
 
@@ -162,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
     root = Path(args.root).resolve()
-    names = args.notebook or notebook_names(root)
+    try:
+        names = args.notebook or (notebook_names(root) if args.all else book_notebooks(root))
+    except (OSError, ValueError) as err:
+        print(f"[book] {err}", file=sys.stderr)
+        return 1
     if not names:
         print(f"no notebooks under {root / 'notebooks'}", file=sys.stderr)
         return 1

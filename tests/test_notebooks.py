@@ -134,3 +134,18 @@ def test_broken_glue_reference_fails_the_build(smoke_run, book_copy, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode != 0
     assert "no_such_key" in res.stdout + res.stderr
+
+
+def test_run_made_by_other_code_is_not_complete(smoke_run, book_copy, tmp_path):
+    from coarsecrop.book import code_fingerprint
+
+    code = code_fingerprint(book_copy / "notebooks" / "01_crops.py")
+    assert is_complete(smoke_run, code)
+    other = tmp_path / "run"
+    shutil.copytree(smoke_run, other)
+    record = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**record, "code": "made-by-older-code"}))
+    assert is_complete(other) and not is_complete(other, code)
+    edited = tmp_path / "01_crops.py"
+    edited.write_text((book_copy / "notebooks" / "01_crops.py").read_text() + "\n# an edit\n")
+    assert code_fingerprint(edited) != code

@@ -272,3 +272,12 @@ def test_run_id_is_short_stable_and_order_independent():
     a = run_id({"x": 1, "y": [1, 2], "z": None})
     assert a == run_id({"z": None, "y": (1, 2), "x": 1}) and len(a) == 10
     assert a != run_id({"x": 2, "y": [1, 2], "z": None})
+
+
+def test_make_book_runs_the_notebooks_the_book_shows():
+    from coarsecrop.book import book_notebooks
+
+    names = book_notebooks(ROOT)
+    assert "01_crops" in names
+    for name in names:
+        assert (ROOT / "params" / "quick" / f"{name}.yaml").is_file()
