@@ -46,6 +46,8 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/crop_speed.py
+	$(BIN)/python benchmarks/pretrain_speed.py
+	$(BIN)/python benchmarks/eval_speed.py
 
 clean:
 	rm -rf _build book/generated notebooks/*.ipynb
