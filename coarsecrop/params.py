@@ -17,6 +17,7 @@ import json
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -77,6 +78,23 @@ def run_id(params: Mapping[str, Any], length: int = 10) -> str:
     """Short, stable hash of the effective parameters (JSON with sorted keys; tuples hash like lists)."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding pyproject.toml, else ``start``."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def default_run_dir(notebook: str, params: Any) -> Path:
+    """runs/<notebook>/<run id> under the project root; the id hashes every parameter of the
+    dataclass ``params`` but those that say where a run goes (``out``, ``preset``)."""
+    key = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("out", "preset")}
+    return project_root() / "runs" / notebook / run_id(key)
 
 
 def _check(value: Any, tp: Any) -> Any:

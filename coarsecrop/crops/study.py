@@ -34,7 +34,7 @@ import yaml
 from matplotlib.patches import Rectangle
 
 from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
-from coarsecrop.params import run_id
+from coarsecrop.params import default_run_dir
 
 # The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines, ours
 # and its two documented variants (see coarsecrop.crops.strategies for what each does).
@@ -129,21 +129,11 @@ class CropStudy:
 
 # ---------------------------------------------------------------- the run folder and the scenes
 
-def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding pyproject.toml, else ``start``."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return start
-
-
 def resolve_run_dir(params: CropStudyParams) -> Path:
     """``params.out``, or runs/01_crops/<run id> under the project root."""
     if params.out:
         return Path(params.out).resolve()
-    key = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("out", "preset")}
-    return project_root() / "runs" / "01_crops" / run_id(key)
+    return default_run_dir("01_crops", params)
 
 
 def resolve_device(device: str) -> torch.device:

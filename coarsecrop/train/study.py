@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from coarsecrop.params import run_id
+from coarsecrop.params import default_run_dir, project_root
 from coarsecrop.train.params import make_params
 
 NOTEBOOK = "02_pretrain"
@@ -83,20 +83,10 @@ class PretrainStudyParams:
     preset: str = ""
 
 
-def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding pyproject.toml, else ``start``."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / "pyproject.toml").is_file():
-            return folder
-    return start
-
-
 def resolve_run_dir(params: PretrainStudyParams) -> Path:
     if params.out:
         return Path(params.out).resolve()
-    key = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("out", "preset")}
-    return project_root() / "runs" / NOTEBOOK / run_id(key)
+    return default_run_dir(NOTEBOOK, params)
 
 
 def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
