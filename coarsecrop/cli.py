@@ -1,4 +1,4 @@
-"""The command line: ``coarsecrop scenes | crops | pretrain | evaluate | export``.
+"""The command line: ``coarsecrop scenes | crops | pretrain | evaluate | export | sweep``.
 
 The CLI only parses arguments and calls the package; no logic lives here.
 """
@@ -92,6 +92,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from coarsecrop.runs import run_sweep
+
+    table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    counts = table["status"].value_counts().to_dict()
+    print(f"{len(table)} point(s): {counts.get('ok', 0)} ok ({int(table['reused'].sum())} reused), "
+          f"{counts.get('failed', 0)} failed")
+    print(f"wrote {table.attrs['csv']}")
+    return 1 if counts.get("failed", 0) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coarsecrop", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -165,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fc", action="store_true",
                    help="torchvision: leave out the freshly initialised fc (for detection backbones, strict=True)")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("sweep", help="run a notebook over a grid of parameters (params/sweeps/NAME.yaml) into runs/")
+    p.add_argument("sweep_file", help="sweep YAML: notebook, optional preset, grid, optional fixed")
+    p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
+    p.add_argument("--force", action="store_true", help="rerun complete runs too")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 

@@ -23,7 +23,7 @@ from coarsecrop.params import ParameterError, load_notebook_params, load_params,
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
-PRESET_FILES = sorted((ROOT / "params").glob("*/*.yaml"))
+PRESET_FILES = sorted(p for p in (ROOT / "params").glob("*/*.yaml") if p.parent.name != "sweeps")
 
 
 

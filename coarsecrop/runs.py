@@ -1,0 +1,273 @@
+"""Sweeps: run one experiment notebook over a grid of parameters, ``coarsecrop sweep params/sweeps/NAME.yaml``.
+
+A sweep file (YAML) names a notebook, an optional base preset, a grid and optional fixed values:
+
+    notebook: 01_crops
+    preset: smoke                  # optional: params/smoke/01_crops.yaml is the base
+    grid: {n: [1, 3, 5], backbone: [resnet18]}
+    fixed: {num_images: 4}         # optional
+
+Each grid point's effective parameters = the notebook's ``parameters`` cell, updated by the preset, the
+fixed values and the point. The run id is the hash ``coarsecrop.book`` gives the same parameters, so a
+point shared with another sweep (or with the book's own run) is computed once: runs/<notebook>/<run id>/.
+A complete run made by the same code is skipped; a failed one is recorded (run.json status "failed",
+FAILED.txt with the traceback) and the others still run. The summary, one row per point, is
+runs/<notebook>/sweep-<NAME>.csv.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import yaml
+
+from coarsecrop.book import (KERNELSPEC, NOT_HASHED, code_fingerprint, convert, is_complete, notebook_defaults,
+                             read_preset, read_record, write_record)
+from coarsecrop.params import project_root, run_id
+
+SWEEP_KEYS = ("notebook", "preset", "grid", "fixed")
+# What a run's metrics.json must say about itself; when it does not, provenance.json says it.
+PROVENANCE_KEYS = ("git_commit", "versions", "wall_time_s", "device")
+
+
+# ---------------------------------------------------------------- the sweep file
+
+
+def read_sweep(sweep_file: Path) -> dict:
+    """The sweep file as a dict with keys notebook, preset (or None), grid (dict of lists), fixed (dict)."""
+    if not sweep_file.is_file():
+        raise FileNotFoundError(f"no sweep file {sweep_file}")
+    spec = yaml.safe_load(sweep_file.read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{sweep_file}: a sweep file must be a YAML mapping with keys {', '.join(SWEEP_KEYS)}")
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown:
+        raise ValueError(f"{sweep_file}: unknown key(s) {', '.join(unknown)}; a sweep file has: "
+                         f"{', '.join(SWEEP_KEYS)}")
+    if not isinstance(spec.get("notebook"), str):
+        raise ValueError(f"{sweep_file}: 'notebook' must name a notebook, e.g. notebook: 01_crops")
+    grid, fixed = spec.get("grid") or {}, spec.get("fixed") or {}
+    if not isinstance(grid, dict) or not isinstance(fixed, dict):
+        raise ValueError(f"{sweep_file}: 'grid' and 'fixed' must be mappings of parameter: value(s)")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{sweep_file}: grid value of {key!r} must be a non-empty list, e.g. {key}: "
+                             f"[{values!r}]")
+    both = sorted(set(grid) & set(fixed))
+    if both:
+        raise ValueError(f"{sweep_file}: {', '.join(both)} both in grid and fixed; keep each in one")
+    return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed}
+
+
+def expand_grid(grid: dict) -> list[dict]:
+    """Cartesian product of the grid, keys in file order, the last key varying fastest; {} -> [{}]."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def check_keys(sweep_file: Path, keys, defaults: dict) -> None:
+    """Every swept / fixed key must be a parameter of the notebook (and not one that says where a run goes)."""
+    unknown = sorted(set(keys) - set(defaults))
+    if unknown:
+        raise ValueError(f"{sweep_file}: unknown parameter(s) {', '.join(unknown)}; the notebook's parameters "
+                         f"cell has: {', '.join(sorted(defaults))}")
+    placed = sorted(set(keys) & set(NOT_HASHED))
+    if placed:
+        raise ValueError(f"{sweep_file}: {', '.join(placed)} is set by the sweep runner (the run folder and the "
+                         "sweep file); leave it out of grid and fixed")
+
+
+# ---------------------------------------------------------------- one run
+
+
+def write_provenance(run_dir: Path, parameters: dict, wall_s: float) -> Path | None:
+    """provenance.json beside metrics.json, when metrics.json does not say its git commit, versions,
+    wall time and device (top level or under "provenance"). Returns its path, or None when not needed."""
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    said = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else metrics
+    if all(key in said for key in PROVENANCE_KEYS):
+        return None
+    from coarsecrop.crops.manifest import code_version
+
+    versions = {}
+    for name in ("torch", "torchvision", "coarsecrop", "papermill"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    device = parameters.get("device", "auto")
+    if device in (None, "auto"):
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    record = {"parameters": parameters, "git_commit": code_version()["git_commit"], "versions": versions,
+              "device": str(device), "world_size": 1, "wall_time_s": round(wall_s, 2)}
+    path = run_dir / "provenance.json"
+    tmp = run_dir / ".provenance.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def execute_point(task: dict) -> dict:
+    """Execute one run (papermill; the kernel is the run's own process) into an emptied run folder.
+
+    Never raises for a failing notebook: the failure is recorded in the folder (run.json status
+    "failed", FAILED.txt) and returned as {"status": "failed", "error": ...}."""
+    import papermill
+
+    run_dir, record = Path(task["run_dir"]), task["record"]
+    if run_dir.exists():  # a fresh run: nothing of an earlier, failed or other-code run is reused
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    write_record(run_dir, {**record, "status": "running"})
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
+            kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=False,
+            request_save_on_cell_execute=True,
+        )
+        if not (run_dir / "metrics.json").is_file():
+            raise RuntimeError(f"the notebook ran but wrote no {run_dir / 'metrics.json'}")
+    except Exception as err:  # record it; the sweep goes on
+        wall = round(time.perf_counter() - t0, 2)
+        (run_dir / "FAILED.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        lines = str(err).strip().splitlines()
+        error = f"{type(err).__name__}: {lines[-1] if lines else ''}"
+        write_record(run_dir, {**record, "status": "failed", "wall_time_s": wall, "error": error})
+        return {"status": "failed", "wall_time_s": wall, "error": error}
+    wall = round(time.perf_counter() - t0, 2)
+    write_provenance(run_dir, record["parameters"], wall)
+    write_record(run_dir, {**record, "status": "ok", "wall_time_s": wall})
+    return {"status": "ok", "wall_time_s": wall, "error": ""}
+
+
+# ---------------------------------------------------------------- the summary table
+
+
+def flatten(obj: dict, prefix: str = "") -> dict:
+    """Nested dicts -> {"a.b.c": scalar}; lists and other non-scalars are left out."""
+    flat = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, name + "."))
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+    return flat
+
+
+def summary_row(point: dict, run_dir: Path, root: Path, reused: bool) -> dict:
+    """One CSV row: run id, status, wall time, the swept values (lists as JSON) and metrics.json's scalars."""
+    record = read_record(run_dir)
+    row = {"run_id": run_dir.name, "status": record.get("status", "missing"), "reused": reused,
+           "wall_time_s": record.get("wall_time_s"), "error": record.get("error", ""),
+           "run_dir": run_dir.relative_to(root).as_posix()}
+    row.update({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in point.items()})
+    metrics_path = run_dir / "metrics.json"
+    if row["status"] == "ok" and metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        row.update({k: v for k, v in flatten(metrics).items() if k not in row})
+    return row
+
+
+def write_csv_atomic(table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def plan_sweep(sweep_file: Path, root: Path) -> dict:
+    """Read and check the sweep, convert the notebook and work out every point's run (nothing runs)."""
+    spec = read_sweep(sweep_file)
+    name = spec["notebook"]
+    source = root / "notebooks" / f"{name}.py"
+    if not source.is_file():
+        raise FileNotFoundError(f"{sweep_file}: notebook {name!r} not found ({source} does not exist)")
+    ipynb = convert(source, source.with_suffix(".ipynb"))
+    defaults = notebook_defaults(ipynb)
+    check_keys(sweep_file, [*spec["grid"], *spec["fixed"]], defaults)
+    base = {}
+    if spec["preset"]:
+        base = read_preset(root / "params" / spec["preset"] / f"{name}.yaml", defaults)
+    code = code_fingerprint(source)
+    try:
+        label = sweep_file.resolve().relative_to(root).as_posix()
+    except ValueError:
+        label = str(sweep_file.resolve())
+    points = []
+    for point in expand_grid(spec["grid"]):
+        values = {**base, **spec["fixed"], **point}  # what is injected, besides out and preset
+        effective = {**defaults, **values}
+        rid = run_id({k: v for k, v in effective.items() if k not in NOT_HASHED})
+        run_dir = root / "runs" / name / rid
+        record = {"notebook": name, "preset": spec["preset"], "sweep": label, "run_id": rid,
+                  "parameters": effective, "code": code}
+        task = {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
+                "inject": {**values, "out": str(run_dir), "preset": label}}
+        points.append({"point": point, "run_dir": run_dir, "task": task})
+    return {"notebook": name, "name": sweep_file.stem, "code": code, "points": points}
+
+
+def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None):
+    """Run every point of ``sweep_file`` not yet complete (all with ``force``); returns the summary
+    DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at once,
+    each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
+    file holding pyproject.toml). A failing point does not raise: its row says "failed"."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    sweep_file = Path(sweep_file)
+    root = Path(root).resolve() if root else project_root(sweep_file.resolve().parent)
+    plan = plan_sweep(sweep_file, root)  # all checks happen here, before anything runs
+    todo, reused = {}, set()
+    for p in plan["points"]:
+        rid = p["run_dir"].name
+        if not force and is_complete(p["run_dir"], plan["code"]):
+            reused.add(rid)
+        else:
+            todo.setdefault(rid, p["task"])  # points with the same parameters run once
+    bar = tqdm(total=len(plan["points"]), desc=f"sweep {plan['name']}", unit="run", disable=not progress)
+    bar.update(len(plan["points"]) - sum(1 for p in plan["points"] if p["run_dir"].name in todo))
+    counts = {rid: sum(1 for p in plan["points"] if p["run_dir"].name == rid) for rid in todo}
+    if jobs <= 1:
+        for rid, task in todo.items():
+            execute_point(task)
+            bar.update(counts[rid])
+    else:
+        # spawn: a clean interpreter per worker (no forked threads); one task per worker process.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+            futures = {pool.submit(execute_point, task): rid for rid, task in todo.items()}
+            for future in as_completed(futures):
+                rid = futures[future]
+                try:
+                    future.result()
+                except Exception as err:  # the worker process itself died (killed, out of memory)
+                    run_dir = Path(todo[rid]["run_dir"])
+                    write_record(run_dir, {**read_record(run_dir), "status": "failed",
+                                           "error": f"worker process died: {type(err).__name__}: {err}"})
+                bar.update(counts[rid])
+    bar.close()
+    rows = [summary_row(p["point"], p["run_dir"], root, p["run_dir"].name in reused) for p in plan["points"]]
+    table = pd.DataFrame(rows)
+    out = root / "runs" / plan["notebook"] / f"sweep-{plan['name']}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_csv_atomic(table, out)
+    table.attrs["csv"] = str(out)
+    return table
+

@@ -1,0 +1,165 @@
+"""The sweep runner (coarsecrop.runs): grid expansion, checks before anything runs, run ids shared with
+coarsecrop.book, skipping, failure recording and the summary CSV. The logic tests replace the executor
+with a fake one; the slow tests run notebooks/01_crops.py for real on 2 tiny scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import copy_book_sources
+
+from coarsecrop import runs
+from coarsecrop.book import NOT_HASHED, notebook_defaults, read_preset
+from coarsecrop.params import run_id
+
+# Small enough that a real run of 01_crops takes seconds: 2 scenes, two cheap strategies.
+TINY = {"num_images": 2, "strategies": ["grid", "ours"], "show_images": 1}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return copy_book_sources(tmp_path_factory.mktemp("sweep"))
+
+
+def write_sweep(root: Path, name: str, spec: dict) -> Path:
+    path = root / "params" / "sweeps" / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def fake_execute(calls: list):
+    """An executor that writes what a successful notebook would: metrics.json (nested, without
+    provenance), the executed notebook and run.json."""
+    def execute(task):
+        calls.append(task)
+        run_dir, record = Path(task["run_dir"]), task["record"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {"metrics": {"ours": {"mean_objectness": 0.1 * task["inject"]["n"], "crops": 3}},
+                   "strategies": ["ours"], "label": "x"}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        (run_dir / f"{record['notebook']}.ipynb").write_text("{}")
+        runs.write_provenance(run_dir, record["parameters"], 1.5)
+        runs.write_record(run_dir, {**record, "status": "ok", "wall_time_s": 1.5})
+        return {"status": "ok", "wall_time_s": 1.5, "error": ""}
+    return execute
+
+
+def test_grid_expands_in_file_order_last_key_fastest():
+    points = runs.expand_grid({"n": [1, 3], "backbone": ["resnet18", "resnet50"], "seed": [0]})
+    assert points == [
+        {"n": 1, "backbone": "resnet18", "seed": 0}, {"n": 1, "backbone": "resnet50", "seed": 0},
+        {"n": 3, "backbone": "resnet18", "seed": 0}, {"n": 3, "backbone": "resnet50", "seed": 0},
+    ]
+    assert runs.expand_grid({}) == [{}]
+
+
+def test_bad_sweep_files_fail_with_the_file_named(root):
+    with pytest.raises(ValueError, match=r"bad1\.yaml: unknown key\(s\) grids"):
+        runs.read_sweep(write_sweep(root, "bad1", {"notebook": "01_crops", "grids": {"n": [1]}}))
+    with pytest.raises(ValueError, match=r"bad2\.yaml: grid value of 'n' must be a non-empty list"):
+        runs.read_sweep(write_sweep(root, "bad2", {"notebook": "01_crops", "grid": {"n": 3}}))
+    with pytest.raises(ValueError, match="both in grid and fixed"):
+        runs.read_sweep(write_sweep(root, "bad3", {"notebook": "01_crops", "grid": {"n": [1]},
+                                                   "fixed": {"n": 2}}))
+    with pytest.raises(FileNotFoundError, match="notebook '99_none' not found"):
+        runs.run_sweep(write_sweep(root, "bad4", {"notebook": "99_none"}), root=root, progress=False)
+
+
+def test_unknown_key_fails_before_anything_runs(root, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runs, "execute_point", fake_execute(calls))
+    sweep = write_sweep(root, "typo", {"notebook": "01_crops", "preset": "smoke",
+                                       "grid": {"n": [1, 3], "num_imagse": [2]}})
+    with pytest.raises(ValueError, match=r"typo\.yaml: unknown parameter\(s\) num_imagse; .*num_images"):
+        runs.run_sweep(sweep, root=root, progress=False)
+    sweep = write_sweep(root, "where", {"notebook": "01_crops", "fixed": {"out": "elsewhere"}})
+    with pytest.raises(ValueError, match="out is set by the sweep runner"):
+        runs.run_sweep(sweep, root=root, progress=False)
+    assert calls == [] and not (root / "runs").exists()
+
+
+def test_run_ids_are_the_books(root):
+    """A point with a preset's own values gets the id coarsecrop.book gives that preset."""
+    sweep = write_sweep(root, "same", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [5]}})
+    plan = runs.plan_sweep(sweep, root)
+    defaults = notebook_defaults(root / "notebooks" / "01_crops.ipynb")
+    effective = {**defaults, **read_preset(root / "params" / "smoke" / "01_crops.yaml", defaults)}
+    assert defaults["n"] == 5
+    assert plan["points"][0]["run_dir"] == root / "runs" / "01_crops" / run_id(
+        {k: v for k, v in effective.items() if k not in NOT_HASHED})
+
+
+def test_sweep_logic_with_a_fake_executor(root, monkeypatch):
+    calls = []
+    monkeypatch.setattr(runs, "execute_point", fake_execute(calls))
+    # n: [2, 2] -> two points with the same parameters: computed once, two rows.
+    sweep = write_sweep(root, "fake", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [2, 4, 2]},
+                                       "fixed": {"seed": 7, "device": "cpu"}})
+    table = runs.run_sweep(sweep, root=root, progress=False)
+    assert len(calls) == 2 and [c["inject"]["n"] for c in calls] == [2, 4]
+    assert calls[0]["inject"]["seed"] == 7 and calls[0]["inject"]["num_images"] == 6  # fixed + preset
+    assert list(table["n"]) == [2, 4, 2] and list(table["status"]) == ["ok"] * 3
+    assert table["run_id"][0] == table["run_id"][2] != table["run_id"][1]
+    assert list(table["metrics.ours.mean_objectness"]) == pytest.approx([0.2, 0.4, 0.2])
+    assert "strategies" not in table and table["label"][0] == "x"  # lists left out, strings kept
+    csv = root / "runs" / "01_crops" / "sweep-fake.csv"
+    assert table.attrs["csv"] == str(csv)
+    pd.testing.assert_frame_equal(pd.read_csv(csv)[["run_id", "n"]], table[["run_id", "n"]])
+    prov = json.loads((root / table["run_dir"][0] / "provenance.json").read_text())
+    assert prov["parameters"]["n"] == 2 and prov["device"] == "cpu" and prov["wall_time_s"] == 1.5
+    assert {"torch", "torchvision", "coarsecrop"} <= set(prov["versions"])
+    # Rerun: every run is complete and made by the same code, so nothing executes; force runs them again.
+    calls.clear()
+    table = runs.run_sweep(sweep, root=root, progress=False)
+    assert calls == [] and table["reused"].all()
+    runs.run_sweep(sweep, root=root, progress=False, force=True)
+    assert len(calls) == 2
+
+
+def test_flatten_keeps_scalars_under_dotted_names():
+    nested = {"a": {"b": {"c": 1.5}, "d": [1, 2]}, "e": None, "f": True, "g": "s"}
+    assert runs.flatten(nested) == {"a.b.c": 1.5, "e": None, "f": True, "g": "s"}
+
+
+@pytest.mark.slow
+def test_real_sweep_runs_skips_and_records_a_failure(root):
+    """Two real points, a rerun that skips both, then a sweep whose second point makes the notebook raise
+    (n = "x" fails the parameters check) run with 2 workers: recorded as failed, the other point reused."""
+    sweep = write_sweep(root, "real", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, 2]},
+                                       "fixed": TINY})
+    table = runs.run_sweep(sweep, root=root, progress=False)
+    assert list(table["status"]) == ["ok", "ok"], table.get("error")
+    assert list(table["reused"]) == [False, False]
+    for _, row in table.iterrows():
+        run_dir = root / row["run_dir"]
+        assert (run_dir / "metrics.json").is_file() and (run_dir / "01_crops.ipynb").is_file()
+        assert json.loads((run_dir / "run.json").read_text())["status"] == "ok"
+        assert not (run_dir / "provenance.json").exists()  # 01_crops's metrics.json carries its provenance
+        assert row["metrics.ours.crops_per_image"] <= row["n"]
+        assert row["params.n"] == row["n"] and row["provenance.wall_time_s"] > 0
+    assert (root / "runs" / "01_crops" / "sweep-real.csv").is_file()
+
+    again = runs.run_sweep(sweep, root=root, progress=False)
+    assert again["reused"].all() and list(again["run_id"]) == list(table["run_id"])
+
+    mixed = write_sweep(root, "mixed", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, "x"]},
+                                        "fixed": TINY})
+    result = runs.run_sweep(mixed, root=root, jobs=2, progress=False)
+    assert list(result["status"]) == ["ok", "failed"] and list(result["reused"]) == [True, False]
+    failed = root / result["run_dir"][1]
+    assert "ParameterError" in (failed / "FAILED.txt").read_text()
+    assert "mixed.yaml" in result["error"][1]  # the notebook's error names the sweep file
+    assert json.loads((failed / "run.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "params" / "sweeps")
+                                        .glob("*.yaml")))
+def test_committed_sweeps_name_only_notebook_parameters(root, name):
+    sweep = root / "params" / "sweeps" / f"{name}.yaml"
+    assert sweep.read_text().startswith("# "), f"{sweep.name}: start with a comment saying what it is for"
+    assert runs.plan_sweep(sweep, root)["points"]
