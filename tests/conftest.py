@@ -47,3 +47,17 @@ def smoke_run(book_copy) -> Path:
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     return run_notebook(book_copy, "01_crops", "smoke", log_output=False)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module on one torch thread, then restore. Tiny models gain nothing from threads, and on
+    a busy 2-core machine OpenMP threads waiting for each other make small convolutions 10-100x slower.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

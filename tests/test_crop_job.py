@@ -31,13 +31,7 @@ JOB = dict(strategy="ours", backbone="resnet18", strategy_params=OURS_SMALL, sha
            progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tests run beside others on 2 cores; one thread is faster there and matches the subprocesses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _env(**extra) -> dict:

@@ -22,14 +22,7 @@ from coarsecrop.evaluate.runner import evaluate, split_params
 TINY = "resnet10_w8"  # 8/16/32/64 channels: fast on CPU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes
-    small convolutions 10x slower: run this module on one thread, then restore."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

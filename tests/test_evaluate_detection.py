@@ -18,14 +18,7 @@ TOY = dict(min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 48, 64), rois_per_
            proposals_train=64, proposals_test=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine OpenMP spinning makes
-    small convolutions 10x slower: run this module on one thread, then restore."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

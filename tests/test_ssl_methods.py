@@ -20,14 +20,7 @@ from coarsecrop.ssl.densecl import dense_correspondence, match_dense
 from coarsecrop.ssl.moco import batch_shuffle, batch_unshuffle, ema_update, enqueue, info_nce
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from more threads, and on a busy 2-core machine OpenMP threads
-    that wait for each other make these tests 10-100x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = {  # CPU-sized methods: narrow trunks, small heads and queues
     "moco_v2": ("resnet10_w8_cifar", 16, dict(hidden_dim=64, dim=32, queue_size=64)),

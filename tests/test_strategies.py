@@ -50,14 +50,7 @@ def make_image(scene, seed=0):
     return img
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small images gain nothing from intra-op threads, and on a busy 2-core machine OpenMP threads
-    waiting for each other make a ResNet forward many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

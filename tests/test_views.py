@@ -11,14 +11,7 @@ from coarsecrop.data.views import (IMAGENET_MEAN, IMAGENET_STD, PIPELINES, FastC
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from more threads, and on a busy 2-core machine OpenMP threads
-    that wait for each other make these tests 10-100x slower; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def image(h=60, w=90, seed=0):
     g = torch.Generator().manual_seed(seed)

@@ -34,6 +34,7 @@ import yaml
 from matplotlib.patches import Rectangle
 
 from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
+from coarsecrop.data.synthetic import scenes_or_builtin
 from coarsecrop.params import default_run_dir
 
 # The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines, ours
@@ -145,19 +146,7 @@ def resolve_device(device: str) -> torch.device:
 
 def prepare_scenes(params: CropStudyParams, run_dir: Path) -> Path:
     """The data set to crop: ``params.scenes``, or the built-in scenes generated into run_dir/scenes."""
-    if params.scenes:
-        path = Path(params.scenes).expanduser().resolve()
-        if not path.exists():
-            raise FileNotFoundError(f"scenes {params.scenes!r}: no such file or folder "
-                                    "(give a COCO json, a VOC root, an image folder, or None for built-in scenes)")
-        return path
-    from coarsecrop.data.synthetic import write_scenes
-
-    folder = run_dir / "scenes"
-    if not (folder / "annotations.json").is_file():
-        write_scenes(folder, num_images=params.num_images, seed=params.seed, size=params.image_size,
-                     progress=False)
-    return folder
+    return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.seed, params.image_size)
 
 
 # ---------------------------------------------------------------- running the strategies

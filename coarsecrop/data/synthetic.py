@@ -493,3 +493,20 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
     tmp.write_text(json.dumps(dataset, separators=(",", ":")))
     os.replace(tmp, path)
     return path
+
+
+def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images: int, seed: int,
+                      size: int) -> Path:
+    """The data set a notebook works on: ``scenes`` when given (it must exist), else the built-in scenes,
+    written into ``folder`` once (annotations.json is written last, so its presence marks a finished set)."""
+    if scenes:
+        path = Path(scenes).expanduser().resolve()
+        if not path.exists():
+            raise FileNotFoundError(f"scenes {str(scenes)!r}: no such file or folder (give a COCO json, a VOC "
+                                    "root, an image folder, or None for the built-in scenes)")
+        return path
+    folder = Path(folder)
+    if not (folder / "annotations.json").is_file():
+        write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False)
+    return folder
+

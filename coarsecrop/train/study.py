@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from coarsecrop.data.synthetic import scenes_or_builtin
 from coarsecrop.params import default_run_dir, project_root
 from coarsecrop.train.params import make_params
 
@@ -91,18 +92,8 @@ def resolve_run_dir(params: PretrainStudyParams) -> Path:
 
 def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
     """``params.scenes``, or the built-in synthetic scenes written to run_dir/scenes (once)."""
-    if params.scenes:
-        path = Path(params.scenes).expanduser().resolve()
-        if not path.exists():
-            raise FileNotFoundError(f"scenes {params.scenes!r}: no such file or folder")
-        return path
-    from coarsecrop.data.synthetic import write_scenes
-
-    folder = run_dir / "scenes"
-    if not (folder / "annotations.json").is_file():
-        write_scenes(folder, num_images=params.num_images, seed=params.scene_seed, size=params.scene_size,
-                     progress=False)
-    return folder
+    return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.scene_seed,
+                             params.scene_size)
 
 
 def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Path:
