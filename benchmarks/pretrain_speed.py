@@ -18,7 +18,10 @@ it only our numbers are printed.
 
 GPU section (only with CUDA): ResNet-50 MoCo-v2, 224-px views, bf16 autocast, channels_last,
 SGD; images/s per GPU for (a) the model alone on device tensors, (b) the loader alone (JPEG
-decode + our MoCo-v2 views in DataLoader workers), (c) both together, the number that counts.
+decode + our MoCo-v2 views in DataLoader workers), (c) both together, the number that counts;
+(b) and (c) twice: with the photometric steps in the workers, and batched on the GPU
+(coarsecrop.data.batch_photometric, what the trainer does on CUDA). Then model-only img/s of every
+method at paper scale (ResNet-50; MAE on ViT-B/16).
 """
 
 from __future__ import annotations
@@ -305,7 +308,7 @@ def alternating_rates(calls: dict, iters: int, chunk: int = 5) -> dict:
 class JpegViews(torch.utils.data.Dataset):
     """N in-memory JPEGs (smooth synthetic scenes), decoded and turned into MoCo-v2 views per sample."""
 
-    def __init__(self, n: int, size: int, view_size: int):
+    def __init__(self, n: int, size: int, view_size: int, photometric_on: str = "worker"):
         from torchvision.io import encode_jpeg
         g = torch.Generator().manual_seed(0)
         self.jpegs = []
@@ -314,7 +317,7 @@ class JpegViews(torch.utils.data.Dataset):
             img = F.interpolate(low[None], size=(size, size * 4 // 3), mode="bicubic", align_corners=False)[0]
             img = (img + torch.randn(img.shape, generator=g) * 12).clamp(0, 255).to(torch.uint8)
             self.jpegs.append(encode_jpeg(img, quality=90))
-        self.views = view_pipeline("moco_v2", view_size)
+        self.views = view_pipeline("moco_v2", view_size, photometric_on=photometric_on)
 
     def __len__(self):
         return 10 ** 9  # sampled with replacement
@@ -361,35 +364,87 @@ def gpu_section(args) -> None:
     print(f"  (a) model only, device tensors:        {model_ips:8.0f} img/s")
 
     workers = args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 1)
-    loader = torch.utils.data.DataLoader(
-        JpegViews(512, 256, 224), batch_size=args.gpu_batch, sampler=torch.utils.data.RandomSampler(
-            range(10 ** 6), replacement=True, num_samples=10 ** 7),
-        num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True,
-        prefetch_factor=4)
-    it = iter(loader)
-    for _ in range(2):
-        next(it)
-    t0 = time.perf_counter()
-    for _ in range(args.gpu_steps):
-        next(it)
-    loader_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
-    print(f"  (b) loader only, {workers:2d} workers (JPEG + views): {loader_ips:8.0f} img/s")
+    from coarsecrop.data.batch_photometric import batch_photometric
+    for photometric_on in ("worker", "device"):
+        # Steady state: the first workers * prefetch + 3 batches (the buffer the workers filled while
+        # idle) are pulled untimed, then args.gpu_steps batches are timed.
+        loader = torch.utils.data.DataLoader(
+            JpegViews(512, 256, 224, photometric_on), batch_size=args.gpu_batch,
+            sampler=torch.utils.data.RandomSampler(range(10 ** 6), replacement=True, num_samples=10 ** 7),
+            num_workers=workers, pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True,
+            prefetch_factor=2)
+        buffered = workers * 2 + 3
+        finish = [m.to(device) for m in batch_photometric("moco_v2", 224)] if photometric_on == "device" else None
+        it = iter(loader)
+        for _ in range(buffered):
+            next(it)
+        t0 = time.perf_counter()
+        for _ in range(args.gpu_steps):
+            next(it)
+        loader_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
 
-    def to_device(views):
-        return [v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in views]
-    for _ in range(2):
-        step(to_device(next(it)))
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(args.gpu_steps):
-        step(to_device(next(it)))
-    sync()
-    total_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
-    print(f"  (c) training with data loading:       {total_ips:8.0f} img/s per GPU "
-          f"({'loader' if loader_ips < model_ips else 'model'}-bound; target 1,000 on an H100, "
-          f"published MoCo-v2 anchor ~168 on a V100)")
+        def to_device(views):
+            views = [v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in views]
+            return [f(v) for f, v in zip(finish, views)] if finish else views
+        for _ in range(buffered):
+            step(to_device(next(it)))
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.gpu_steps):
+            step(to_device(next(it)))
+        sync()
+        total_ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
+        where = "in the workers" if photometric_on == "worker" else "batched on the GPU"
+        print(f"  photometric steps {where}:")
+        print(f"    (b) loader only, {workers:2d} workers:           {loader_ips:8.0f} img/s")
+        print(f"    (c) training with data loading:       {total_ips:8.0f} img/s per GPU "
+              f"({'loader' if loader_ips < model_ips else 'model'}-bound; target 1,000 on an H100, "
+              f"published MoCo-v2 anchor ~168 on a V100)", flush=True)
+        del loader, it
     if device.type == "cuda":
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB")
+    del method, opt
+    gpu_methods_table(args, device, sync)
+
+
+def gpu_methods_table(args, device: torch.device, sync) -> None:
+    """Model-only img/s (device tensors, bf16 autocast, channels_last) for each method at paper scale:
+    ResNet-50 at 224 px for MoCo-v2 / BYOL / DenseCL, ViT-B/16 at 224 px for MAE."""
+    print(f"\nGPU, model only, batch {args.gpu_batch}, 224 px (one training step = forward, backward, "
+          f"optimiser step, momentum update)")
+    for name in args.gpu_methods:
+        trunk = "vit_base_patch16" if name == "mae" else "resnet50"
+        method = build_method(name, trunk, 224, seed=0).to(device).to(memory_format=torch.channels_last)
+        method.train()
+        opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+        views = [torch.randn(args.gpu_batch, 3, 224, 224, device=device).contiguous(
+            memory_format=torch.channels_last) for _ in range(1 if name == "mae" else 2)]
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+        def step():
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = method(views)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if hasattr(method, "momentum_update"):
+                method.momentum_update(0.0)
+            return loss.detach()
+
+        for _ in range(args.gpu_warmup):
+            step()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.gpu_steps):
+            loss = step()
+        sync()
+        ips = args.gpu_steps * args.gpu_batch / (time.perf_counter() - t0)
+        mem = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else float("nan")
+        print(f"  {name:8s} {trunk:17s} {ips:8.0f} img/s   loss {float(loss):.3f}   peak {mem:.1f} GiB", flush=True)
+        del method, opt, views
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main(argv=None) -> None:
@@ -404,9 +459,11 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--view-iters", type=int, default=60)
     parser.add_argument("--gpu-batch", type=int, default=256)
-    parser.add_argument("--gpu-steps", type=int, default=20)
+    parser.add_argument("--gpu-steps", type=int, default=30)
     parser.add_argument("--gpu-warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="loader workers (default: CPUs - 1)")
+    parser.add_argument("--gpu-methods", nargs="*", default=list(METHOD_NAMES), choices=METHOD_NAMES,
+                        help="methods of the GPU model-only table (none: skip it)")
     parser.add_argument("--gpu-device", default="cuda", help="'cpu' dry-runs the GPU section's code")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--cpu-only", action="store_true")

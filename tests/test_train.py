@@ -6,6 +6,7 @@ thread, so a training step takes milliseconds."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -90,6 +91,19 @@ def test_wrong_type_and_unknown_choices_fail(data):
         make_params({**TINY, "manifest": data["manifest"], "optimizer": "adam"})
     with pytest.raises(ValueError, match="manifest is required"):
         make_params(TINY)
+    with pytest.raises(ValueError, match="unknown photometric_on 'gpu'.*device"):
+        make_params({**TINY, "manifest": data["manifest"], "photometric_on": "gpu"})
+
+
+def test_photometric_steps_on_the_device_train_and_are_recorded(data, reference, tmp_path):
+    """The GPU loader path (uint8 geometry from the workers, BatchPhotometric on the device) runs on CPU too."""
+    out = tmp_path / "device_photometric"
+    pretrain(params(data, out, photometric_on="device", stop_at_step=3))
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["resolved"]["photometric_on"] == "device"
+    assert all(math.isfinite(r["loss"]) for r in lines if r["kind"] == "step")
+    first = [json.loads(x) for x in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert first[0]["resolved"]["photometric_on"] == "worker"  # auto on CPU
 
 
 def test_cli_reports_bad_parameters(tmp_path, capsys, data):
@@ -258,18 +272,22 @@ def test_sigterm_finishes_the_step_saves_and_resumes_exactly(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_under_torchrun_end_with_identical_weights(data, tmp_path):
+@pytest.mark.parametrize("nproc", [2, 1])
+def test_processes_under_torchrun_end_with_identical_weights(data, tmp_path, nproc):
+    """torchrun forms a process group even for one process (the one-GPU path is the many-GPU path)."""
     run = tmp_path / "run.yaml"
     run.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"], "epochs": 1}))
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "coarsecrop", "pretrain", "--params", str(run), f"out={out}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "coarsecrop", "pretrain", "--params", str(run), f"out={out}"]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     start, end = lines[0], lines[-1]
-    assert start["resolved"]["world_size"] == 2 and start["resolved"]["local_batch"] == 4
+    assert start["resolved"]["world_size"] == nproc and start["resolved"]["local_batch"] == 8 // nproc
+    assert start["resolved"]["backend"] == "gloo"
     assert end["kind"] == "end" and end["ranks_in_sync"] and len(set(end["weights_sha256"])) == 1
-    assert len(end["weights_sha256"]) == 2
+    assert len(end["weights_sha256"]) == nproc
 
 
 @pytest.mark.slow

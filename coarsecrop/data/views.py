@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -78,9 +79,10 @@ class FastColorJitter(v2.ColorJitter):
         return out
 
 
-def adjust_hue(image: torch.Tensor, hue_factor: float) -> torch.Tensor:
-    """Rotate the HSV hue of float RGB [..., 3, H, W] in [0, 1] by hue_factor (in turns, |f| <= 0.5)."""
-    if not -0.5 <= hue_factor <= 0.5:
+def adjust_hue(image: torch.Tensor, hue_factor) -> torch.Tensor:
+    """Rotate the HSV hue of float RGB [..., 3, H, W] in [0, 1] by hue_factor (in turns, |f| <= 0.5;
+    a float, or a tensor broadcasting against [..., H, W], e.g. [B, 1, 1] for one factor per image)."""
+    if not isinstance(hue_factor, torch.Tensor) and not -0.5 <= hue_factor <= 0.5:
         raise ValueError(f"hue_factor must be in [-0.5, 0.5], got {hue_factor}")
     r, g, b = image.unbind(dim=-3)
     minc, maxc = torch.aminmax(image, dim=-3)
@@ -170,26 +172,56 @@ def to_float_normalised() -> list:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def moco_v2_view(size: int, random_resized_crop: bool = True, scale=(0.2, 1.0)) -> v2.Compose:
-    """One MoCo-v2 view (both views use the same pipeline)."""
-    return v2.Compose(geometric(size, scale, random_resized_crop)
-                      + photometric(size, (0.4, 0.4, 0.4, 0.1), blur_p=0.5)
-                      + to_float_normalised())
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view of a pipeline: its geometry and (None for MAE) its photometric steps."""
+
+    size: int
+    scale: tuple[float, float]
+    random_resized_crop: bool = True
+    interpolation: InterpolationMode = InterpolationMode.BILINEAR
+    photometric: dict | None = None  # keyword arguments of photometric() besides size
 
 
-def byol_views(size: int, random_resized_crop: bool = True, scale=(0.08, 1.0)) -> tuple[v2.Compose, v2.Compose]:
-    """BYOL's asymmetric pair: view 1 always blurred, never solarized; view 2 rarely blurred, solarized at 0.2."""
-    jitter = (0.4, 0.4, 0.2, 0.1)
-    one = photometric(size, jitter, blur_p=1.0, solarize_p=0.0)
-    two = photometric(size, jitter, blur_p=0.1, solarize_p=0.2)
-    return (v2.Compose(geometric(size, scale, random_resized_crop) + one + to_float_normalised()),
-            v2.Compose(geometric(size, scale, random_resized_crop) + two + to_float_normalised()))
+MOCO_V2_PHOTOMETRIC = dict(jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.5, solarize_p=0.0)
+BYOL_PHOTOMETRIC = (dict(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=1.0, solarize_p=0.0),  # view 1: always blurred
+                    dict(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=0.1, solarize_p=0.2))  # view 2: solarized at 0.2
 
 
-def mae_view(size: int, random_resized_crop: bool = True, scale=(0.2, 1.0)) -> v2.Compose:
-    """MAE's single view: RandomResizedCrop (bicubic) and flip only."""
-    return v2.Compose(geometric(size, scale, random_resized_crop, InterpolationMode.BICUBIC)
-                      + to_float_normalised())
+def view_specs(name: str, size: int, random_resized_crop: bool = True, local_views: int = 0,
+               local_size: int | None = None, local_scale: tuple[float, float] = LOCAL_SCALE) -> list[ViewSpec]:
+    """The views of method ``name`` (global views first, then local ones): see view_pipeline."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown view pipeline {name!r}; valid: {', '.join(PIPELINES)}")
+    if size < 8:
+        raise ValueError(f"view size {size} is too small; use at least 8 px")
+    if local_views < 0:
+        raise ValueError(f"local_views must be >= 0, got {local_views}")
+    if name == "mae":
+        if local_views:
+            raise ValueError("MAE takes one view; multi-crop (local_views > 0) applies to moco_v2 and byol")
+        return [ViewSpec(size, (0.2, 1.0), random_resized_crop, InterpolationMode.BICUBIC)]
+    if name == "moco_v2":
+        looks, scale = (MOCO_V2_PHOTOMETRIC, MOCO_V2_PHOTOMETRIC), (0.2, 1.0)
+    else:
+        looks, scale = BYOL_PHOTOMETRIC, (0.08, 1.0)
+    specs = [ViewSpec(size, scale, random_resized_crop, photometric=look) for look in looks]
+    small = local_size or max(8, round(size * LOCAL_FRACTION))
+    # Local views always crop (a local view *is* a small crop), even when random_resized_crop=False;
+    # local view i uses the photometric steps of global view i mod 2.
+    specs += [ViewSpec(small, local_scale, True, photometric=looks[i % 2]) for i in range(local_views)]
+    return specs
+
+
+def compose_view(spec: ViewSpec, photometric_on: str = "worker") -> v2.Compose:
+    """uint8 pseudo-image -> one view. photometric_on="worker": the whole pipeline, float normalised out;
+    "device": the geometric steps only, uint8 out (BatchPhotometric finishes the view on the GPU)."""
+    steps = geometric(spec.size, spec.scale, spec.random_resized_crop, spec.interpolation)
+    if photometric_on == "device":
+        return v2.Compose(steps)
+    if spec.photometric is not None:
+        steps += photometric(spec.size, **spec.photometric)
+    return v2.Compose(steps + to_float_normalised())
 
 
 class MultiView:
@@ -227,7 +259,8 @@ def check_image(image) -> None:
 
 
 def view_pipeline(name: str, size: int, random_resized_crop: bool = True, local_views: int = 0,
-                  local_size: int | None = None, local_scale: tuple[float, float] = LOCAL_SCALE) -> MultiView:
+                  local_size: int | None = None, local_scale: tuple[float, float] = LOCAL_SCALE,
+                  photometric_on: str = "worker") -> MultiView:
     """The views of SSL method ``name`` at output size ``size``.
 
     name: "moco_v2" (also DenseCL's), "byol" or "mae".
@@ -235,31 +268,13 @@ def view_pipeline(name: str, size: int, random_resized_crop: bool = True, local_
     local_views: k > 0 adds k SwAV local views of ``local_size`` (default round(96/224 * size), at
         least 8) at ``local_scale``; local view i uses the photometric steps of global view i mod 2.
         The two global views keep the method's own pipeline (SwAV's used scale (0.14, 1)).
+    photometric_on: "worker" = the whole pipeline here (float views out); "device" = geometric steps
+        only (uint8 views out), the photometric ones run batched on the GPU
+        (coarsecrop.data.batch_photometric), which takes most of the per-image CPU work off the loader.
     """
-    if name not in PIPELINES:
-        raise ValueError(f"unknown view pipeline {name!r}; valid: {', '.join(PIPELINES)}")
-    if size < 8:
-        raise ValueError(f"view size {size} is too small; use at least 8 px")
-    if local_views < 0:
-        raise ValueError(f"local_views must be >= 0, got {local_views}")
-    if name == "mae":
-        if local_views:
-            raise ValueError("MAE takes one view; multi-crop (local_views > 0) applies to moco_v2 and byol")
-        return MultiView([mae_view(size, random_resized_crop)])
-    if name == "moco_v2":
-        globals_ = [moco_v2_view(size, random_resized_crop), moco_v2_view(size, random_resized_crop)]
-    else:
-        globals_ = list(byol_views(size, random_resized_crop))
-    if not local_views:
-        return MultiView(globals_)
-    small = local_size or max(8, round(size * LOCAL_FRACTION))
-    locals_ = []
-    for i in range(local_views):
-        blur_p = 0.5 if name == "moco_v2" else (1.0, 0.1)[i % 2]
-        solarize_p = 0.0 if name == "moco_v2" else (0.0, 0.2)[i % 2]
-        jitter = (0.4, 0.4, 0.4, 0.1) if name == "moco_v2" else (0.4, 0.4, 0.2, 0.1)
-        # Local views always crop (a local view *is* a small crop), even when random_resized_crop=False.
-        locals_.append(v2.Compose(geometric(small, local_scale, True)
-                                  + photometric(small, jitter, blur_p=blur_p, solarize_p=solarize_p)
-                                  + to_float_normalised()))
-    return MultiView(globals_, locals_)
+    if photometric_on not in ("worker", "device"):
+        raise ValueError(f"photometric_on must be 'worker' or 'device', got {photometric_on!r}")
+    specs = view_specs(name, size, random_resized_crop, local_views, local_size, local_scale)
+    views = [compose_view(spec, photometric_on) for spec in specs]
+    n_global = 1 if name == "mae" else 2
+    return MultiView(views[:n_global], views[n_global:])

@@ -38,11 +38,20 @@ class SSLMethod(Protocol):
     backbone: nn.Module
     optimizer_defaults: dict
 
-    def view_transform(self, image_size: int | None = None) -> Callable[[torch.Tensor], list[torch.Tensor]]: ...
+    def view_transform(self, image_size: int | None = None,
+                       photometric_on: str = "worker") -> Callable[[torch.Tensor], list[torch.Tensor]]: ...
 
     def momentum_update(self, progress: float) -> None: ...
 
     def __call__(self, views: list[torch.Tensor]) -> dict: ...
+
+
+def device_photometric(method, image_size: int) -> list:
+    """The batched photometric steps that finish ``method.view_transform(image_size, "device")``'s
+    uint8 views on the GPU, one module per view (coarsecrop.data.batch_photometric)."""
+    from coarsecrop.data.batch_photometric import batch_photometric
+
+    return batch_photometric(method.pipeline, image_size, local_views=getattr(method, "local_views", 0))
 
 
 def hyperparameters(name: str) -> dict:

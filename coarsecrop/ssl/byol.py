@@ -67,10 +67,11 @@ class BYOL(nn.Module):
         return dict(name="lars", lr=1.0, ref_batch=256, weight_decay=1e-5, momentum=0.9, paper_batch=512,
                     warmup_epochs=10, exclude_bias_and_norm=True, trust_coefficient=0.001)
 
-    def view_transform(self, image_size: int | None = None):
+    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
         """BYOL's asymmetric pair (+ k local views) of one uint8 pseudo-image."""
         return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop, local_views=self.local_views)
+                             random_resized_crop=self.random_resized_crop, local_views=self.local_views,
+                             photometric_on=photometric_on)
 
     @torch.no_grad()
     def momentum_update(self, progress: float) -> None:

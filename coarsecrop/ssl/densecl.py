@@ -72,10 +72,11 @@ class DenseCL(nn.Module):
         return dict(name="sgd", lr=0.3, ref_batch=256, weight_decay=1e-4, momentum=0.9, paper_batch=256,
                     warmup_epochs=0, exclude_bias_and_norm=False)
 
-    def view_transform(self, image_size: int | None = None):
+    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
         """MoCo-v2 views of one uint8 pseudo-image."""
         return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop)
+                             random_resized_crop=self.random_resized_crop,
+                             photometric_on=photometric_on)
 
     @torch.no_grad()
     def momentum_update(self, progress: float = 0.0) -> None:

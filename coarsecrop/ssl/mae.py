@@ -102,10 +102,11 @@ class MAE(nn.Module):
         return dict(name="adamw", lr=1.5e-4, ref_batch=256, weight_decay=0.05, betas=(0.9, 0.95),
                     paper_batch=4096, warmup_epochs=40, exclude_bias_and_norm=True)
 
-    def view_transform(self, image_size: int | None = None):
+    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
         """MAE's single view of one uint8 pseudo-image."""
         return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop)
+                             random_resized_crop=self.random_resized_crop,
+                             photometric_on=photometric_on)
 
     def momentum_update(self, progress: float = 0.0) -> None:
         """MAE has no momentum encoder."""

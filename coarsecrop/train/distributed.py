@@ -1,7 +1,8 @@
 """Process group set-up: one process as is, or many under torchrun (env:// rendezvous).
 
-gloo on CPU, NCCL on CUDA. Under torchrun each process takes ``cuda:LOCAL_RANK``. Nothing here
-assumes a GPU is present.
+gloo on CPU, NCCL on CUDA. Under torchrun each process takes ``cuda:LOCAL_RANK``, and a process
+group is formed even for a world of one (``torchrun --nproc_per_node=1``), so one GPU runs the same
+DDP / SyncBN / NCCL path as many. Nothing here assumes a GPU is present.
 """
 
 from __future__ import annotations
@@ -43,13 +44,18 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.run) sets these for every process it starts."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
+
+
 def init_distributed(device_name: str) -> Dist:
     """Join the process group torchrun describes in the environment, or run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank)
-    if world_size == 1:
+    if world_size == 1 and not launched_by_torchrun():
         return Dist(0, 1, 0, device, None)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

@@ -77,6 +77,8 @@ class Resolved:
     num_images: int
     skipped_images: int
     device: str
+    backend: str = "none"  # the process group's: gloo | nccl | none (one process, no group)
+    photometric_on: str = "worker"  # where the views' photometric steps ran
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -109,10 +111,10 @@ def build_method(params: PretrainParams, seed: int) -> nn.Module:
 
 
 def prepare_model(method: nn.Module, d: Dist) -> nn.Module:
-    """Move to the device; on CUDA channels_last, and SyncBN when several processes train."""
+    """Move to the device; on CUDA channels_last, and SyncBN whenever a process group trains."""
     if d.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        if d.world_size > 1:
+        if d.active:
             method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
         method = method.to(d.device, memory_format=torch.channels_last)
     else:
@@ -300,15 +302,22 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     method = build_method(params, seed=params.seed)  # identical weights on every process
     seed_everything(params.seed + d.rank)  # independent random streams per process (masks, shuffles)
     optim_cfg = resolve_optimizer(params, dict(method.optimizer_defaults))
-    dataset = PseudoImageDataset(manifest, transform=method.view_transform(params.image_size),
+    on_device = params.photometric_on == "device" or (params.photometric_on == "auto" and d.device.type == "cuda")
+    photometric_on = "device" if on_device else "worker"
+    dataset = PseudoImageDataset(manifest, transform=method.view_transform(params.image_size, photometric_on),
                                  seed=params.seed, max_side=params.max_side)
+    finish_views = None
+    if on_device:  # the workers send uint8 geometry; jitter, grayscale, blur, solarize run here, batched
+        from coarsecrop.ssl import device_photometric
+        finish_views = [m.to(d.device) for m in device_photometric(method, params.image_size)]
     sampler = GlobalBatchSampler(len(dataset), params.batch_size, d.rank, d.world_size, params.seed)
     total_steps = params.epochs * sampler.steps_per_epoch
     peak_lr = scaled_lr(optim_cfg["base_lr"], params.batch_size, optim_cfg["ref_batch"], params.lr_scaling)
     resolved = Resolved(**optim_cfg, lr=peak_lr, world_size=d.world_size, global_batch=params.batch_size,
                         local_batch=sampler.local_batch, steps_per_epoch=sampler.steps_per_epoch,
                         total_steps=total_steps, num_samples=len(dataset), num_images=dataset.num_images,
-                        skipped_images=dataset.num_skipped, device=str(d.device))
+                        skipped_images=dataset.num_skipped, device=str(d.device),
+                        backend=d.backend or "none", photometric_on=photometric_on)
 
     method = prepare_model(method, d)
     optimizer = build_optimizer(method, resolved.optimizer, peak_lr, resolved.weight_decay, resolved.momentum,
@@ -343,6 +352,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     log = MetricsLog(out / METRICS, d.is_main, step if ckpt is not None else None)
     if d.is_main and ckpt is None:
         log.write({"kind": "start", "step": 0, "resolved": resolved.to_dict(), "params": params.to_dict(),
+                   "sync_bn": any(isinstance(m, nn.SyncBatchNorm) for m in method.modules()),
+                   "channels_last": d.device.type == "cuda", "bf16_autocast": d.device.type == "cuda" and params.amp,
                    "monitor_init": monitor_state["init"]})
 
     def save(epoch_done: int) -> None:
@@ -371,6 +382,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 lr = schedule.apply(optimizer, step)
                 views = [v.to(d.device, non_blocking=True, memory_format=torch.channels_last)
                          if d.device.type == "cuda" else v for v in views]
+                if finish_views is not None:
+                    views = [finish(v) for finish, v in zip(finish_views, views)]
                 with autocast:
                     out_dict = model(views)
                 loss = out_dict["loss"]

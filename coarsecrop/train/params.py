@@ -18,6 +18,7 @@ import yaml
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("linear", "none")
 MONITORS = ("knn", "linear", "both", "none")
+PHOTOMETRIC_ON = ("auto", "worker", "device")
 
 
 @dataclass
@@ -46,6 +47,9 @@ class PretrainParams:
         On a loaded shared CPU, 1 can be many times faster than oversubscribed threads.
       device: auto | cpu | cuda | cuda:K (under torchrun each process takes cuda:LOCAL_RANK).
       amp: bf16 autocast on CUDA (ignored on CPU).
+      photometric_on: worker | device | auto. Where the views' photometric steps (jitter, grayscale, blur,
+        solarize) run: in the DataLoader workers, or batched on the training device
+        (coarsecrop.data.batch_photometric); auto = device on CUDA, worker on CPU.
       out: run folder (checkpoint.pt, backbone.pt, metrics.jsonl, params.yaml).
       checkpoint_every: save every this many epochs (and always at the end and on SIGTERM/SIGINT).
       log_every: write a metrics line every this many steps.  progress: tqdm bar on rank 0.
@@ -83,6 +87,7 @@ class PretrainParams:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    photometric_on: str = "auto"
     out: str = "runs/pretrain"
     checkpoint_every: int = 1
     log_every: int = 10
@@ -122,6 +127,8 @@ def _check_choices(params: PretrainParams, source: str) -> None:
         fail(f"unknown optimizer {params.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
     if params.lr_scaling not in LR_SCALING:
         fail(f"unknown lr_scaling {params.lr_scaling!r}; valid: {', '.join(LR_SCALING)}")
+    if params.photometric_on not in PHOTOMETRIC_ON:
+        fail(f"unknown photometric_on {params.photometric_on!r}; valid: {', '.join(PHOTOMETRIC_ON)}")
     if params.monitor not in MONITORS:
         fail(f"unknown monitor {params.monitor!r}; valid: {', '.join(MONITORS)}")
     for name in ("epochs", "batch_size", "image_size", "checkpoint_every", "log_every", "monitor_every",
