@@ -95,7 +95,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from coarsecrop.runs import run_sweep
 
-    table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
+                      preset=args.preset)
     counts = table["status"].value_counts().to_dict()
     print(f"{len(table)} point(s): {counts.get('ok', 0)} ok ({int(table['reused'].sum())} reused), "
           f"{counts.get('failed', 0)} failed")
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="run a notebook over a grid of parameters (params/sweeps/NAME.yaml) into runs/")
     p.add_argument("sweep_file", help="sweep YAML: notebook, optional preset, grid, optional fixed")
+    p.add_argument("--preset", default=None,
+                   help="run the grid on this preset (params/PRESET/<notebook>.yaml) instead of the file's")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
     p.add_argument("--force", action="store_true", help="rerun complete runs too")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

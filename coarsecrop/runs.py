@@ -6,6 +6,14 @@ A sweep file (YAML) names a notebook, an optional base preset, a grid and option
     preset: smoke                  # optional: params/smoke/01_crops.yaml is the base
     grid: {n: [1, 3, 5], backbone: [resnet18]}
     fixed: {num_images: 4}         # optional
+    # grid: {cases: [{method: byol, method_params: {}}, {method: moco_v2, method_params: {queue_size: 1024}}]}
+    #   an axis whose values are several parameters that go together
+    presets:                       # optional: grid entries added for one preset (seeds, epoch budgets)
+      quick: {seed: [0]}
+      cpu-full: {seed: [0, 1, 2]}
+
+``coarsecrop sweep FILE --preset NAME`` runs the same grid on another preset (params/NAME/<notebook>.yaml):
+the tables of the book are one set of sweep files run at the ``quick`` or the ``cpu-full`` preset.
 
 Each grid point's effective parameters = the notebook's ``parameters`` cell, updated by the preset, the
 fixed values and the point. The run id is the hash ``coarsecrop.book`` gives the same parameters, so a
@@ -34,7 +42,8 @@ from coarsecrop.book import (KERNELSPEC, NOT_HASHED, code_fingerprint, convert, 
                              read_preset, read_record, write_record)
 from coarsecrop.params import project_root, run_id
 
-SWEEP_KEYS = ("notebook", "preset", "grid", "fixed")
+SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets")
+CASES = "cases"  # a grid axis whose values are mappings of several parameters
 # What a run's metrics.json must say about itself; when it does not, provenance.json says it.
 PROVENANCE_KEYS = ("git_commit", "versions", "wall_time_s", "device")
 
@@ -62,16 +71,51 @@ def read_sweep(sweep_file: Path) -> dict:
         if not isinstance(values, list) or not values:
             raise ValueError(f"{sweep_file}: grid value of {key!r} must be a non-empty list, e.g. {key}: "
                              f"[{values!r}]")
-    both = sorted(set(grid) & set(fixed))
+    both = sorted(set(grid_keys(sweep_file, grid)) & set(fixed))
     if both:
         raise ValueError(f"{sweep_file}: {', '.join(both)} both in grid and fixed; keep each in one")
-    return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed}
+    presets = spec.get("presets") or {}
+    if not isinstance(presets, dict) or not all(isinstance(v, dict) for v in presets.values()):
+        raise ValueError(f"{sweep_file}: 'presets' must map a preset name to grid entries, e.g. "
+                         "presets: {quick: {seed: [0]}}")
+    for preset, extra in presets.items():
+        clash = sorted(set(extra) & (set(grid_keys(sweep_file, grid)) | set(fixed)))
+        if clash:
+            raise ValueError(f"{sweep_file}: presets.{preset} repeats {', '.join(clash)} of grid/fixed")
+        for key, values in extra.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"{sweep_file}: presets.{preset}.{key} must be a non-empty list")
+    return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed,
+            "presets": presets}
 
 
 def expand_grid(grid: dict) -> list[dict]:
-    """Cartesian product of the grid, keys in file order, the last key varying fastest; {} -> [{}]."""
+    """Cartesian product of the grid, keys in file order, the last key varying fastest; {} -> [{}].
+    The key ``cases`` holds a list of mappings, each several parameters that go together (a method and
+    its hyperparameters; a table row's settings): each case is one value of that axis, merged into the point."""
     keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    points = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        point = {}
+        for key, value in zip(keys, values):
+            point.update(value if key == CASES else {key: value})
+        points.append(point)
+    return points
+
+
+def grid_keys(sweep_file: Path, grid: dict) -> list[str]:
+    """Every parameter the grid sets (the keys of its cases too)."""
+    axes = [k for k in grid if k != CASES]
+    keys = list(axes)
+    for case in grid.get(CASES, []):
+        if not isinstance(case, dict) or not case:
+            raise ValueError(f"{sweep_file}: each entry of 'cases' must be a mapping of parameters, e.g. "
+                             "- {method: byol, method_params: {}}")
+        clash = sorted(set(case) & set(axes))
+        if clash:
+            raise ValueError(f"{sweep_file}: {', '.join(clash)} both in a case and in the grid; keep each in one")
+        keys += [k for k in case if k not in keys]
+    return keys
 
 
 def check_keys(sweep_file: Path, keys, defaults: dict) -> None:
@@ -191,16 +235,21 @@ def write_csv_atomic(table, path: Path) -> None:
 # ---------------------------------------------------------------- the sweep
 
 
-def plan_sweep(sweep_file: Path, root: Path) -> dict:
-    """Read and check the sweep, convert the notebook and work out every point's run (nothing runs)."""
+def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
+    """Read and check the sweep, convert the notebook and work out every point's run (nothing runs).
+    ``preset`` replaces the sweep file's preset (and selects its ``presets`` grid entries)."""
     spec = read_sweep(sweep_file)
+    if preset:
+        spec["preset"] = preset
+    # the preset's entries (seeds, budgets) vary slowest: a partly run sweep has every point at seed 0 first
+    spec["grid"] = {**spec["presets"].get(spec["preset"], {}), **spec["grid"]}
     name = spec["notebook"]
     source = root / "notebooks" / f"{name}.py"
     if not source.is_file():
         raise FileNotFoundError(f"{sweep_file}: notebook {name!r} not found ({source} does not exist)")
     ipynb = convert(source, source.with_suffix(".ipynb"))
     defaults = notebook_defaults(ipynb)
-    check_keys(sweep_file, [*spec["grid"], *spec["fixed"]], defaults)
+    check_keys(sweep_file, [*grid_keys(sweep_file, spec["grid"]), *spec["fixed"]], defaults)
     base = {}
     if spec["preset"]:
         base = read_preset(root / "params" / spec["preset"] / f"{name}.yaml", defaults)
@@ -220,10 +269,11 @@ def plan_sweep(sweep_file: Path, root: Path) -> dict:
         task = {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
                 "inject": {**values, "out": str(run_dir), "preset": label}}
         points.append({"point": point, "run_dir": run_dir, "task": task})
-    return {"notebook": name, "name": sweep_file.stem, "code": code, "points": points}
+    return {"notebook": name, "name": sweep_file.stem, "preset": spec["preset"], "code": code, "points": points}
 
 
-def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None):
+def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
+              preset: str | None = None):
     """Run every point of ``sweep_file`` not yet complete (all with ``force``); returns the summary
     DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at once,
     each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
@@ -233,7 +283,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
 
     sweep_file = Path(sweep_file)
     root = Path(root).resolve() if root else project_root(sweep_file.resolve().parent)
-    plan = plan_sweep(sweep_file, root)  # all checks happen here, before anything runs
+    plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
     todo, reused = {}, set()
     for p in plan["points"]:
         rid = p["run_dir"].name
@@ -265,7 +315,8 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     bar.close()
     rows = [summary_row(p["point"], p["run_dir"], root, p["run_dir"].name in reused) for p in plan["points"]]
     table = pd.DataFrame(rows)
-    out = root / "runs" / plan["notebook"] / f"sweep-{plan['name']}.csv"
+    suffix = f"-{plan['preset']}" if preset else ""
+    out = root / "runs" / plan["notebook"] / f"sweep-{plan['name']}{suffix}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(table, out)
     table.attrs["csv"] = str(out)

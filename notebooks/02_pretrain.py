@@ -48,13 +48,16 @@ num_images = 1000
 scene_size = 128
 scene_seed = 0
 # Crops: an existing manifest folder, or None to run `strategy` (image = Image-Crop, ours = Our-Crop, gt,
-# grid, random, ...) with n crops per image; phi = crop_backbone (+ crop_checkpoint; None = random init, s5).
+# grid, random, ...) with n crops per image; phi = crop_backbone (+ crop_checkpoint; None = random init, s5),
+# or phi = "ssl": stage 1 (MoCo-v2 on Image-Crop) first, its trunk is phi (Table 11's s6).
 manifest = None
 strategy = "gt"
 n = 5
 strategy_params = {}
+anchor_sizes = None  # None: the paper's 32-256 px (ours, its variants, random); [16, 32, 64, 128] at 128 px
 crop_backbone = "resnet18"
 crop_checkpoint = None
+phi = "random"
 # SSL method and trunk (coarsecrop.ssl): moco_v2 | byol | densecl | mae; ResNets, narrow resnet10_w16[_cifar], ViTs.
 method = "moco_v2"
 backbone = "resnet10_w16_cifar"
@@ -89,8 +92,10 @@ run_dir = ps.resolve_run_dir(params)
 run_dir.mkdir(parents=True, exist_ok=True)
 scene_path = ps.prepare_scenes(params, run_dir)
 manifest_path = ps.prepare_manifest(params, scene_path, run_dir)
+crops = ps.crop_quality(params, scene_path, manifest_path)
 train = ps.trainer_params(params, manifest_path, run_dir)
 print(f"run folder: {run_dir}\nscenes: {scene_path}\ncrop manifest: {manifest_path}")
+print("pseudo-images:", {k: round(v, 3) if isinstance(v, float) else v for k, v in crops.items()})
 glue("preset", preset or "(notebook defaults)", display=False)
 glue("method", params.method, display=False)
 glue("backbone", params.backbone, display=False)
@@ -137,5 +142,5 @@ for _key, _value in headline.items():
 headline
 
 # %%
-metrics_path = ps.write_metrics(run_dir, params, train, time.perf_counter() - _t0, train_wall_s)
+metrics_path = ps.write_metrics(run_dir, params, train, time.perf_counter() - _t0, train_wall_s, crops)
 print(f"wrote {metrics_path}")

@@ -44,8 +44,12 @@ class PretrainStudyParams:
       images: the COCO image root. The train split is pretrained on; the val split scores the probe.
     Crops: manifest = an existing crop manifest folder; None runs `strategy` (image = the Image-Crop
       baseline, ours = Our-Crop, gt, grid, ...) with n crops per image on the train split first.
-      strategy_params go to the strategy (e.g. {"sizes": [16, 32, 64, 128]} for 256-px scenes);
+      strategy_params go to the strategy; anchor_sizes (None: the paper's 32-256) go to the strategies that
+      score anchors (ours and its variants, random), e.g. [16, 32, 64, 128] for 128-px scenes;
       crop_backbone / crop_checkpoint are phi for the objectness map (None checkpoint = random init, s5).
+      phi: "random" = crop_backbone / crop_checkpoint as given; "ssl" = stage 1 first (Table 11's s6):
+        MoCo-v2 with this notebook's defaults and this run's trunk, epochs, batch and seed, trained on
+        Image-Crop into run_dir/stage1, is phi (the paper: "MoCo-v2 pretrained on Image-Crop").
     Pretraining: the fields named as in ``coarsecrop.train.PretrainParams`` (None = the method's
       default, the paper's); train_params = any other PretrainParams key (ref_batch, min_lr, momentum,
       monitor_layer, checkpoint_every, ...). processes > 1 runs torchrun --nproc_per_node=processes.
@@ -61,8 +65,10 @@ class PretrainStudyParams:
     strategy: str = "gt"
     n: int = 5
     strategy_params: dict = field(default_factory=dict)
+    anchor_sizes: list | None = None
     crop_backbone: str = "resnet18"
     crop_checkpoint: str | None = None
+    phi: str = "random"
     method: str = "moco_v2"
     backbone: str = "resnet10_w16_cifar"
     image_size: int = 32
@@ -91,29 +97,95 @@ def resolve_run_dir(params: PretrainStudyParams) -> Path:
 
 
 def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
-    """``params.scenes``, or the built-in synthetic scenes written to run_dir/scenes (once)."""
-    return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.scene_seed,
-                             params.scene_size)
+    """``params.scenes``, or the built-in synthetic scenes, written once beside the run folder
+    (run_dir/../_scenes/<size, count, seed>/) and shared by every run of a sweep that uses the same set."""
+    if params.scenes:
+        return scenes_or_builtin(params.scenes, run_dir, 0, 0, 0)
+    key = f"{params.num_images}x{params.scene_size}px-seed{params.scene_seed}"
+    return shared_builtin_scenes(run_dir.parent / "_scenes" / key, params.num_images, params.scene_seed,
+                                 params.scene_size)
+
+
+def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int) -> Path:
+    """Built-in scenes at ``folder``, written to a private temporary folder and renamed into place, so
+    that runs started at the same time never read a half-written set."""
+    if (folder / "annotations.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.tmp.{os.getpid()}")
+    scenes_or_builtin(None, tmp, num_images, seed, size)
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another run got there first: its set is identical (same seed)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
 
 
 def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Path:
     """``params.manifest``, or the crop job of ``strategy`` over the train split into run_dir/crops
-    (a finished job is reused; an interrupted one resumes)."""
+    (a finished job is reused; an interrupted one resumes). With phi="ssl" stage 1 runs first."""
     if params.manifest:
         return Path(params.manifest).expanduser().resolve()
-    from coarsecrop.crops.job import run_crop_job
+    checkpoint, phi_backbone = params.crop_checkpoint, params.crop_backbone
+    if params.phi not in ("random", "ssl"):
+        raise ValueError(f"phi must be 'random' (crop_backbone / crop_checkpoint as given) or 'ssl' (stage 1 "
+                         f"first), got {params.phi!r}")
+    if params.phi == "ssl":
+        checkpoint, phi_backbone = train_stage1(params, scenes, run_dir), params.backbone
+    return crop_job(params, scenes, run_dir / "crops" / params.strategy, params.strategy, params.n,
+                    checkpoint, phi_backbone)
 
-    out = run_dir / "crops" / params.strategy
-    run_crop_job(scenes=str(scenes), images=params.images, split="train", out=str(out), strategy=params.strategy,
-                 n=params.n, strategy_params=dict(params.strategy_params), checkpoint=params.crop_checkpoint,
-                 backbone=params.crop_backbone, device=params.device, workers=params.workers, progress=False)
+
+def crop_job(params: PretrainStudyParams, scenes: Path, out: Path, strategy: str, n: int, checkpoint, backbone) -> Path:
+    from coarsecrop.crops.job import run_crop_job
+    from coarsecrop.crops.strategies import strategy_parameters
+
+    strategy_params = dict(params.strategy_params) if strategy == params.strategy else {}
+    if params.anchor_sizes and "sizes" in strategy_parameters(strategy):
+        strategy_params.setdefault("sizes", list(params.anchor_sizes))
+    run_crop_job(scenes=str(scenes), images=params.images, split="train", out=str(out), strategy=strategy,
+                 n=n, strategy_params=strategy_params,
+                 checkpoint=checkpoint, backbone=backbone, device=params.device, workers=params.workers,
+                 progress=False)
     return out
 
 
-def trainer_params(params: PretrainStudyParams, manifest: Path, run_dir: Path):
+def train_stage1(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Path:
+    """Stage 1: phi = MoCo-v2 (this notebook's defaults, this run's trunk and budget) on Image-Crop."""
+    defaults = PretrainStudyParams()
+    stage1 = dataclasses.replace(params, method="moco_v2", method_params=defaults.method_params, lr=defaults.lr,
+                                 warmup_epochs=defaults.warmup_epochs, weight_decay=None, optimizer=None,
+                                 strategy="image", phi="random", monitor="none")
+    manifest = crop_job(stage1, scenes, run_dir / "crops" / "image", "image", 1, None, params.crop_backbone)
+    train = trainer_params(stage1, manifest, run_dir, out=run_dir / "stage1")
+    print("stage 1: phi = MoCo-v2 on Image-Crop")
+    launch(stage1, train, run_dir, params_name="stage1.yaml")
+    return Path(train.out) / "backbone.pt"
+
+
+def crop_quality(params: PretrainStudyParams, scenes: Path, manifest: Path) -> dict:
+    """Objectness of the pseudo-images against the GT masks (the paper's Table 2 / Fig. 5 x-axis):
+    mean, and the shares of Poor (< 20%), Coarse and Precise (> 80%) crops; crops per image; median side."""
+    from coarsecrop.crops.quality import quality_buckets
+    from coarsecrop.crops.study import crop_table
+    from coarsecrop.data.scenes import open_scenes
+
+    table = crop_table({"crops": manifest}, open_scenes(scenes, images=params.images, split="train"))
+    obj = table["objectness"].dropna()
+    if not len(obj):
+        return {"crops": int(len(table)), "objectness": None}
+    buckets = quality_buckets(obj.to_numpy())
+    return {"crops": int(len(table)), "crops_per_image": float(len(table) / max(1, table["id"].nunique())),
+            "objectness": float(obj.mean()), "poor": buckets["poor"], "coarse": buckets["coarse"],
+            "precise": buckets["precise"], "median_side": float(table["side"].median())}
+
+
+def trainer_params(params: PretrainStudyParams, manifest: Path, run_dir: Path, out: Path | None = None):
     """The PretrainParams of the run (validated strictly, like a --params file)."""
     values = {k: getattr(params, k) for k in TRAINER_KEYS}
-    values.update(manifest=str(manifest), out=str(run_dir / "train"), progress=False, log_every=1)
+    values.update(manifest=str(manifest), out=str(out or run_dir / "train"), progress=False, log_every=1)
     values.update(params.train_params)  # the probe reads the scenes the manifest records (monitor_scenes)
     return make_params(values, source=params.preset or "the parameters of notebooks/02_pretrain.py")
 
@@ -140,14 +212,14 @@ def is_finished(train_dir: Path) -> bool:
     return bool(lines) and lines[-1].get("kind") == "end" and not lines[-1].get("interrupted")
 
 
-def launch(params: PretrainStudyParams, train, run_dir: Path) -> float:
+def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str = "pretrain.yaml") -> float:
     """Run the trainer in a subprocess, streaming its output; resume an interrupted run; skip a finished
     one. Returns the wall time in seconds. Raises RuntimeError with the output's tail when it fails."""
     train_dir = Path(train.out)
     if is_finished(train_dir):
         print(f"finished run in {train_dir}: not retrained (delete it to train again)")
         return 0.0
-    params_file = run_dir / "pretrain.yaml"
+    params_file = run_dir / params_name
     params_file.write_text(yaml.safe_dump(train.to_dict(), sort_keys=False))
     cmd = trainer_command(params_file, params.processes, resume=(train_dir / "checkpoint.pt").is_file())
     print("$", " ".join(cmd), flush=True)
@@ -254,13 +326,15 @@ def provenance(train, wall_s: float, processes: int) -> dict:
             "cpu_count": os.cpu_count()}
 
 
-def write_metrics(run_dir: Path, params: PretrainStudyParams, train, wall_s: float, train_wall_s: float) -> Path:
+def write_metrics(run_dir: Path, params: PretrainStudyParams, train, wall_s: float, train_wall_s: float,
+                  crops: dict | None = None) -> Path:
     """run_dir/metrics.json (atomic): parameters, the trainer's resolved settings, headline numbers,
     the monitor history and provenance. Its presence marks a complete run for coarsecrop.book."""
     steps, monitor, start = curves(Path(train.out))
     record = {"notebook": NOTEBOOK, "params": dataclasses.asdict(params), "trainer_params": train.to_dict(),
               "resolved": start.get("resolved"), "metrics": summary_metrics(Path(train.out), train_wall_s),
               "monitor_init": start.get("monitor_init"), "monitor": monitor.to_dict(orient="records"),
+              "crops": crops,
               "run_dir": str(run_dir), "provenance": provenance(train, wall_s, params.processes)}
     path = run_dir / "metrics.json"
     tmp = path.with_name(f".metrics.json.tmp.{os.getpid()}")
