@@ -8,6 +8,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PRESET ?= quick
+JOBS   ?= 2
+SWEEPS := table1 table2 table12_13 table11 table14 table15 table10
 
 .PHONY: install test test-fast experiments book notebooks bench clean
 
@@ -29,9 +31,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Execute every notebooks/NN_topic.py with params/$(PRESET)/NN_topic.yaml into runs/NN_topic/<run-id>/
-# (a complete run with the same parameters is reused) and copy it to book/generated/ for the book.
+# The table sweeps (params/sweeps/tableN.yaml) at $(PRESET), $(JOBS) runs at once (runs shared between
+# tables run once; complete runs are reused); then every notebook the book shows, with
+# params/$(PRESET)/NN_topic.yaml, into runs/NN_topic/<run-id>/, copied to book/generated/ for the book.
 experiments: $(STAMP)
+	@for sweep in $(SWEEPS); do \
+		$(BIN)/coarsecrop sweep params/sweeps/$$sweep.yaml --preset $(PRESET) --jobs $(JOBS) || exit 1; \
+	done
 	$(BIN)/python -m coarsecrop.book run --preset $(PRESET)
 
 # -W --keep-going: every warning (a broken glue reference, a missing page) is reported, then fails the build;
@@ -39,6 +45,16 @@ experiments: $(STAMP)
 book: experiments
 	$(BIN)/jupyter-book build . -W --keep-going --all
 	@echo "The book: _build/html/index.html"
+	@# a screenshot of the landing page (the page index.html redirects to), only where a Chromium is
+	@# installed; it never fails the build
+	@chrome=$$(command -v chromium || command -v chromium-browser || command -v google-chrome || true); \
+	page=$$(sed -n 's/.*url=\([^"]*\)".*/\1/p' _build/html/index.html | head -n 1); \
+	if [ -n "$$chrome" ]; then \
+		timeout 120 "$$chrome" --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1000 \
+			--screenshot="$(CURDIR)/_build/landing.png" "file://$(CURDIR)/_build/html/$${page:-index.html}" \
+			>/dev/null 2>&1 && echo "Landing page screenshot: _build/landing.png" \
+			|| echo "(no landing page screenshot: $$chrome failed)"; \
+	fi
 
 # Paired .ipynb files for JupyterLab (jupytext.toml pairs notebooks/*.py with notebooks/*.ipynb).
 notebooks: $(STAMP)

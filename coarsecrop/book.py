@@ -35,6 +35,9 @@ import yaml
 from coarsecrop.params import run_id
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# A notebook whose source holds this line reads other runs (the table chapters read the sweeps' runs):
+# its output depends on more than its parameters and code, so it is executed on every book build.
+ALWAYS_EXECUTE = "# coarsecrop: execute on every build"
 # Parameters that say where a run goes, not what it computes: not part of the run id.
 NOT_HASHED = ("out", "preset")
 
@@ -131,6 +134,7 @@ def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_ou
     executed = run_dir / f"{name}.ipynb"
     generated = root / "book" / "generated" / f"{name}.ipynb"
     code = code_fingerprint(source)
+    force = force or ALWAYS_EXECUTE in source.read_text(encoding="utf-8")
     if is_complete(run_dir, code) and not force:
         print(f"[book] {name}: complete run {run_dir.relative_to(root)} exists (preset {preset}); skipped")
     else:

@@ -193,7 +193,8 @@ def execute_point(task: dict) -> dict:
         return {"status": "failed", "wall_time_s": wall, "error": error}
     wall = round(time.perf_counter() - t0, 2)
     write_provenance(run_dir, record["parameters"], wall)
-    write_record(run_dir, {**record, "status": "ok", "wall_time_s": wall})
+    write_record(run_dir, {**record, "status": "ok", "wall_time_s": wall,
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return {"status": "ok", "wall_time_s": wall, "error": ""}
 
 

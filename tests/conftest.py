@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # What a book build needs besides the package: sources of the notebooks, presets, book pages, configs.
-BOOK_SOURCES = ("notebooks", "params", "book", "_config.yml", "_toc.yml", "jupytext.toml")
+BOOK_SOURCES = ("notebooks", "params", "book", "results", "_config.yml", "_toc.yml", "jupytext.toml")
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,8 @@ def copy_book_sources(target: Path) -> Path:
     ignore = shutil.ignore_patterns("generated", "*.ipynb", ".ipynb_checkpoints", "__pycache__")
     for name in BOOK_SOURCES:
         src = ROOT / name
+        if not src.exists():
+            continue
         if src.is_dir():
             shutil.copytree(src, target / name, ignore=ignore)
         else:
@@ -61,3 +63,20 @@ def one_torch_thread():
     yield
     torch.set_num_threads(threads)
 
+
+
+@pytest.fixture(scope="session")
+def smoke_book(smoke_run, book_copy) -> Path:
+    """Every notebook the book shows, executed at the smoke preset in the temporary root, as `make book
+    PRESET=smoke` does; one table sweep (table15, 4 runs) really runs first, so its chapter has runs to
+    read, the other chapters show the paper's values and the committed results only."""
+    from coarsecrop.book import book_notebooks, run_notebook
+    from coarsecrop.runs import run_sweep
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,
+              preset="smoke")
+    for name in book_notebooks(book_copy):
+        if name != "01_crops":
+            run_notebook(book_copy, name, "smoke", log_output=False)
+    return book_copy

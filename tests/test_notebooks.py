@@ -108,7 +108,7 @@ def test_unknown_preset_key_fails_before_running(book_copy):
     shutil.rmtree(bad)
 
 
-def test_book_builds_from_the_executed_notebook(smoke_run, book_copy):
+def test_book_builds_from_the_executed_notebook(smoke_book, book_copy):
     """jupyter-book build -W on the smoke run: every glue reference of the chapter resolves (a missing
     key is a warning, so an error here), the figures are pasted as images, nothing is re-executed."""
     jupyter_book = Path(sys.executable).parent / "jupyter-book"

@@ -163,3 +163,31 @@ def test_committed_sweeps_name_only_notebook_parameters(root, name):
     sweep = root / "params" / "sweeps" / f"{name}.yaml"
     assert sweep.read_text().startswith("# "), f"{sweep.name}: start with a comment saying what it is for"
     assert runs.plan_sweep(sweep, root)["points"]
+
+
+def test_cases_are_one_axis_of_several_parameters():
+    grid = {"cases": [{"method": "byol", "method_params": {}}, {"method": "moco_v2", "method_params": {"q": 1}}],
+            "strategy": ["image", "gt"]}
+    points = runs.expand_grid(grid)
+    assert points[0] == {"method": "byol", "method_params": {}, "strategy": "image"}
+    assert points[3] == {"method": "moco_v2", "method_params": {"q": 1}, "strategy": "gt"} and len(points) == 4
+    assert runs.grid_keys(Path("x.yaml"), grid) == ["strategy", "method", "method_params"]
+    with pytest.raises(ValueError, match="strategy both in a case and in the grid"):
+        runs.grid_keys(Path("x.yaml"), {"cases": [{"strategy": "gt"}], "strategy": ["image"]})
+
+
+def test_preset_option_and_per_preset_grid_entries(root):
+    spec = {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, 3]},
+            "presets": {"smoke": {"seed": [0]}, "quick": {"seed": [0, 1]}}}
+    path = write_sweep(root, "per_preset", spec)
+    smoke = runs.plan_sweep(path, root)
+    quick = runs.plan_sweep(path, root, preset="quick")
+    assert [p["point"] for p in smoke["points"]] == [{"seed": 0, "n": 1}, {"seed": 0, "n": 3}]
+    # the preset's entries vary slowest, so a partly run sweep has every point at seed 0 first
+    assert [p["point"] for p in quick["points"]][:2] == [{"seed": 0, "n": 1}, {"seed": 0, "n": 3}]
+    assert len(quick["points"]) == 4 and quick["preset"] == "quick"
+    quick_values = yaml.safe_load((root / "params" / "quick" / "01_crops.yaml").read_text())
+    assert quick["points"][0]["task"]["record"]["parameters"]["num_images"] == quick_values["num_images"]
+    bad = write_sweep(root, "bad_presets", {**spec, "presets": {"quick": {"n": [5]}}})
+    with pytest.raises(ValueError, match="presets.quick repeats n"):
+        runs.read_sweep(bad)

@@ -1,0 +1,96 @@
+"""The book's tables (coarsecrop.tables): claims checked against runs, chapters read sweeps, and the
+committed reference results still match the sweep definitions that claim them."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from coarsecrop import tables as T
+
+BETTER, WORSE = T.Row("a", {"strategy": "ours"}, {"crops": "ours"}), T.Row("b", {"strategy": "image"}, {"crops": "image"})
+CLAIM = T.Claim("ours > image", BETTER, WORSE, "table2", "mAP_linear")  # paper: 42.5 - 39.8 = +2.7
+
+
+def runs(ours, image):
+    rows = [{"strategy": "ours", "linear": v} for v in ours] + [{"strategy": "image", "linear": v} for v in image]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("ours,image,verdict", [
+    ([0.90, 0.91, 0.92], [0.80, 0.81, 0.82], "agrees"),
+    ([0.80, 0.81, 0.82], [0.90, 0.91, 0.92], "disagrees"),
+    ([0.90, 0.80, 0.95], [0.88, 0.93, 0.82], "same direction, within noise"),
+    ([0.85], [0.86], "opposite direction (one seed)"),  # one seed: the spread is unknown
+    ([0.90], [0.80], "same direction (one seed)"),
+    ([], [0.80], "no runs"),
+])
+def test_claim_verdicts(ours, image, verdict):
+    checked = T.check_claim(CLAIM, runs(ours, image))
+    assert checked["verdict"] == verdict
+    assert checked["paper Δ (paper's units)"] == pytest.approx(42.5 - 39.8)
+    if ours:
+        assert checked["ours Δ"] == pytest.approx((sum(ours) / len(ours) - sum(image) / len(image)) * 100)
+
+
+def test_summary_is_mean_and_sd_over_seeds_and_side_by_side_labels_the_paper():
+    df = runs([0.9, 0.8], [0.7, 0.71])
+    df["objectness"], df["knn"], df["gain_linear"] = 0.5, 0.6, 0.1
+    summary = T.summarise(df, [BETTER, WORSE])
+    assert summary.loc[0, "seeds"] == 2 and summary.loc[0, "linear"] == pytest.approx(0.85)
+    assert summary.loc[0, "linear_sd"] == pytest.approx(0.0707, abs=1e-3)
+    one = T.summarise(runs([0.9], [0.7]), [BETTER])
+    assert one.loc[0, "seeds"] == 1 and math.isnan(one.loc[0, "linear_sd"])
+    table = T.side_by_side({"this build (quick)": summary}, [BETTER, WORSE], "table2", ["mAP_linear"])
+    assert table.loc["a", "paper mAP_linear"] == 42.5 and table.loc["b", "paper mAP_linear"] == 39.8
+    assert table.loc["a", "this build (quick): linear top-1"] == "85.0 ± 7.1"
+    text = T.verdict_paragraph(T.claims_table([CLAIM], df), "this build (quick)")
+    assert "of 1 claim: 1 agrees" in text and "Borne out beyond the spread over seeds: ours > image" in text
+
+
+@pytest.mark.slow
+def test_chapter_reads_its_sweep_runs(smoke_book):
+    """notebooks/15_random_resized_crop.py after the table15 sweep ran at the smoke preset (conftest)."""
+    run = next((smoke_book / "runs" / "15_random_resized_crop").glob("*/metrics.json"))
+    metrics = json.loads(run.read_text())
+    build = metrics["summaries"]["this build (smoke)"]
+    assert [r["row"] for r in build] == ["Image", "Image w/o RRC", "Our (coarse)", "Our (coarse) w/o RRC"]
+    assert all(r["seeds"] == 1 and 0 <= r["knn"] <= 1 and 0 < r["objectness"] < 1 for r in build)
+    assert "4 of 4 runs complete" in metrics["headers"]["this build (smoke)"]
+    verdicts = {c["verdict"] for c in metrics["claims"]["this build (smoke)"]}
+    assert verdicts and "no runs" not in verdicts
+    page = (smoke_book / "book" / "generated" / "15_random_resized_crop.ipynb").read_text()
+    assert "paper AP50_bbox" in page and "63.3" in page  # the paper's Table 15, labelled
+
+
+def test_every_table_sweep_has_a_chapter_and_a_cpu_full_grid(project_root):
+    from coarsecrop.runs import read_sweep
+
+    chapters = " ".join(p.read_text() for p in (project_root / "notebooks").glob("1[0-9]_*.py"))
+    for sweep in T.TABLE_SWEEPS:
+        spec = read_sweep(project_root / "params" / "sweeps" / f"{sweep}.yaml")
+        assert spec["notebook"] == T.NOTEBOOK and {"quick", "cpu-full"} <= set(spec["presets"])
+        assert f'T.chapter("{sweep}"' in chapters, f"no chapter reads {sweep}"
+
+
+def test_committed_results_are_points_of_the_current_sweep_definitions(project_root):
+    """Every committed run must be one the sweep files still produce at its preset (same parameters,
+    hence the same run id), with the measures the chapters show."""
+    presets = [p.name for p in (project_root / "results").iterdir() if p.is_dir()] \
+        if (project_root / "results").is_dir() else []
+    for preset in presets:
+        expected = {p["run_id"] for s in T.TABLE_SWEEPS for p in T.sweep_points(s, preset, project_root)}
+        committed = T.committed_run_ids(preset, project_root)
+        stale = sorted(set(committed) - expected)
+        assert not stale, (f"results/{preset}/ holds runs no sweep definition produces any more: {stale}; "
+                           f"rerun `coarsecrop sweep params/sweeps/tableN.yaml --preset {preset}` and "
+                           f"`python -m coarsecrop.tables export --preset {preset}`, or remove them")
+        for rid in committed:
+            folder = T.results_dir(preset, project_root) / rid
+            assert T.recomputed_run_id(folder) == rid, f"{folder}: run.json's parameters hash to another id"
+            run = T.read_run(folder)
+            assert run is not None, f"{folder}: not a complete run (metrics.json + run.json status ok)"
+            assert run["metrics"]["crops"]["objectness"] is not None
+            assert 0 <= run["metrics"]["metrics"]["probe_linear_top1"] <= 1
+            assert not any(p.suffix in (".pt", ".ipynb") for p in folder.iterdir())  # small files only
