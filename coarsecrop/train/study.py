@@ -41,7 +41,9 @@ class PretrainStudyParams:
 
     Scenes: scenes = a COCO json / VOC root / image folder / `coarsecrop scenes` folder, or None to
       generate the built-in synthetic scenes (num_images of scene_size px, scene_seed) in the run folder.
-      images: the COCO image root. The train split is pretrained on; the val split scores the probe.
+      images: the COCO image root. Pretraining reads the source's train split (VOC: ImageSets/Main/
+      train.txt), or every image when it has none (COCO's instances_train2017.json); the probe trains on the
+      train split and scores the val split (or holds out every 5th image when there are no splits).
     Crops: manifest = an existing crop manifest folder; None runs `strategy` (image = the Image-Crop
       baseline, ours = Our-Crop, gt, grid, ...) with n crops per image on the train split first.
       strategy_params go to the strategy; anchor_sizes (None: the paper's 32-256) go to the strategies that
@@ -138,6 +140,17 @@ def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -
                     checkpoint, phi_backbone)
 
 
+def train_split(scenes: Path, images) -> str | None:
+    """"train" when the source has a train split, else None (every image: a COCO json without splits)."""
+    from coarsecrop.data.scenes import open_scenes
+
+    try:
+        open_scenes(scenes, images=images, split="train")
+    except ValueError:
+        return None
+    return "train"
+
+
 def crop_job(params: PretrainStudyParams, scenes: Path, out: Path, strategy: str, n: int, checkpoint, backbone) -> Path:
     from coarsecrop.crops.job import run_crop_job
     from coarsecrop.crops.strategies import strategy_parameters
@@ -145,7 +158,8 @@ def crop_job(params: PretrainStudyParams, scenes: Path, out: Path, strategy: str
     strategy_params = dict(params.strategy_params) if strategy == params.strategy else {}
     if params.anchor_sizes and "sizes" in strategy_parameters(strategy):
         strategy_params.setdefault("sizes", list(params.anchor_sizes))
-    run_crop_job(scenes=str(scenes), images=params.images, split="train", out=str(out), strategy=strategy,
+    run_crop_job(scenes=str(scenes), images=params.images, split=train_split(scenes, params.images), out=str(out),
+                 strategy=strategy,
                  n=n, strategy_params=strategy_params,
                  checkpoint=checkpoint, backbone=backbone, device=params.device, workers=params.workers,
                  progress=False)
@@ -172,7 +186,8 @@ def crop_quality(params: PretrainStudyParams, scenes: Path, manifest: Path) -> d
     from coarsecrop.crops.study import crop_table
     from coarsecrop.data.scenes import open_scenes
 
-    table = crop_table({"crops": manifest}, open_scenes(scenes, images=params.images, split="train"))
+    table = crop_table({"crops": manifest}, open_scenes(scenes, images=params.images,
+                                                        split=train_split(scenes, params.images)))
     obj = table["objectness"].dropna()
     if not len(obj):
         return {"crops": int(len(table)), "objectness": None}
