@@ -327,6 +327,23 @@ def test_pre_nms_top_k_keeps_the_same_crops_as_full_nms():
         assert torch.equal(keep, full) and torch.equal(kept, scores[full])
 
 
+def test_batched_selection_equals_the_per_image_rule():
+    """OurCrop.select_batch (one NMS for the whole batch) picks what select picks image by image."""
+    from coarsecrop.crops.anchors import make_anchors
+
+    strategy = make_strategy("ours", n=5, backbone="resnet18")
+    anchors, shape_index = make_anchors(480, 640, 15, 20, (32, 64, 128, 256), (0.5, 1.0, 2.0), "cpu")
+    g = torch.Generator().manual_seed(1)
+    scores = torch.rand(6, len(anchors), generator=g)
+    scores[3] = torch.rand(len(anchors), generator=g).round(decimals=1)  # many ties
+    batched = strategy.select_batch(anchors, shape_index, scores, None)
+    for b in range(6):
+        keep, kept = strategy.select(anchors, shape_index, scores[b], None)
+        assert torch.equal(batched[b][0], keep) and torch.equal(batched[b][1], kept)
+    coarse = make_strategy("ours_coarse", n=5, backbone="resnet18")
+    assert coarse.select_batch(anchors, shape_index, scores, None) is None  # its own rule, image by image
+
+
 def test_narrow_backbone_is_accepted_as_phi():
     strategy = make_strategy("ours", n=3, backbone="resnet10_w16", sizes=[16, 32], seed=1)
     image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)

@@ -606,10 +606,43 @@ class OurCrop(Strategy):
             table = summed_area_table(maps)  # [B, H + 1, W + 1] float64 (on the CPU for MPS)
             anchors, shape_index = make_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"], table.device)
             scores = box_means(table, anchors)  # [B, N]
+            picks = self.select_batch(anchors, shape_index, scores, table)
             for b, i in enumerate(idx):
-                keep, kept_scores = self.select(anchors, shape_index, scores[b], table[b])
+                keep, kept_scores = picks[b] if picks is not None else \
+                    self.select(anchors, shape_index, scores[b], table[b])
                 results[i] = (anchors[keep].cpu(), kept_scores.cpu())
         return results
+
+    def select_batch(self, anchors, shape_index, scores, table):
+        """``select`` for every image of a batch at once, or None where a variant has no batched rule.
+
+        One stable sort, one NMS over the PRE_NMS_TOP best anchors of all images (each image's boxes
+        offset by image index x (image side + 1) in float64, so boxes of different images never overlap
+        and IoUs within an image are unchanged), one copy to the host: on a GPU the per-image rule's
+        kernel launches and host syncs cost more than phi's forward. An image with fewer than n
+        survivors falls back to ``select`` (full NMS), as ``select`` itself does."""
+        if type(self).select is not OurCrop.select:
+            return None
+        b, n_anchors = scores.shape
+        k = min(PRE_NMS_TOP, n_anchors)
+        order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
+        boxes = anchors[order].double()  # [B, k, 4]
+        side = float(anchors.max()) + 1.0
+        offset = (torch.arange(b, device=boxes.device, dtype=torch.float64) * side).view(b, 1, 1)
+        top_scores = torch.gather(scores, 1, order)  # [B, k]
+        kept = torchvision.ops.nms((boxes + offset).reshape(-1, 4), top_scores.reshape(-1).double(),
+                                   self.params["nms_iou"])  # indices into [B * k], by descending score
+        image_of = (kept // k).cpu()
+        kept, order_cpu = kept.cpu(), order.cpu()
+        picks = []
+        for i in range(b):
+            mine = kept[image_of == i][: self.n]
+            if len(mine) < self.n and k < n_anchors:
+                picks.append(self.select(anchors, shape_index, scores[i], table[i]))
+                continue
+            keep = order_cpu[i, mine % k].to(anchors.device)
+            picks.append((keep, scores[i, keep]))
+        return picks
 
     def select(self, anchors, shape_index, scores, table):
         """The paper's rule: NMS on the mean scores, then the top n. Returns (indices, scores).
