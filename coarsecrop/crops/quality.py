@@ -63,8 +63,10 @@ def size_summary(sides, percentiles: Sequence[float] = PERCENTILES) -> dict[str,
 
 def _as_array(values) -> np.ndarray:
     """Flatten a tensor, an array, a number, or a list of any of these into one float array."""
-    if isinstance(values, (torch.Tensor, np.ndarray)):
-        return np.asarray(torch.as_tensor(values).detach().cpu().float().reshape(-1))
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float32, copy=False).reshape(-1)
+    if isinstance(values, torch.Tensor):
+        return np.asarray(values.detach().cpu().float().reshape(-1))
     values = list(values) if isinstance(values, Iterable) else [values]
     parts = [np.asarray(torch.as_tensor(v).float().reshape(-1)) for v in values]
     return np.concatenate(parts) if parts else np.zeros(0)
