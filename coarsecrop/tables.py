@@ -189,7 +189,8 @@ def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key:
     for row in rows:
         rec = {"row": row.label}
         for col in paper_columns:
-            rec[f"paper {col}"] = paper_value(paper_key, row.paper, col)
+            value = paper_value(paper_key, row.paper, col)
+            rec[f"paper {col}"] = "–" if math.isnan(value) else f"{value:.1f}"
         for name, summary in summaries.items():
             s = summary[summary["row"] == row.label]
             if s.empty:

@@ -43,7 +43,9 @@ def test_summary_is_mean_and_sd_over_seeds_and_side_by_side_labels_the_paper():
     one = T.summarise(runs([0.9], [0.7]), [BETTER])
     assert one.loc[0, "seeds"] == 1 and math.isnan(one.loc[0, "linear_sd"])
     table = T.side_by_side({"this build (quick)": summary}, [BETTER, WORSE], "table2", ["mAP_linear"])
-    assert table.loc["a", "paper mAP_linear"] == 42.5 and table.loc["b", "paper mAP_linear"] == 39.8
+    assert table.loc["a", "paper mAP_linear"] == "42.5" and table.loc["b", "paper mAP_linear"] == "39.8"
+    no_paper = T.side_by_side({"x": summary}, [T.Row("a", {"strategy": "ours"}, None)], "table2", ["mAP_linear"])
+    assert no_paper.loc["a", "paper mAP_linear"] == "–"
     assert table.loc["a", "this build (quick): linear top-1"] == "85.0 ± 7.1"
     text = T.verdict_paragraph(T.claims_table([CLAIM], df), "this build (quick)")
     assert "of 1 claim: 1 agrees" in text and "Borne out beyond the spread over seeds: ours > image" in text
