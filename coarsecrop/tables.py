@@ -80,14 +80,16 @@ def read_run(folder: Path) -> dict | None:
     return {"metrics": json.loads(metrics.read_text(encoding="utf-8")), "record": read_record(folder)}
 
 
-def collect(sweep: str, preset: str, source: str = "build", root: Path | None = None) -> pd.DataFrame:
+def collect(sweep: str, preset: str, source: str = "build", root: Path | None = None,
+            points: list[dict] | None = None) -> pd.DataFrame:
     """One row per point of the sweep at ``preset`` that has a complete run: its parameters, the
-    MEASURES, and provenance. source: "build" (runs/) or "reference" (results/<preset>/)."""
+    MEASURES, and provenance. source: "build" (runs/) or "reference" (results/<preset>/).
+    points: the sweep's points when the caller has planned them already (``sweep_points``)."""
     root = Path(root or project_root()).resolve()
     base = root / "runs" / NOTEBOOK if source == "build" else results_dir(preset, root)
     full = preset_epochs(preset, root)
     rows = []
-    for point in sweep_points(sweep, preset, root):
+    for point in points if points is not None else sweep_points(sweep, preset, root):
         run = read_run(base / point["run_id"])
         if run is None:
             continue
@@ -115,12 +117,6 @@ def preset_epochs(preset: str, root: Path | None = None) -> int | None:
     path = Path(root or project_root()) / "params" / preset / f"{NOTEBOOK}.yaml"
     values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return (values or {}).get("epochs", PretrainStudyParams().epochs)
-
-
-def coverage(sweep: str, preset: str, source: str, root: Path | None = None) -> tuple[int, int]:
-    """(complete runs, points) of the sweep at the preset."""
-    points = sweep_points(sweep, preset, root)
-    return len(collect(sweep, preset, source, root)), len({p["run_id"] for p in points})
 
 
 # ---------------------------------------------------------------- rows, summaries, the paper
@@ -287,10 +283,10 @@ def verdict_paragraph(checked: pd.DataFrame, source_label: str) -> str:
     return text
 
 
-def source_line(sweep: str, preset: str, source: str, root: Path | None = None) -> str:
-    """'preset quick (this build): 28 of 28 runs, commit abc, 2026-11-26'."""
-    done, total = coverage(sweep, preset, source, root)
-    df = collect(sweep, preset, source, root)
+def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) -> str:
+    """'preset quick (this build): 28 of 28 runs, commit abc, 2026-11-26' for the runs ``df`` that
+    ``collect`` found among the sweep's ``points``."""
+    done, total = len(df), len({p["run_id"] for p in points})
     where = "this build, runs/" if source == "build" else f"committed, results/{preset}/"
     commits = ", ".join(sorted(set(df["commit"]) - {""})) if len(df) else "–"
     dates = ", ".join(sorted(set(df["date"]) - {""})) if len(df) else "–"
@@ -325,11 +321,12 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
     out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "headers": {}}
     for name, (preset, source) in sources.items():
         label = f"{name} ({preset})"
-        df = collect(sweep, preset, source, root)
+        points = sweep_points(sweep, preset, root)  # plans the sweep once (converts the notebook)
+        df = collect(sweep, preset, source, root, points)
         out["runs"][label] = df
         out["summaries"][label] = summarise(df, rows)
         out["claims"][label] = claims_table(claims, df, params.measure)
-        out["headers"][label] = source_line(sweep, preset, source, root)
+        out["headers"][label] = source_line(df, points, preset, source)
     return out
 
 
@@ -337,10 +334,10 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
     """The chapter's numbers as out/metrics.json (atomic): summaries and claims per source."""
     if not params.out:
         return None
-    import os
+    from coarsecrop.crops.study import write_json_atomic
 
     def records(df):
-        return json.loads(df.to_json(orient="records"))
+        return json.loads(df.to_json(orient="records"))  # NaN -> null
 
     record = {"sweep": result["sweep"], "params": {"runs_preset": params.runs_preset,
                                                    "reference_preset": params.reference_preset,
@@ -350,9 +347,7 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
               "claims": {k: records(v) for k, v in result["claims"].items()}}
     path = Path(params.out) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".metrics.json.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)
     return path
 
 

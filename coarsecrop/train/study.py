@@ -10,6 +10,7 @@ Re-executing the notebook on an interrupted run resumes it; on a finished run it
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import json
 import os
@@ -140,8 +141,10 @@ def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -
                     checkpoint, phi_backbone)
 
 
+@functools.lru_cache(maxsize=8)
 def train_split(scenes: Path, images) -> str | None:
-    """"train" when the source has a train split, else None (every image: a COCO json without splits)."""
+    """"train" when the source has a train split, else None (every image: a COCO json without splits).
+    Cached: the crop job and the objectness of its crops ask for the same source."""
     from coarsecrop.data.scenes import open_scenes
 
     try:
