@@ -502,7 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=REFERENCE_PRESET)
     p.add_argument("--from", dest="source", default=".", help="project root whose runs/ to read")
     args = parser.parse_args(argv)
-    ids = export_results(args.preset, Path(args.source).resolve())
+    try:
+        ids = export_results(args.preset, Path(args.source).resolve())
+    except (FileNotFoundError, ValueError) as err:
+        parser.exit(2, f"{parser.prog} export: error: {err}\n")
     print(f"{len(ids)} run(s) in {results_dir(args.preset)}")
     return 0
 
