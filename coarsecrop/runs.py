@@ -12,6 +12,16 @@ A sweep file (YAML) names a notebook, an optional base preset, a grid and option
       quick: {seed: [0]}
       cpu-full: {seed: [0, 1, 2]}
 
+A transfer sweep (notebook 03_transfer) may take its checkpoints from pretraining sweeps instead of a grid:
+
+    notebook: 03_transfer
+    checkpoints_of: [table1, table2]   # every run of these 02_pretrain sweeps, at the same preset
+    fixed: {tasks: [linear], n_seeds: 1}
+
+gives one transfer point per pretraining run (its trunk, its backbone, its seed as the first transfer
+seed, and the very scene set it was pretrained on) and one random-init point per scene set, backbone and
+seed; see ``checkpoint_cases``.
+
 ``coarsecrop sweep FILE --preset NAME`` runs the same grid on another preset (params/NAME/<notebook>.yaml):
 the tables of the book are one set of sweep files run at the ``quick`` or the ``cpu-full`` preset.
 
@@ -42,7 +52,8 @@ from coarsecrop.book import (KERNELSPEC, NOT_HASHED, code_fingerprint, convert, 
                              read_preset, read_record, write_record)
 from coarsecrop.params import project_root, run_id
 
-SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets")
+SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
+PRETRAIN, TRANSFER = "02_pretrain", "03_transfer"  # checkpoints_of: the notebook that makes them, that reads them
 CASES = "cases"  # a grid axis whose values are mappings of several parameters
 # What a run's metrics.json must say about itself; when it does not, provenance.json says it.
 PROVENANCE_KEYS = ("git_commit", "versions", "wall_time_s", "device")
@@ -85,8 +96,15 @@ def read_sweep(sweep_file: Path) -> dict:
         for key, values in extra.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{sweep_file}: presets.{preset}.{key} must be a non-empty list")
+    of = spec.get("checkpoints_of") or []
+    if not isinstance(of, list) or not all(isinstance(name, str) for name in of):
+        raise ValueError(f"{sweep_file}: 'checkpoints_of' must list pretraining sweeps, e.g. checkpoints_of: [table1]")
+    if of and spec["notebook"] != TRANSFER:
+        raise ValueError(f"{sweep_file}: 'checkpoints_of' feeds {TRANSFER}; this sweep runs {spec['notebook']!r}")
+    if of and CASES in grid:
+        raise ValueError(f"{sweep_file}: 'checkpoints_of' makes the grid's cases; leave 'cases' out of the grid")
     return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed,
-            "presets": presets}
+            "presets": presets, "checkpoints_of": of}
 
 
 def expand_grid(grid: dict) -> list[dict]:
@@ -130,6 +148,49 @@ def check_keys(sweep_file: Path, keys, defaults: dict) -> None:
                          "sweep file); leave it out of grid and fixed")
 
 
+def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str | None, base: dict) -> list[dict]:
+    """The ``checkpoints_of`` axis of a transfer sweep: for every run of the pretraining sweeps ``names`` at
+    ``preset`` (each shared run once), a transfer point on its trunk (runs/02_pretrain/<id>/train/backbone.pt)
+    with that run's backbone and its seed as ``first_seed``; then one random-init point per scene set,
+    backbone and seed. A run on the built-in scenes is evaluated on the very set it was pretrained on (its
+    train split -> val split, as the paper pretrains and finetunes on VOC trainval and tests on test); a run
+    on a real data set is evaluated on the data set of the transfer preset (``base``), which must name one."""
+    from coarsecrop.data.synthetic import shared_scenes_name
+
+    cases, inits, seen = [], [], set()
+    for name in names:
+        other = root / "params" / "sweeps" / f"{name}.yaml"
+        if not other.is_file():
+            raise FileNotFoundError(f"{sweep_file}: checkpoints_of names {name!r}, but {other} does not exist")
+        plan = plan_sweep(other, root, preset)
+        if plan["notebook"] != PRETRAIN:
+            raise ValueError(f"{sweep_file}: checkpoints_of names {name!r}, a sweep of {plan['notebook']!r}; "
+                             f"it must be a sweep of {PRETRAIN}")
+        for p in plan["points"]:
+            rid = p["run_dir"].name
+            if rid in seen:
+                continue
+            seen.add(rid)
+            q = p["task"]["record"]["parameters"]
+            if q["scenes"] is None:
+                data = {"scenes": f"runs/{PRETRAIN}/_scenes/"
+                                  f"{shared_scenes_name(q['num_images'], q['scene_size'], q['scene_seed'])}",
+                        "images": None, "train_split": "train", "val_split": "val"}
+            elif base.get("scenes"):
+                data = {}
+            else:
+                raise ValueError(f"{sweep_file}: the {preset} runs of {name} pretrain on {q['scenes']}; say which "
+                                 f"data set evaluates them in params/{preset}/{TRANSFER}.yaml (scenes, images, "
+                                 "train_split, val_split)")
+            common = {"backbone": q["backbone"], "first_seed": q["seed"], **data}
+            cases.append({"checkpoints": {"pretrained": f"runs/{PRETRAIN}/{rid}/train/backbone.pt"},
+                          "random_init": False, **common, "_requires": (name, rid)})
+            init = {"checkpoints": {}, "random_init": True, **common}
+            if init not in [{k: v for k, v in i.items() if k != "_requires"} for i in inits]:
+                inits.append({**init, "_requires": (name, rid)})  # its scene set comes with that run
+    return cases + inits
+
+
 # ---------------------------------------------------------------- one run
 
 
@@ -162,6 +223,35 @@ def write_provenance(run_dir: Path, parameters: dict, wall_s: float) -> Path | N
     return path
 
 
+def missing_pretraining(task: dict) -> str:
+    """For a checkpoints_of point whose pretraining run is not complete: what to run first; else ""."""
+    if not task.get("requires"):
+        return ""
+    sweep, rid = task["requires"]
+    run_dir = Path(task["root"]) / "runs" / PRETRAIN / rid
+    if read_record(run_dir).get("status") == "ok" and (run_dir / "train" / "backbone.pt").is_file():
+        return ""
+    preset = task["record"]["preset"]
+    return (f"pretraining run {run_dir} is not complete; run `coarsecrop sweep params/sweeps/{sweep}.yaml"
+            f"{f' --preset {preset}' if preset else ''}` first")
+
+
+def stale_checkpoint(task: dict) -> bool:
+    """A complete checkpoints_of run whose pretraining trunk has changed since (that run was made again):
+    the checkpoint's sha256 recorded in its metrics.json differs from the file's now."""
+    if not task.get("requires") or "pretrained" not in task["inject"]["checkpoints"]:
+        return False
+    from coarsecrop.evaluate.runner import sha256
+
+    checkpoint = Path(task["root"]) / task["inject"]["checkpoints"]["pretrained"]
+    try:
+        metrics = json.loads((Path(task["run_dir"]) / "metrics.json").read_text(encoding="utf-8"))
+        said = {rec["rows"]["pretrained"]["sha256"] for rec in metrics["tasks"].values()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+    return not checkpoint.is_file() or said != {sha256(checkpoint)}
+
+
 def execute_point(task: dict) -> dict:
     """Execute one run (papermill; the kernel is the run's own process) into an emptied run folder.
 
@@ -173,6 +263,10 @@ def execute_point(task: dict) -> dict:
     if run_dir.exists():  # a fresh run: nothing of an earlier, failed or other-code run is reused
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
+    missing = missing_pretraining(task)
+    if missing:
+        write_record(run_dir, {**record, "status": "failed", "wall_time_s": 0.0, "error": missing})
+        return {"status": "failed", "wall_time_s": 0.0, "error": missing}
     write_record(run_dir, {**record, "status": "running"})
     os.environ.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
@@ -254,6 +348,13 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     base = {}
     if spec["preset"]:
         base = read_preset(root / "params" / spec["preset"] / f"{name}.yaml", defaults)
+    if spec["checkpoints_of"]:
+        derived = checkpoint_cases(sweep_file, spec["checkpoints_of"], root, spec["preset"], base)
+        keys = {k for case in derived for k in case if k != "_requires"}
+        clash = sorted(keys & (set(spec["grid"]) | set(spec["fixed"])))
+        if clash:
+            raise ValueError(f"{sweep_file}: checkpoints_of sets {', '.join(clash)}; leave them out of grid and fixed")
+        spec["grid"] = {CASES: derived, **spec["grid"]}
     code = code_fingerprint(source)
     try:
         label = sweep_file.resolve().relative_to(root).as_posix()
@@ -261,6 +362,7 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
         label = str(sweep_file.resolve())
     points = []
     for point in expand_grid(spec["grid"]):
+        requires = point.pop("_requires", None)  # (pretraining sweep, run id) a checkpoints_of point reads
         values = {**base, **spec["fixed"], **point}  # what is injected, besides out and preset
         effective = {**defaults, **values}
         rid = run_id({k: v for k, v in effective.items() if k not in NOT_HASHED})
@@ -268,7 +370,7 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
         record = {"notebook": name, "preset": spec["preset"], "sweep": label, "run_id": rid,
                   "parameters": effective, "code": code}
         task = {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
-                "inject": {**values, "out": str(run_dir), "preset": label}}
+                "inject": {**values, "out": str(run_dir), "preset": label}, "requires": requires}
         points.append({"point": point, "run_dir": run_dir, "task": task})
     return {"notebook": name, "name": sweep_file.stem, "preset": spec["preset"], "code": code, "points": points}
 
@@ -288,7 +390,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     todo, reused = {}, set()
     for p in plan["points"]:
         rid = p["run_dir"].name
-        if not force and is_complete(p["run_dir"], plan["code"]):
+        if not force and is_complete(p["run_dir"], plan["code"]) and not stale_checkpoint(p["task"]):
             reused.add(rid)
         else:
             todo.setdefault(rid, p["task"])  # points with the same parameters run once

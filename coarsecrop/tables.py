@@ -11,10 +11,12 @@ A run belongs to a sweep when its id is one the sweep definition produces at tha
 every effective parameter), so a changed sweep or notebook default silently drops nothing: its old
 results no longer match, and tests/test_results.py says so.
 
-The accuracy measure is the object probe of notebooks/02_pretrain.py (frozen trunk, GT object crops of
+The accuracy measures: the object probe of notebooks/02_pretrain.py (frozen trunk, GT object crops of
 the val split, linear and kNN top-1), beside the same probe on a random init with BN statistics of the
-data; the paper's columns are detection AP and multi-label mAP on VOC / COCO. Only the direction of a
-difference is compared with the paper, never the numbers.
+data; and, where the transfer sweep (params/sweeps/transfer.yaml) has run, mAP^l: the paper's linear
+multi-label probe (notebooks/03_transfer.py, task "linear"), on each trunk's own scene set, beside a
+random init. The paper's columns are detection AP and multi-label mAP / mAP^l on VOC / COCO. Only the
+direction of a difference is compared with the paper, never the numbers.
 
     python -m coarsecrop.tables export --preset cpu-full [--from /path/to/other/checkout]
 """
@@ -35,6 +37,7 @@ from coarsecrop.book import NOT_HASHED, read_record
 from coarsecrop.params import project_root, run_id
 
 NOTEBOOK = "02_pretrain"
+TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
 TABLE_SWEEPS = ("table1", "table2", "table10", "table11", "table12_13", "table14", "table15")
 REFERENCE_PRESET = "cpu-full"
 # What the chapters show, from a run's metrics.json (dotted paths).
@@ -43,8 +46,14 @@ MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top
             "objectness": "crops.objectness", "poor": "crops.poor", "precise": "crops.precise",
             "crops_per_image": "crops.crops_per_image", "median_side": "crops.median_side",
             "steps": "metrics.steps", "train_wall_s": "metrics.train_wall_s"}
+# From a transfer run's metrics.json: measure -> (task, metric), in % there, fractions here.
+TRANSFER_MEASURES = {"mAP_l": ("linear", "mAP_l"), "mAP": ("multilabel", "mAP"), "AP50": ("detection", "AP50_bbox")}
 LABELS = {"linear": "linear top-1", "knn": "kNN top-1", "gain_linear": "linear - init (BN)",
-          "gain_knn": "kNN - init (BN)", "objectness": "objectness"}
+          "gain_knn": "kNN - init (BN)", "objectness": "objectness", "mAP_l": "mAP^l",
+          "mAP": "mAP (finetuned)", "AP50": "AP50"}
+MEASURE_NAMES = {"linear": "object probe, linear top-1", "knn": "object probe, kNN top-1",
+                 "mAP_l": "mAP^l (linear multi-label probe)", "mAP": "mAP (finetuned multi-label)",
+                 "AP50": "detection AP50"}
 METHOD_NAMES = {"byol": "BYOL", "moco_v2": "MoCo-v2", "densecl": "DenseCL", "mae": "MAE"}
 
 
@@ -68,8 +77,41 @@ def sweep_points(sweep: str, preset: str, root: Path | None = None) -> list[dict
             for p in plan["points"]]
 
 
-def results_dir(preset: str, root: Path | None = None) -> Path:
-    return Path(root or project_root()) / "results" / preset / NOTEBOOK
+def results_dir(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> Path:
+    return Path(root or project_root()) / "results" / preset / notebook
+
+
+def transfer_points(preset: str, root: Path | None = None) -> list[dict]:
+    """The points of the transfer sweep at ``preset`` (none when the project has no transfer sweep)."""
+    root = Path(root or project_root()).resolve()
+    if not (root / "params" / "sweeps" / f"{TRANSFER_SWEEP}.yaml").is_file():
+        return []
+    return sweep_points(TRANSFER_SWEEP, preset, root)
+
+
+def collect_transfer(preset: str, source: str = "build", root: Path | None = None,
+                     points: list[dict] | None = None) -> tuple[dict[str, dict], pd.DataFrame]:
+    """The transfer sweep's complete runs at ``preset``: {pretraining run id: {measure: value}} for the
+    trunks, and a frame of the random-init runs (one row per seed). Values are fractions (mAP^l 0.64)."""
+    root = Path(root or project_root()).resolve()
+    base = root / "runs" / TRANSFER_NOTEBOOK if source == "build" else results_dir(preset, root, TRANSFER_NOTEBOOK)
+    trunks, inits = {}, []
+    for point in points if points is not None else transfer_points(preset, root):
+        run = read_run(base / point["run_id"])
+        if run is None:
+            continue
+        checkpoint = (point["params"].get("checkpoints") or {}).get("pretrained")
+        row = "pretrained" if checkpoint else "random"
+        values = {}
+        for measure, (task, metric) in TRANSFER_MEASURES.items():
+            value = _dig(run["metrics"], f"tasks.{task}.rows.{row}.summary.{metric}.mean")
+            if value is not None:
+                values[measure] = value / 100
+        if checkpoint:
+            trunks[Path(checkpoint).parts[2]] = values  # runs/02_pretrain/<run id>/train/backbone.pt
+        else:
+            inits.append({"seed": point["params"]["first_seed"], "backbone": point["params"]["backbone"], **values})
+    return trunks, pd.DataFrame(inits)
 
 
 def read_run(folder: Path) -> dict | None:
@@ -81,11 +123,14 @@ def read_run(folder: Path) -> dict | None:
 
 
 def collect(sweep: str, preset: str, source: str = "build", root: Path | None = None,
-            points: list[dict] | None = None) -> pd.DataFrame:
+            points: list[dict] | None = None, transfer: dict[str, dict] | None = None) -> pd.DataFrame:
     """One row per point of the sweep at ``preset`` that has a complete run: its parameters, the
-    MEASURES, and provenance. source: "build" (runs/) or "reference" (results/<preset>/).
-    points: the sweep's points when the caller has planned them already (``sweep_points``)."""
+    MEASURES, the TRANSFER_MEASURES of its transfer run where there is one, and provenance.
+    source: "build" (runs/) or "reference" (results/<preset>/). points: the sweep's points when the
+    caller has planned them already (``sweep_points``); transfer: ``collect_transfer``'s first value."""
     root = Path(root or project_root()).resolve()
+    if transfer is None:
+        transfer = collect_transfer(preset, source, root)[0]
     base = root / "runs" / NOTEBOOK if source == "build" else results_dir(preset, root)
     full = preset_epochs(preset, root)
     rows = []
@@ -104,6 +149,7 @@ def collect(sweep: str, preset: str, source: str = "build", root: Path | None = 
                "preset": preset, "source": source, "commit": (prov.get("git_commit") or "")[:10],
                "date": (run["record"].get("finished") or run["record"].get("started") or "")[:10]}
         row.update({k: _dig(m, path) for k, path in MEASURES.items()})
+        row.update({k: transfer.get(point["run_id"], {}).get(k) for k in TRANSFER_MEASURES})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -138,15 +184,15 @@ class Row:
         return df[mask]
 
 
-def summarise(df: pd.DataFrame, rows: list[Row], measures=("linear", "knn", "gain_linear", "objectness")
-              ) -> pd.DataFrame:
+def summarise(df: pd.DataFrame, rows: list[Row],
+              measures=("linear", "knn", "gain_linear", "objectness", *TRANSFER_MEASURES)) -> pd.DataFrame:
     """Per row: mean and standard deviation over seeds of each measure, and the number of seeds."""
     out = []
     for row in rows:
         sel = row.select(df)
         rec = {"row": row.label, "seeds": len(sel)}
         for m in measures:
-            values = sel[m].dropna() if m in sel else pd.Series(dtype=float)
+            values = sel[m].dropna().astype(float) if m in sel else pd.Series(dtype=float)
             rec[m] = values.mean() if len(values) else math.nan
             rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
         out.append(rec)
@@ -180,7 +226,8 @@ def paper_value(key: str, match: dict | None, column: str) -> float:
 def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key: str, paper_columns: list[str],
                  measures=("linear", "objectness")) -> pd.DataFrame:
     """The book's table: per row, the paper's columns (labelled as the paper's), then ours per source
-    (mean ± sd over seeds, in %, with the number of seeds)."""
+    (mean ± sd over seeds, in %, with the number of seeds): ``measures`` and every transfer measure the
+    source has runs of."""
     table = []
     for row in rows:
         rec = {"row": row.label}
@@ -192,7 +239,8 @@ def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key:
             if s.empty:
                 continue
             s = s.iloc[0]
-            for m in measures:
+            have = [m for m in TRANSFER_MEASURES if m not in measures and summary[m].notna().any()]
+            for m in (*measures, *have):
                 rec[f"{name}: {LABELS.get(m, m)}"] = fmt(s[m], s[f"{m}_sd"])
             rec[f"{name}: seeds"] = int(s["seeds"])
         table.append(rec)
@@ -239,8 +287,8 @@ def check_claim(claim: Claim, df: pd.DataFrame, measure: str = "linear") -> dict
         paper_value(claim.paper_key, claim.worse.paper, claim.paper_column)
     a, b = claim.better.select(df), claim.worse.select(df)
     rec = {"claim": claim.text, "paper Δ (paper's units)": paper, "measure": LABELS.get(measure, measure)}
-    x = a[measure].dropna() if not a.empty and measure in a else pd.Series(dtype=float)
-    y = b[measure].dropna() if not b.empty and measure in b else pd.Series(dtype=float)
+    x = a[measure].dropna().astype(float) if not a.empty and measure in a else pd.Series(dtype=float)
+    y = b[measure].dropna().astype(float) if not b.empty and measure in b else pd.Series(dtype=float)
     if not len(x) or not len(y):
         return {**rec, "ours Δ": math.nan, "± 2 SE": math.nan, "seeds": 0, "verdict": "no runs"}
     diff = (x.mean() - y.mean()) * 100
@@ -301,7 +349,8 @@ class ChapterParams:
 
     runs_preset: the preset of this build's table sweeps (make book: quick; the tests: smoke).
     reference_preset: the committed reference results shown beside them (results/<preset>/).
-    measure: the accuracy the claims are checked on: linear | knn (object probe top-1).
+    measure: the object probe the claims are checked on: linear | knn (top-1); where the transfer sweep
+    has run, the claims are also checked on mAP^l.
     out: the run folder (set by coarsecrop.book); preset: the preset file used (set by coarsecrop.book).
     """
 
@@ -318,14 +367,20 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
     if params.measure not in ("linear", "knn"):
         raise ValueError(f"measure must be 'linear' or 'knn', got {params.measure!r}")
     sources = {"this build": (params.runs_preset, "build"), "reference": (params.reference_preset, "reference")}
-    out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "headers": {}}
+    out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "claims_transfer": {}, "init": {},
+           "headers": {}}
     for name, (preset, source) in sources.items():
         label = f"{name} ({preset})"
         points = sweep_points(sweep, preset, root)  # plans the sweep once (converts the notebook)
-        df = collect(sweep, preset, source, root, points)
+        trunks, inits = collect_transfer(preset, source, root)
+        df = collect(sweep, preset, source, root, points, transfer=trunks)
         out["runs"][label] = df
         out["summaries"][label] = summarise(df, rows)
         out["claims"][label] = claims_table(claims, df, params.measure)
+        if len(df) and df["mAP_l"].notna().any():
+            out["claims_transfer"][label] = claims_table(claims, df, "mAP_l")
+        seeds = sorted(set(df["seed"])) if len(df) else []
+        out["init"][label] = inits[inits["seed"].isin(seeds)] if len(inits) else inits
         out["headers"][label] = source_line(df, points, preset, source)
     return out
 
@@ -344,7 +399,9 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
                                                    "measure": params.measure},
               "headers": result["headers"],
               "summaries": {k: records(v) for k, v in result["summaries"].items()},
-              "claims": {k: records(v) for k, v in result["claims"].items()}}
+              "claims": {k: records(v) for k, v in result["claims"].items()},
+              "claims_mAP_l": {k: records(v) for k, v in result["claims_transfer"].items()},
+              "init_mAP_l": {k: records(v) for k, v in result["init"].items()}}
     path = Path(params.out) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, record)
@@ -352,19 +409,39 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
 
 
 def show_claims(result: dict, params: ChapterParams) -> None:
-    """The verdict paragraph and the claims table of each source; then the chapter's metrics.json."""
+    """The verdict paragraph and the claims table of each source, on the object probe and (where the
+    transfer sweep has run) on mAP^l; then the chapter's metrics.json."""
     from IPython.display import Markdown, display
 
     for label, checked in result["claims"].items():
-        display(Markdown(verdict_paragraph(checked, label)))
+        display(Markdown(verdict_paragraph(checked, f"{label}, {MEASURE_NAMES[params.measure]}")))
         display(checked.round(2))
+        if label in result["claims_transfer"]:
+            display(Markdown(verdict_paragraph(result["claims_transfer"][label], f"{label}, {MEASURE_NAMES['mAP_l']}")))
+            display(result["claims_transfer"][label].round(2))
+        else:
+            display(Markdown(f"**{label}, {MEASURE_NAMES['mAP_l']}:** no transfer runs (run "
+                             f"`coarsecrop sweep params/sweeps/{TRANSFER_SWEEP}.yaml --preset "
+                             f"{label.split('(')[-1].rstrip(')')}` after the table sweeps)."))
     write_chapter_metrics(result, params)
 
 
 def header_markdown(result: dict) -> str:
-    lines = ["**The runs behind this chapter** (accuracy = the object probe of notebooks/02_pretrain.py: a "
-             "classifier on frozen features of the val split's GT objects, top-1 in %, mean ± sd over seeds):"]
-    lines += [f"- {label}: {text}" for label, text in result["headers"].items()]
+    lines = ["**The runs behind this chapter.** Two accuracies, in %, mean ± sd over seeds: the *object "
+             "probe* of notebooks/02_pretrain.py (a classifier on frozen features of the val split's GT "
+             "objects, top-1), and *mAP^l*, the paper's own linear probe (notebooks/03_transfer.py: a linear "
+             "multi-label classifier on frozen pooled features of whole scenes, train split -> val split, "
+             "mean AP over classes), run by params/sweeps/transfer.yaml."]
+    for label, text in result["headers"].items():
+        init = result["init"].get(label)
+        if init is not None and len(init) and "mAP_l" in init and init["mAP_l"].notna().any():
+            values = init["mAP_l"].dropna().astype(float)
+            sd = values.std(ddof=1) if len(values) > 1 else math.nan
+            text += (f"; mAP^l of a random init {fmt(values.mean(), sd)} ({len(values)} "
+                     f"seed{'s' if len(values) != 1 else ''})")
+        else:
+            text += "; no mAP^l runs"
+        lines.append(f"- {label}: {text}")
     return "\n".join(lines)
 
 
@@ -389,11 +466,36 @@ def figure(fig, params: ChapterParams, name: str):
 
 def plot_rows(result: dict, rows: list[Row], measure: str = "linear"):
     """Bars per row (mean over seeds, sd as error bar), one colour per source, the seeds as dots, and the
-    random-init (BN) level of each source as a dashed line."""
+    random-init level of each source as a dashed line; one panel for the object probe ``measure`` and,
+    where the transfer sweep has run, one for mAP^l."""
     import matplotlib.pyplot as plt
+
+    panels = [measure] + (["mAP_l"] if any(s["mAP_l"].notna().any() for s in result["summaries"].values()) else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.5, 0.9 * len(rows) + 2), 3.4 * len(panels)),
+                             squeeze=False)
+    for ax, m in zip(axes[:, 0], panels):
+        _bars(ax, result, rows, m)
+    fig.tight_layout()
+    return fig
+
+
+def _init_level(result: dict, label: str, measure: str) -> float:
+    """The random-init level of ``measure`` in source ``label`` (%): BN-recomputed init for the object
+    probe, the random-init transfer runs for mAP^l; NaN when unknown."""
+    df = result["runs"][label]
+    if measure in TRANSFER_MEASURES:
+        init = result["init"].get(label)
+        if init is None or not len(init) or measure not in init:
+            return math.nan
+        return float(init[measure].dropna().astype(float).mean()) * 100
+    if len(df) and f"gain_{measure}" in df and measure in df:
+        return float((df[measure] - df[f"gain_{measure}"]).median()) * 100
+    return math.nan
+
+
+def _bars(ax, result: dict, rows: list[Row], measure: str) -> None:
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.9 * len(rows) + 2), 3.4))
     labels = list(result["summaries"])
     width = 0.8 / max(1, len(labels))
     x = np.arange(len(rows))
@@ -406,45 +508,47 @@ def plot_rows(result: dict, rows: list[Row], measure: str = "linear"):
         for j, row in enumerate(rows):
             sel = row.select(df)
             if len(sel) and measure in sel:
-                ax.scatter(np.full(len(sel), pos[j]), sel[measure] * 100, color="k", s=8, zorder=3)
-        if len(df) and f"gain_{measure}" in df and measure in df:
-            init = (df[measure] - df[f"gain_{measure}"]).median() * 100
-            ax.axhline(init, ls="--", lw=1, color=f"C{i}", label=f"{label}: random init (BN)")
+                ax.scatter(np.full(len(sel), pos[j]), sel[measure].astype(float) * 100, color="k", s=8, zorder=3)
+        init = _init_level(result, label, measure)
+        if not math.isnan(init):
+            kind = "random init" if measure in TRANSFER_MEASURES else "random init (BN)"
+            ax.axhline(init, ls="--", lw=1, color=f"C{i}", label=f"{label}: {kind}")
     values = [v for label in labels for v in (result["summaries"][label][measure] * 100).dropna()]
+    values += [v for v in (_init_level(result, label, measure) for label in labels) if not math.isnan(v)]
     if values:
         ax.set_ylim(max(0, min(values) - 8), min(100, max(values) + 5))
     ax.set_xticks(x, [r.label for r in rows], rotation=30, ha="right")
-    ax.set_ylabel(f"object probe, {LABELS[measure]} (%)")
+    ax.set_ylabel(f"{MEASURE_NAMES.get(measure, measure)} (%)", fontsize=8)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def plot_objectness(result: dict, rows: list[Row], measure: str = "linear", paper_key: str | None = None,
                     paper_column: str | None = None):
-    """Fig. 5: accuracy against the objectness of the pseudo-images, one point per row and source (the
-    paper's points, in its own units, on a second panel)."""
+    """Fig. 5: accuracy against the objectness of the pseudo-images, one point per row and source: a
+    panel for the object probe, one for mAP^l where the transfer sweep has run, and the paper's points
+    (in its own units) on the last panel."""
     import matplotlib.pyplot as plt
 
-    panels = 2 if paper_key else 1
+    ours = [measure] + (["mAP_l"] if any(s["mAP_l"].notna().any() for s in result["summaries"].values()) else [])
+    panels = len(ours) + (1 if paper_key else 0)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
-    ax = axes[0][0]
-    for i, (label, summary) in enumerate(result["summaries"].items()):
-        s = summary.set_index("row")
-        for row in rows:
-            if row.label not in s.index or pd.isna(s.loc[row.label, measure]):
-                continue
-            ax.errorbar(s.loc[row.label, "objectness"] * 100, s.loc[row.label, measure] * 100,
-                        yerr=(s.loc[row.label, f"{measure}_sd"] * 100 if pd.notna(s.loc[row.label, f"{measure}_sd"])
-                              else None), fmt="o", color=f"C{i}", capsize=3)
-            ax.annotate(row.label, (s.loc[row.label, "objectness"] * 100, s.loc[row.label, measure] * 100),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
-        ax.plot([], [], "o", color=f"C{i}", label=label)
-    ax.set(xlabel="objectness of the pseudo-images (%)", ylabel=f"object probe, {LABELS[measure]} (%)",
-           title="ours")
-    ax.legend(fontsize=7)
+    for ax, m in zip(axes[0], ours):
+        for i, (label, summary) in enumerate(result["summaries"].items()):
+            s = summary.set_index("row")
+            for row in rows:
+                if row.label not in s.index or pd.isna(s.loc[row.label, m]):
+                    continue
+                sd = s.loc[row.label, f"{m}_sd"]
+                ax.errorbar(s.loc[row.label, "objectness"] * 100, s.loc[row.label, m] * 100,
+                            yerr=sd * 100 if pd.notna(sd) else None, fmt="o", color=f"C{i}", capsize=3)
+                ax.annotate(row.label, (s.loc[row.label, "objectness"] * 100, s.loc[row.label, m] * 100),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.plot([], [], "o", color=f"C{i}", label=label)
+        ax.set(xlabel="objectness of the pseudo-images (%)", ylabel=f"{MEASURE_NAMES.get(m, m)} (%)",
+               title="ours")
+        ax.legend(fontsize=7)
     if paper_key:
-        bx = axes[0][1]
+        bx = axes[0][-1]
         df = paper_table(paper_key)
         bx.scatter(df["objectness"], df[paper_column], color="C3")
         for _, r in df.iterrows():
@@ -459,33 +563,35 @@ def plot_objectness(result: dict, rows: list[Row], measure: str = "linear", pape
 # ---------------------------------------------------------------- exporting reference results
 
 def export_results(preset: str, source_root: Path, root: Path | None = None, sweeps=TABLE_SWEEPS) -> list[str]:
-    """Copy metrics.json and run.json of every complete run of the table sweeps at ``preset`` from
-    source_root/runs/ to results/<preset>/ (small files: no checkpoints, no notebooks). Returns run ids."""
+    """Copy metrics.json and run.json of every complete run of the table sweeps at ``preset``, and of the
+    transfer sweep's runs on them, from source_root/runs/ to results/<preset>/ (small files: no
+    checkpoints, no notebooks). Returns the run ids copied."""
     root = Path(root or project_root()).resolve()
     copied = []
-    for sweep in sweeps:
-        for point in sweep_points(sweep, preset, root):
-            src = Path(source_root) / "runs" / NOTEBOOK / point["run_id"]
-            if read_run(src) is None:
-                continue
-            dst = results_dir(preset, root) / point["run_id"]
-            dst.mkdir(parents=True, exist_ok=True)
-            record = read_record(src)
-            if "finished" not in record:  # runs made before run.json recorded it
-                record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                   time.localtime((src / "metrics.json").stat().st_mtime))
-            tmp = dst / ".metrics.json.tmp"
-            shutil.copyfile(src / "metrics.json", tmp)
-            tmp.replace(dst / "metrics.json")
-            tmp = dst / ".run.json.tmp"
-            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-            tmp.replace(dst / "run.json")
-            copied.append(point["run_id"])
+    todo = [(NOTEBOOK, point) for sweep in sweeps for point in sweep_points(sweep, preset, root)]
+    todo += [(TRANSFER_NOTEBOOK, point) for point in transfer_points(preset, root)]
+    for notebook, point in todo:
+        src = Path(source_root) / "runs" / notebook / point["run_id"]
+        if read_run(src) is None:
+            continue
+        dst = results_dir(preset, root, notebook) / point["run_id"]
+        dst.mkdir(parents=True, exist_ok=True)
+        record = read_record(src)
+        if "finished" not in record:  # runs made before run.json recorded it
+            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
+                                               time.localtime((src / "metrics.json").stat().st_mtime))
+        tmp = dst / ".metrics.json.tmp"
+        shutil.copyfile(src / "metrics.json", tmp)
+        tmp.replace(dst / "metrics.json")
+        tmp = dst / ".run.json.tmp"
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(dst / "run.json")
+        copied.append(point["run_id"])
     return sorted(set(copied))
 
 
-def committed_run_ids(preset: str, root: Path | None = None) -> list[str]:
-    folder = results_dir(preset, root)
+def committed_run_ids(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> list[str]:
+    folder = results_dir(preset, root, notebook)
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
@@ -506,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = export_results(args.preset, Path(args.source).resolve())
     except (FileNotFoundError, ValueError) as err:
         parser.exit(2, f"{parser.prog} export: error: {err}\n")
-    print(f"{len(ids)} run(s) in {results_dir(args.preset)}")
+    print(f"{len(ids)} run(s) in {results_dir(args.preset).parent}")
     return 0
 
 

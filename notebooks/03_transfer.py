@@ -63,6 +63,7 @@ num_images = 200
 scene_size = 128
 scene_seed = 0
 n_seeds = 3  # runs per row; tables give mean and std (the paper averages 3 runs for VOC detection)
+first_seed = 0  # seeds first_seed .. first_seed + n_seeds - 1 (a sweep gives each pretraining seed its own)
 device = "auto"  # auto | cpu | cuda
 threads = 0  # torch CPU threads, 0 for the torch default (1 is faster for tiny models on a busy machine)
 # Per-task parameters (coarsecrop.evaluate.runner.task_parameters(task) lists them, with the paper-scale

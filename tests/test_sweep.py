@@ -191,3 +191,59 @@ def test_preset_option_and_per_preset_grid_entries(root):
     bad = write_sweep(root, "bad_presets", {**spec, "presets": {"quick": {"n": [5]}}})
     with pytest.raises(ValueError, match="presets.quick repeats n"):
         runs.read_sweep(bad)
+
+
+def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_path):
+    """A transfer sweep over a pretraining sweep: a point per pretraining run (shared runs once) on its own
+    trunk, backbone, seed and scene set, then a random-init point per seed; a point whose pretraining
+    has not run fails at once with the sweep to run; a remade trunk makes its transfer stale."""
+    write_sweep(root, "pre", {"notebook": "02_pretrain", "preset": "smoke",
+                              "grid": {"strategy": ["gt", "image"]}, "presets": {"smoke": {"seed": [0, 1]}}})
+    write_sweep(root, "pre_again", {"notebook": "02_pretrain", "preset": "smoke", "grid": {"strategy": ["gt"]},
+                                    "presets": {"smoke": {"seed": [0]}}})  # a run shared with "pre"
+    path = write_sweep(root, "tr", {"notebook": "03_transfer", "preset": "smoke",
+                                    "checkpoints_of": ["pre", "pre_again"], "fixed": {"tasks": ["linear"]}})
+    pre = runs.plan_sweep(root / "params" / "sweeps" / "pre.yaml", root)
+    plan = runs.plan_sweep(path, root)
+    points = [p["point"] for p in plan["points"]]
+    assert len(points) == 4 + 2
+    for p, q in zip(points, pre["points"]):
+        rid = q["run_dir"].name
+        assert p["checkpoints"] == {"pretrained": f"runs/02_pretrain/{rid}/train/backbone.pt"}
+        assert p["first_seed"] == q["point"]["seed"] and p["random_init"] is False
+        assert p["backbone"] == q["task"]["record"]["parameters"]["backbone"]
+        assert p["scenes"] == "runs/02_pretrain/_scenes/12x64px-seed0" and p["train_split"] == "train"
+    assert [(p["checkpoints"], p["random_init"], p["first_seed"]) for p in points[4:]] == [({}, True, 0), ({}, True, 1)]
+    assert plan["points"][0]["task"]["requires"] == ("pre", pre["points"][0]["run_dir"].name)
+
+    result = runs.execute_point(plan["points"][0]["task"])  # its pretraining has not run
+    assert result["status"] == "failed"
+    assert "coarsecrop sweep params/sweeps/pre.yaml --preset smoke` first" in result["error"]
+
+    task = plan["points"][0]["task"]
+    checkpoint = root / task["inject"]["checkpoints"]["pretrained"]
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_bytes(b"trunk 1")
+    run_dir = Path(task["run_dir"])
+    from coarsecrop.evaluate.runner import sha256
+    (run_dir / "metrics.json").write_text(json.dumps(
+        {"tasks": {"linear": {"rows": {"pretrained": {"sha256": sha256(checkpoint)}}}}}))
+    assert not runs.stale_checkpoint(task)
+    checkpoint.write_bytes(b"trunk 2, the pretraining run made again")
+    assert runs.stale_checkpoint(task)
+
+
+def test_checkpoints_of_is_checked(root):
+    bad = write_sweep(root, "bad_of", {"notebook": "01_crops", "checkpoints_of": ["table1"]})
+    with pytest.raises(ValueError, match="'checkpoints_of' feeds 03_transfer"):
+        runs.read_sweep(bad)
+    bad = write_sweep(root, "bad_of2", {"notebook": "03_transfer", "checkpoints_of": ["nope"]})
+    with pytest.raises(FileNotFoundError, match="checkpoints_of names 'nope'"):
+        runs.plan_sweep(bad, root)
+    bad = write_sweep(root, "bad_of3", {"notebook": "03_transfer", "checkpoints_of": ["smoke_crops_n"]})
+    with pytest.raises(ValueError, match="a sweep of '01_crops'; it must be a sweep of 02_pretrain"):
+        runs.plan_sweep(bad, root)
+    bad = write_sweep(root, "bad_of4", {"notebook": "03_transfer", "preset": "smoke", "checkpoints_of": ["table15"],
+                                        "fixed": {"first_seed": 3}})
+    with pytest.raises(ValueError, match="checkpoints_of sets first_seed"):
+        runs.plan_sweep(bad, root)

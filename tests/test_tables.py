@@ -62,6 +62,10 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
     assert "4 of 4 runs complete" in metrics["headers"]["this build (smoke)"]
     verdicts = {c["verdict"] for c in metrics["claims"]["this build (smoke)"]}
     assert verdicts and "no runs" not in verdicts
+    # mAP^l from the transfer sweep on the same trunks, its claims, and the random-init level
+    assert all(0 <= r["mAP_l"] <= 1 for r in build)
+    assert {c["measure"] for c in metrics["claims_mAP_l"]["this build (smoke)"]} == {"mAP^l"}
+    assert [r["seed"] for r in metrics["init_mAP_l"]["this build (smoke)"]] == [0]
     page = (smoke_book / "book" / "generated" / "15_random_resized_crop.ipynb").read_text()
     assert "paper AP50_bbox" in page and "63.3" in page  # the paper's Table 15, labelled
 
@@ -96,3 +100,19 @@ def test_committed_results_are_points_of_the_current_sweep_definitions(project_r
             assert run["metrics"]["crops"]["objectness"] is not None
             assert 0 <= run["metrics"]["metrics"]["probe_linear_top1"] <= 1
             assert not any(p.suffix in (".pt", ".ipynb") for p in folder.iterdir())  # small files only
+        expected = {p["run_id"] for p in T.transfer_points(preset, project_root)}
+        committed = T.committed_run_ids(preset, project_root, T.TRANSFER_NOTEBOOK)
+        stale = sorted(set(committed) - expected)
+        assert not stale, (f"results/{preset}/{T.TRANSFER_NOTEBOOK} holds runs the transfer sweep no longer "
+                           f"produces: {stale}")
+        for rid in committed:
+            folder = T.results_dir(preset, project_root, T.TRANSFER_NOTEBOOK) / rid
+            assert T.recomputed_run_id(folder) == rid, f"{folder}: run.json's parameters hash to another id"
+            run = T.read_run(folder)
+            assert run is not None and 0 <= _mAP_l(run["metrics"]) <= 100
+            assert not any(p.suffix in (".pt", ".ipynb") for p in folder.iterdir())
+
+
+def _mAP_l(metrics: dict) -> float:
+    rows = metrics["tasks"]["linear"]["rows"]
+    return next(iter(rows.values()))["summary"]["mAP_l"]["mean"]

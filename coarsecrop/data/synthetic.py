@@ -89,6 +89,11 @@ class RenderedScene:
 # Unit coordinates span [-1, 1] on the larger axis; the renderer scales them to the object's area.
 
 
+def shared_scenes_name(num_images: int, size: int, seed: int) -> str:
+    """The folder name of a built-in scene set that several runs share (runs/02_pretrain/_scenes/<name>)."""
+    return f"{num_images}x{size}px-seed{seed}"
+
+
 def _circle(radius: float = 1.0, cx: float = 0.0, cy: float = 0.0, n: int = 48) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([cx + radius * np.cos(t), cy + radius * np.sin(t)], 1)

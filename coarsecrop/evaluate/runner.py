@@ -108,8 +108,10 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
                   scenes: str | Path | None = None, images: str | Path | None = None,
                   train_split: str | None = "train", val_split: str | None = "val", n_seeds: int = 1,
                   device: str = "auto", params: dict | None = None, data: object = None,
-                  val_scenes: str | Path | None = None, val_images: str | Path | None = None) -> dict:
-    """One table: ``rows`` maps a row label to a checkpoint (None = random init), each run ``n_seeds`` times.
+                  val_scenes: str | Path | None = None, val_images: str | Path | None = None,
+                  first_seed: int = 0) -> dict:
+    """One table: ``rows`` maps a row label to a checkpoint (None = random init), each run ``n_seeds`` times
+    (seeds first_seed, first_seed + 1, ...: a sweep gives each pretraining seed its own transfer seed).
 
     A row's architecture is ``backbone``, or read from its checkpoint; a random row without ``backbone``
     takes the first checkpoint's. ``data``: already prepared data for this task (the notebook shares it
@@ -119,6 +121,8 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
     _task(task)
     if n_seeds < 1:
         raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
+    if first_seed < 0:
+        raise ValueError(f"first_seed must be >= 0, got {first_seed}")
     if not rows:
         raise ValueError("nothing to evaluate: give a checkpoint or ask for the random-init row")
     archs = {label: backbone or infer_backbone(ckpt) for label, ckpt in rows.items() if ckpt is not None}
@@ -139,7 +143,7 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
     out_rows = {}
     for label, ckpt in rows.items():
         runs = []
-        for seed in range(n_seeds):
+        for seed in range(first_seed, first_seed + n_seeds):
             trunk = make_trunk(archs[label], ckpt, seed=seed)
             runs.append({"seed": seed, **run(trunk, data, seed=seed, device=dev, **run_kw)})
         out_rows[label] = {"checkpoint": str(ckpt) if ckpt is not None else None, "backbone": archs[label],
@@ -185,6 +189,7 @@ class TransferParams:
     scene_size: int = 128
     scene_seed: int = 0
     n_seeds: int = 3
+    first_seed: int = 0  # seeds first_seed .. first_seed + n_seeds - 1
     device: str = "auto"
     threads: int = 0  # torch CPU threads; 0 = torch's default
     task_params: dict[str, dict] = field(default_factory=lambda: copy.deepcopy(DEFAULT_TASK_PARAMS))
@@ -245,7 +250,7 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
         if key not in prepared:
             prepared[key] = prepare_task(task, source, p.images, p.train_split, p.val_split, **prepare_kw)
         records[task] = evaluate_rows(task, rows, p.backbone, source, p.images, p.train_split, p.val_split,
-                                      p.n_seeds, p.device, params, data=prepared[key])
+                                      p.n_seeds, p.device, params, data=prepared[key], first_seed=p.first_seed)
     result = {"notebook": "03_transfer", "tasks": records, "params": dataclasses.asdict(p),
               "run_dir": str(run_dir), "scenes": scenes,
               "provenance": provenance(resolve_device(p.device), time.perf_counter() - t0)}

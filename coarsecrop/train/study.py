@@ -104,7 +104,9 @@ def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
     (run_dir/../_scenes/<size, count, seed>/) and shared by every run of a sweep that uses the same set."""
     if params.scenes:
         return scenes_or_builtin(params.scenes, run_dir, 0, 0, 0)
-    key = f"{params.num_images}x{params.scene_size}px-seed{params.scene_seed}"
+    from coarsecrop.data.synthetic import shared_scenes_name
+
+    key = shared_scenes_name(params.num_images, params.scene_size, params.scene_seed)
     return shared_builtin_scenes(run_dir.parent / "_scenes" / key, params.num_images, params.scene_seed,
                                  params.scene_size)
 
