@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PRESET ?= quick
 JOBS   ?= 2
-SWEEPS := table1 table2 table12_13 table11 table14 table15 table10
+SWEEPS := table1 table2 table12_13 table11 table14 table15 table10 transfer
 
 .PHONY: install test test-fast experiments book notebooks bench clean
 
@@ -32,7 +32,8 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The table sweeps (params/sweeps/tableN.yaml) at $(PRESET), $(JOBS) runs at once (runs shared between
-# tables run once; complete runs are reused); then every notebook the book shows, with
+# tables run once; complete runs are reused), then the transfer sweep (mAP^l of every trunk they made,
+# params/sweeps/transfer.yaml); then every notebook the book shows, with
 # params/$(PRESET)/NN_topic.yaml, into runs/NN_topic/<run-id>/, copied to book/generated/ for the book.
 experiments: $(STAMP)
 	@for sweep in $(SWEEPS); do \

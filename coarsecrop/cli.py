@@ -92,6 +92,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_detectron2(args: argparse.Namespace) -> int:
+    from coarsecrop.evaluate import d2
+
+    try:
+        path = d2.train_net(args.checkpoint, args.config, args.out, datasets=args.datasets, num_gpus=args.num_gpus,
+                            ims_per_batch=args.ims_per_batch, opts=[v for kv in args.opts for v in kv],
+                            resume=args.resume,
+                            eval_only=args.eval_only, backbone=args.backbone)
+    except ImportError as err:
+        print(f"coarsecrop detectron2: error: {err}", file=sys.stderr)
+        return 2
+    print(f"metrics: {path}")
+    return 0
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from coarsecrop.runs import run_sweep
 
@@ -177,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fc", action="store_true",
                    help="torchvision: leave out the freshly initialised fc (for detection backbones, strict=True)")
     p.set_defaults(func=_cmd_export)
+
+    from coarsecrop.evaluate.d2 import config_names
+
+    p = sub.add_parser("detectron2", help="finetune and test a trunk with detectron2 and a shipped config "
+                                          "(paper-scale detection / instance segmentation; needs detectron2)")
+    p.add_argument("checkpoint", help="trainer checkpoint or backbone.pt (exported to OUT/backbone.pkl), or a .pkl")
+    p.add_argument("--config", required=True, choices=config_names(), help="a config of coarsecrop/evaluate/configs")
+    p.add_argument("--out", required=True, help="output folder: detectron2's files and metrics.json")
+    p.add_argument("--datasets", default=None,
+                   help="folder holding VOC2007/, VOC2012/, coco/ (default: $DETECTRON2_DATASETS or ./datasets)")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine, one per GPU")
+    p.add_argument("--ims-per-batch", type=int, default=None,
+                   help="total images per iteration (default: the config's 16); the lr is scaled with it")
+    p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
+    p.add_argument("--resume", action="store_true", help="go on from OUT's last detectron2 checkpoint")
+    p.add_argument("--eval-only", action="store_true", help="test MODEL.WEIGHTS (or OUT's last checkpoint) only")
+    p.add_argument("--opt", dest="opts", action="append", nargs=2, default=[], metavar=("KEY", "VALUE"),
+                   help="a detectron2 option over the config, repeatable (e.g. --opt SOLVER.MAX_ITER 100)")
+    p.set_defaults(func=_cmd_detectron2)
 
     p = sub.add_parser("sweep", help="run a notebook over a grid of parameters (params/sweeps/NAME.yaml) into runs/")
     p.add_argument("sweep_file", help="sweep YAML: notebook, optional preset, grid, optional fixed")

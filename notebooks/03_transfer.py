@@ -28,8 +28,9 @@
 #   **semantic** (mIoU, FCN on a dilated trunk): the finetuning tasks, where the starting weights matter.
 #
 # Every table has a random-init row (as the paper's Table 5) and the mean and spread over `n_seeds`
-# seeds. Numbers are percentages. At paper scale the detection runs use detectron2 with the configs in
-# `coarsecrop/evaluate/configs` and weights from `coarsecrop export --format detectron2`.
+# seeds. Numbers are percentages. At paper scale the detection runs use detectron2: `coarsecrop detectron2
+# CKPT --config NAME --num-gpus 8 --out DIR` exports the trunk and trains with the configs in
+# `coarsecrop/evaluate/configs`, outside the kernel (one process per GPU), as the trainer does.
 
 # %%
 import time

@@ -63,7 +63,7 @@ display(Markdown(T.header_markdown(result)))
 # ## The table
 #
 # Paper columns: Table 11's COCO box and mask AP (BYOL). Ours: the object probe, objectness of the
-# pseudo-images (multi-crop's views are cut inside whole images, so its objectness is Image-Crop's).
+# pseudo-images (multi-crop's views are cut inside whole images, so its objectness is Image-Crop's), mAP^l.
 
 # %%
 T.side_by_side(result["summaries"], ROWS, "table11", ["AP_bbox", "AP_seg"],
@@ -76,8 +76,8 @@ T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 # ## The paper's claims, checked
 #
 # For each claim: the paper's difference (percentage points, in the paper's column named below), ours in
-# the object probe, twice its standard error over seeds, and the verdict ("agrees" only when our
-# difference has the paper's sign and is larger than twice its standard error).
+# the object probe and then in mAP^l, twice its standard error over seeds, and the verdict ("agrees" only
+# when our difference has the paper's sign and is larger than twice its standard error).
 
 # %%
 T.show_claims(result, params)
