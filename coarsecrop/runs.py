@@ -151,8 +151,8 @@ def check_keys(sweep_file: Path, keys, defaults: dict) -> None:
 def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str | None, base: dict) -> list[dict]:
     """The ``checkpoints_of`` axis of a transfer sweep: for every run of the pretraining sweeps ``names`` at
     ``preset`` (each shared run once), a transfer point on its trunk (runs/02_pretrain/<id>/train/backbone.pt)
-    with that run's backbone and its seed as ``first_seed``; then one random-init point per scene set,
-    backbone and seed. A run on the built-in scenes is evaluated on the very set it was pretrained on (its
+    with that run's backbone and its seed as ``first_seed``; and, before them, one random-init point per
+    scene set, backbone and seed. A run on the built-in scenes is evaluated on the very set it was pretrained on (its
     train split -> val split, as the paper pretrains and finetunes on VOC trainval and tests on test); a run
     on a real data set is evaluated on the data set of the transfer preset (``base``), which must name one."""
     from coarsecrop.data.synthetic import shared_scenes_name
@@ -188,7 +188,7 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
             init = {"checkpoints": {}, "random_init": True, **common}
             if init not in [{k: v for k, v in i.items() if k != "_requires"} for i in inits]:
                 inits.append({**init, "_requires": (name, rid)})  # its scene set comes with that run
-    return cases + inits
+    return inits + cases  # the baselines first: a partly run sweep has them
 
 
 # ---------------------------------------------------------------- one run

@@ -38,6 +38,7 @@ from coarsecrop.params import project_root, run_id
 
 NOTEBOOK = "02_pretrain"
 TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
+TRANSFER_SWEEPS = (TRANSFER_SWEEP, "transfer_finetune")  # mAP^l of every trunk; finetuned mAP / AP50 of Table 1
 TABLE_SWEEPS = ("table1", "table2", "table10", "table11", "table12_13", "table14", "table15")
 REFERENCE_PRESET = "cpu-full"
 # What the chapters show, from a run's metrics.json (dotted paths).
@@ -82,17 +83,17 @@ def results_dir(preset: str, root: Path | None = None, notebook: str = NOTEBOOK)
 
 
 def transfer_points(preset: str, root: Path | None = None) -> list[dict]:
-    """The points of the transfer sweep at ``preset`` (none when the project has no transfer sweep)."""
+    """The points of the transfer sweeps at ``preset`` (those of the project's TRANSFER_SWEEPS files)."""
     root = Path(root or project_root()).resolve()
-    if not (root / "params" / "sweeps" / f"{TRANSFER_SWEEP}.yaml").is_file():
-        return []
-    return sweep_points(TRANSFER_SWEEP, preset, root)
+    return [point for sweep in TRANSFER_SWEEPS if (root / "params" / "sweeps" / f"{sweep}.yaml").is_file()
+            for point in sweep_points(sweep, preset, root)]
 
 
 def collect_transfer(preset: str, source: str = "build", root: Path | None = None,
                      points: list[dict] | None = None) -> tuple[dict[str, dict], pd.DataFrame]:
-    """The transfer sweep's complete runs at ``preset``: {pretraining run id: {measure: value}} for the
-    trunks, and a frame of the random-init runs (one row per seed). Values are fractions (mAP^l 0.64)."""
+    """The transfer sweeps' complete runs at ``preset``: {pretraining run id: {measure: value}} for the
+    trunks, and a frame of the random-init runs (one row per seed and backbone, the measures of every
+    transfer sweep merged). Values are fractions (mAP^l 0.64)."""
     root = Path(root or project_root()).resolve()
     base = root / "runs" / TRANSFER_NOTEBOOK if source == "build" else results_dir(preset, root, TRANSFER_NOTEBOOK)
     trunks, inits = {}, []
@@ -107,11 +108,13 @@ def collect_transfer(preset: str, source: str = "build", root: Path | None = Non
             value = _dig(run["metrics"], f"tasks.{task}.rows.{row}.summary.{metric}.mean")
             if value is not None:
                 values[measure] = value / 100
-        if checkpoint:
-            trunks[Path(checkpoint).parts[2]] = values  # runs/02_pretrain/<run id>/train/backbone.pt
+        if checkpoint:  # runs/02_pretrain/<run id>/train/backbone.pt
+            trunks.setdefault(Path(checkpoint).parts[2], {}).update(values)
         else:
             inits.append({"seed": point["params"]["first_seed"], "backbone": point["params"]["backbone"], **values})
-    return trunks, pd.DataFrame(inits)
+    if not inits:
+        return trunks, pd.DataFrame(columns=["seed", "backbone"])
+    return trunks, pd.DataFrame(inits).groupby(["seed", "backbone"], as_index=False).first()
 
 
 def read_run(folder: Path) -> dict | None:
@@ -199,6 +202,24 @@ def summarise(df: pd.DataFrame, rows: list[Row],
     return pd.DataFrame(out)
 
 
+INIT_ROW = "random init"
+
+
+def init_summary(df: pd.DataFrame, inits: pd.DataFrame) -> dict:
+    """The random-init row of a source, mean and sd over seeds: the object probe of a random init with BN
+    statistics of the data (every pretraining run records it for its seed) and the transfer measures of
+    the random-init transfer runs."""
+    per_seed = pd.DataFrame({"seed": df["seed"], **{m: df[m] - df[f"gain_{m}"] for m in ("linear", "knn")}}) \
+        .groupby("seed").mean() if len(df) else pd.DataFrame(columns=["linear", "knn"])
+    rec = {"row": INIT_ROW, "seeds": max(len(per_seed), len(inits))}
+    for m in ("linear", "knn", *TRANSFER_MEASURES):
+        source = per_seed if m in ("linear", "knn") else inits
+        values = source[m].dropna().astype(float) if m in source else pd.Series(dtype=float)
+        rec[m] = values.mean() if len(values) else math.nan
+        rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+    return rec
+
+
 def fmt(mean: float, sd: float, scale: float = 100.0) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
@@ -227,8 +248,10 @@ def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key:
                  measures=("linear", "objectness")) -> pd.DataFrame:
     """The book's table: per row, the paper's columns (labelled as the paper's), then ours per source
     (mean ± sd over seeds, in %, with the number of seeds): ``measures`` and every transfer measure the
-    source has runs of."""
+    source has runs of; last, the random-init row where a summary has one (``chapter`` adds it)."""
     table = []
+    if any((s["row"] == INIT_ROW).any() for s in summaries.values()):
+        rows = [*rows, Row(INIT_ROW, {})]
     for row in rows:
         rec = {"row": row.label}
         for col in paper_columns:
@@ -375,12 +398,14 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
         trunks, inits = collect_transfer(preset, source, root)
         df = collect(sweep, preset, source, root, points, transfer=trunks)
         out["runs"][label] = df
-        out["summaries"][label] = summarise(df, rows)
+        seeds = sorted(set(df["seed"])) if len(df) else []
+        inits = inits[inits["seed"].isin(seeds)]
+        out["summaries"][label] = pd.concat([summarise(df, rows), pd.DataFrame([init_summary(df, inits)])],
+                                            ignore_index=True)
         out["claims"][label] = claims_table(claims, df, params.measure)
         if len(df) and df["mAP_l"].notna().any():
             out["claims_transfer"][label] = claims_table(claims, df, "mAP_l")
-        seeds = sorted(set(df["seed"])) if len(df) else []
-        out["init"][label] = inits[inits["seed"].isin(seeds)] if len(inits) else inits
+        out["init"][label] = inits
         out["headers"][label] = source_line(df, points, preset, source)
     return out
 
@@ -424,6 +449,28 @@ def show_claims(result: dict, params: ChapterParams) -> None:
                              f"`coarsecrop sweep params/sweeps/{TRANSFER_SWEEP}.yaml --preset "
                              f"{label.split('(')[-1].rstrip(')')}` after the table sweeps)."))
     write_chapter_metrics(result, params)
+
+
+def init_comparison(result: dict, rows: list[Row], measures=tuple(TRANSFER_MEASURES)) -> str:
+    """Per source and transfer measure: how many rows beat the random init, and by how much at best and
+    worst (mean over seeds, percentage points); the line says so when one seed makes it a direction only."""
+    lines = []
+    for label, summary in result["summaries"].items():
+        s = summary.set_index("row")
+        if INIT_ROW not in s.index:
+            continue
+        for m in measures:
+            init = s.loc[INIT_ROW, m]
+            ours = s.reindex([r.label for r in rows])[m].dropna()
+            if pd.isna(init) or ours.empty:
+                continue
+            gaps = (ours - init) * 100
+            seeds = int(s.reindex([r.label for r in rows])["seeds"].min())
+            lines.append(f"- {label}, {MEASURE_NAMES[m]}: {int((gaps > 0).sum())} of {len(gaps)} rows above the "
+                         f"random init ({init * 100:.1f}); best {gaps.idxmax()} {gaps.max():+.1f}, worst "
+                         f"{gaps.idxmin()} {gaps.min():+.1f} points"
+                         + (" (one seed: a direction only)" if seeds < 2 else f" ({seeds}+ seeds per row)"))
+    return "\n".join(lines) if lines else "No transfer runs with a random-init baseline yet."
 
 
 def header_markdown(result: dict) -> str:

@@ -63,11 +63,21 @@ display(Markdown(T.header_markdown(result)))
 #
 # Paper columns (labelled *paper*) are the paper's Table 1 in %: detection AP50, multi-label finetuning mAP
 # and linear mAP^l. Our columns, per source: the object probe (its linear top-1; kNN in the smoke preset), the
-# mean objectness of the pseudo-images and mAP^l (from the transfer sweep, where it has run).
+# mean objectness of the pseudo-images, mAP^l (from the transfer sweep, where it has run) and, where the
+# finetuning sweep has run, the finetuned mAP and AP50; the last row is a random init.
 
 # %%
 T.side_by_side(result["summaries"], ROWS, "table1", ["AP50_bbox", "mAP", "mAP_linear"],
                (params.measure, "objectness"))
+
+# %% [markdown]
+# The paper's three columns need a pretrained trunk to beat a random one. Below, for each source and each
+# transfer measure we have (mAP^l for every source; the finetuned multi-label mAP and detection AP50 of
+# `params/sweeps/transfer_finetune.yaml` only where that sweep has run, which `make book` does not: minutes
+# per trunk), how the rows compare with the random-init row of the table.
+
+# %%
+display(Markdown(T.init_comparison(result, ROWS)))
 
 # %%
 T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")

@@ -63,7 +63,8 @@ display(Markdown(T.header_markdown(result)))
 # %%
 table = T.side_by_side(result["summaries"], ROWS, "table13", ["AP50_bbox", "mAP_linear"],
                (params.measure, "objectness"))
-table.insert(2, "paper COCO AP_bbox", [T.paper_value("table12", r.paper, "AP_bbox") for r in ROWS])
+coco = {r.label: T.paper_value("table12", r.paper, "AP_bbox") for r in ROWS}
+table.insert(2, "paper COCO AP_bbox", [T.fmt(coco.get(i, float("nan")), float("nan"), scale=1) for i in table.index])
 table
 
 # %%

@@ -194,8 +194,8 @@ def test_preset_option_and_per_preset_grid_entries(root):
 
 
 def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_path):
-    """A transfer sweep over a pretraining sweep: a point per pretraining run (shared runs once) on its own
-    trunk, backbone, seed and scene set, then a random-init point per seed; a point whose pretraining
+    """A transfer sweep over a pretraining sweep: a random-init point per seed first, then a point per
+    pretraining run (shared runs once) on its own trunk, backbone, seed and scene set; a point whose pretraining
     has not run fails at once with the sweep to run; a remade trunk makes its transfer stale."""
     write_sweep(root, "pre", {"notebook": "02_pretrain", "preset": "smoke",
                               "grid": {"strategy": ["gt", "image"]}, "presets": {"smoke": {"seed": [0, 1]}}})
@@ -206,14 +206,16 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     pre = runs.plan_sweep(root / "params" / "sweeps" / "pre.yaml", root)
     plan = runs.plan_sweep(path, root)
     points = [p["point"] for p in plan["points"]]
-    assert len(points) == 4 + 2
+    assert len(points) == 2 + 4
+    assert [(p["checkpoints"], p["random_init"], p["first_seed"]) for p in points[:2]] == [({}, True, 0), ({}, True, 1)]
+    plan["points"] = plan["points"][2:]  # the random-init baselines come first
+    points = points[2:]
     for p, q in zip(points, pre["points"]):
         rid = q["run_dir"].name
         assert p["checkpoints"] == {"pretrained": f"runs/02_pretrain/{rid}/train/backbone.pt"}
         assert p["first_seed"] == q["point"]["seed"] and p["random_init"] is False
         assert p["backbone"] == q["task"]["record"]["parameters"]["backbone"]
         assert p["scenes"] == "runs/02_pretrain/_scenes/12x64px-seed0" and p["train_split"] == "train"
-    assert [(p["checkpoints"], p["random_init"], p["first_seed"]) for p in points[4:]] == [({}, True, 0), ({}, True, 1)]
     assert plan["points"][0]["task"]["requires"] == ("pre", pre["points"][0]["run_dir"].name)
 
     result = runs.execute_point(plan["points"][0]["task"])  # its pretraining has not run

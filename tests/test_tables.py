@@ -56,8 +56,9 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
     """notebooks/15_random_resized_crop.py after the table15 sweep ran at the smoke preset (conftest)."""
     run = next((smoke_book / "runs" / "15_random_resized_crop").glob("*/metrics.json"))
     metrics = json.loads(run.read_text())
-    build = metrics["summaries"]["this build (smoke)"]
+    build, init = metrics["summaries"]["this build (smoke)"][:-1], metrics["summaries"]["this build (smoke)"][-1]
     assert [r["row"] for r in build] == ["Image", "Image w/o RRC", "Our (coarse)", "Our (coarse) w/o RRC"]
+    assert init["row"] == T.INIT_ROW and 0 <= init["mAP_l"] <= 1 and 0 <= init["knn"] <= 1
     assert all(r["seeds"] == 1 and 0 <= r["knn"] <= 1 and 0 < r["objectness"] < 1 for r in build)
     assert "4 of 4 runs complete" in metrics["headers"]["this build (smoke)"]
     verdicts = {c["verdict"] for c in metrics["claims"]["this build (smoke)"]}
