@@ -181,6 +181,20 @@ def test_runner_rows_seeds_and_metrics_json(scenes, ckpt, tmp_path):
     assert not list((tmp_path / "run").glob(".*tmp"))
 
 
+def test_first_seed_shifts_the_seeds_and_a_random_row_follows_them(scenes):
+    """A sweep gives pretraining seed s the transfer seed s: seeds first_seed.. and, for the random row,
+    the trunk of that seed (the same as n_seeds runs from 0 give at that position)."""
+    from coarsecrop.evaluate.runner import evaluate_rows
+
+    kw = {"backbone": TINY, "scenes": scenes, "params": {"crop_size": 32, "epochs": 5}}
+    shifted = evaluate_rows("objects", {"random": None}, first_seed=1, **kw)
+    from_zero = evaluate_rows("objects", {"random": None}, n_seeds=2, **kw)
+    assert [r["seed"] for r in shifted["rows"]["random"]["runs"]] == [1]
+    assert shifted["rows"]["random"]["runs"][0] == from_zero["rows"]["random"]["runs"][1]
+    with pytest.raises(ValueError, match="first_seed must be >= 0"):
+        evaluate_rows("objects", {"random": None}, first_seed=-1, **kw)
+
+
 def test_runner_rejects_unknown_task_and_parameter():
     with pytest.raises(ValueError, match="valid: .*multilabel"):
         split_params("segment", {})
