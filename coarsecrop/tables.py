@@ -198,6 +198,7 @@ def summarise(df: pd.DataFrame, rows: list[Row],
             values = sel[m].dropna().astype(float) if m in sel else pd.Series(dtype=float)
             rec[m] = values.mean() if len(values) else math.nan
             rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            rec[f"{m}_n"] = len(values)
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -217,6 +218,7 @@ def init_summary(df: pd.DataFrame, inits: pd.DataFrame) -> dict:
         values = source[m].dropna().astype(float) if m in source else pd.Series(dtype=float)
         rec[m] = values.mean() if len(values) else math.nan
         rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
+        rec[f"{m}_n"] = len(values)
     return rec
 
 
@@ -264,7 +266,9 @@ def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key:
             s = s.iloc[0]
             have = [m for m in TRANSFER_MEASURES if m not in measures and summary[m].notna().any()]
             for m in (*measures, *have):
-                rec[f"{name}: {LABELS.get(m, m)}"] = fmt(s[m], s[f"{m}_sd"])
+                text = fmt(s[m], s[f"{m}_sd"])
+                n = s.get(f"{m}_n", s["seeds"])
+                rec[f"{name}: {LABELS.get(m, m)}"] = text + (f" (n={int(n)})" if 0 < n < s["seeds"] else "")
             rec[f"{name}: seeds"] = int(s["seeds"])
         table.append(rec)
     return pd.DataFrame(table).set_index("row")
@@ -465,11 +469,12 @@ def init_comparison(result: dict, rows: list[Row], measures=tuple(TRANSFER_MEASU
             if pd.isna(init) or ours.empty:
                 continue
             gaps = (ours - init) * 100
-            seeds = int(s.reindex([r.label for r in rows])["seeds"].min())
+            counts = s.reindex([r.label for r in rows])
+            seeds = int(counts[f"{m}_n"].min() if f"{m}_n" in counts else counts["seeds"].min())
             lines.append(f"- {label}, {MEASURE_NAMES[m]}: {int((gaps > 0).sum())} of {len(gaps)} rows above the "
                          f"random init ({init * 100:.1f}); best {gaps.idxmax()} {gaps.max():+.1f}, worst "
                          f"{gaps.idxmin()} {gaps.min():+.1f} points"
-                         + (" (one seed: a direction only)" if seeds < 2 else f" ({seeds}+ seeds per row)"))
+                         + (" (one seed: a direction only)" if seeds < 2 else f" ({seeds} or more seeds per row)"))
     return "\n".join(lines) if lines else "No transfer runs with a random-init baseline yet."
 
 
