@@ -157,7 +157,7 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
     on a real data set is evaluated on the data set of the transfer preset (``base``), which must name one."""
     from coarsecrop.data.synthetic import shared_scenes_name
 
-    cases, inits, seen = [], [], set()
+    cases, inits, seen = [], {}, set()
     for name in names:
         other = root / "params" / "sweeps" / f"{name}.yaml"
         if not other.is_file():
@@ -172,9 +172,10 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
                 continue
             seen.add(rid)
             q = p["task"]["record"]["parameters"]
+            folder = p["run_dir"].relative_to(root)  # runs/02_pretrain/<id>; its scenes sit beside it
             if q["scenes"] is None:
-                data = {"scenes": f"runs/{PRETRAIN}/_scenes/"
-                                  f"{shared_scenes_name(q['num_images'], q['scene_size'], q['scene_seed'])}",
+                data = {"scenes": (folder.parent / "_scenes" /
+                                   shared_scenes_name(q["num_images"], q["scene_size"], q["scene_seed"])).as_posix(),
                         "images": None, "train_split": "train", "val_split": "val"}
             elif base.get("scenes"):
                 data = {}
@@ -183,12 +184,12 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
                                  f"data set evaluates them in params/{preset}/{TRANSFER}.yaml (scenes, images, "
                                  "train_split, val_split)")
             common = {"backbone": q["backbone"], "first_seed": q["seed"], **data}
-            cases.append({"checkpoints": {"pretrained": f"runs/{PRETRAIN}/{rid}/train/backbone.pt"},
+            cases.append({"checkpoints": {"pretrained": (folder / "train" / "backbone.pt").as_posix()},
                           "random_init": False, **common, "_requires": (name, rid)})
             init = {"checkpoints": {}, "random_init": True, **common}
-            if init not in [{k: v for k, v in i.items() if k != "_requires"} for i in inits]:
-                inits.append({**init, "_requires": (name, rid)})  # its scene set comes with that run
-    return inits + cases  # the baselines first: a partly run sweep has them
+            # one per scene set, backbone and seed; its scene set comes with the first run that has it
+            inits.setdefault(json.dumps(init, sort_keys=True), {**init, "_requires": (name, rid)})
+    return [*inits.values(), *cases]  # the baselines first: a partly run sweep has them
 
 
 # ---------------------------------------------------------------- one run

@@ -195,10 +195,7 @@ def summarise(df: pd.DataFrame, rows: list[Row],
         sel = row.select(df)
         rec = {"row": row.label, "seeds": len(sel)}
         for m in measures:
-            values = sel[m].dropna().astype(float) if m in sel else pd.Series(dtype=float)
-            rec[m] = values.mean() if len(values) else math.nan
-            rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
-            rec[f"{m}_n"] = len(values)
+            rec.update(_stats(sel, m))
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -214,12 +211,15 @@ def init_summary(df: pd.DataFrame, inits: pd.DataFrame) -> dict:
         .groupby("seed").mean() if len(df) else pd.DataFrame(columns=["linear", "knn"])
     rec = {"row": INIT_ROW, "seeds": max(len(per_seed), len(inits))}
     for m in ("linear", "knn", *TRANSFER_MEASURES):
-        source = per_seed if m in ("linear", "knn") else inits
-        values = source[m].dropna().astype(float) if m in source else pd.Series(dtype=float)
-        rec[m] = values.mean() if len(values) else math.nan
-        rec[f"{m}_sd"] = values.std(ddof=1) if len(values) > 1 else math.nan
-        rec[f"{m}_n"] = len(values)
+        rec.update(_stats(per_seed if m in ("linear", "knn") else inits, m))
     return rec
+
+
+def _stats(df: pd.DataFrame, m: str) -> dict:
+    """{m: mean, m_sd: sample sd, m_n: count} of column ``m`` (NaN / 0 where there are no values)."""
+    values = df[m].dropna().astype(float) if m in df else pd.Series(dtype=float)
+    return {m: values.mean() if len(values) else math.nan,
+            f"{m}_sd": values.std(ddof=1) if len(values) > 1 else math.nan, f"{m}_n": len(values)}
 
 
 def fmt(mean: float, sd: float, scale: float = 100.0) -> str:
