@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -108,10 +109,26 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.runs import run_sweep
+    from coarsecrop.params import project_root
+    from coarsecrop.runs import missing_inputs, plan_sweep, plan_table, run_sweep
 
+    if args.dry_run:
+        import pandas as pd
+
+        sweep_file = Path(args.sweep_file)
+        root = project_root(sweep_file.resolve().parent)
+        plan = plan_sweep(sweep_file, root, args.preset)
+        table = plan_table(plan)
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
+            print(table.to_string())
+        counts = table["state"].value_counts()
+        print(f"{len(table)} point(s) of {plan['notebook']} at preset {plan['preset']}: "
+              + ", ".join(f"{n} {state}" for state, n in counts.items()))
+        for line in missing_inputs(plan, root):
+            print(f"missing input: {line}")
+        return 0
     table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
-                      preset=args.preset)
+                      preset=args.preset, only=args.point)
     counts = table["status"].value_counts().to_dict()
     print(f"{len(table)} point(s): {counts.get('ok', 0)} ok ({int(table['reused'].sum())} reused), "
           f"{counts.get('failed', 0)} failed")
@@ -217,8 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None,
                    help="run the grid on this preset (params/PRESET/<notebook>.yaml) instead of the file's")
     p.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process")
-    p.add_argument("--force", action="store_true", help="rerun complete runs too")
+    p.add_argument("--force", action="store_true", help="rerun complete runs too, from scratch (without it, "
+                   "an unfinished or failed run of the same code continues where it stopped)")
+    p.add_argument("--point", type=int, action="append", default=None, metavar="K",
+                   help="run only point K (0-based, the order --dry-run lists; repeatable): one point per "
+                        "Slurm array task, e.g. --point $SLURM_ARRAY_TASK_ID")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run nothing: list every point, its run id and what a run would do (complete, new, "
+                        "stale, failed, waiting for its pretraining run), and any missing input")
     p.set_defaults(func=_cmd_sweep)
     return parser
 

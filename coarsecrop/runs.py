@@ -29,8 +29,11 @@ Each grid point's effective parameters = the notebook's ``parameters`` cell, upd
 fixed values and the point. The run id is the hash ``coarsecrop.book`` gives the same parameters, so a
 point shared with another sweep (or with the book's own run) is computed once: runs/<notebook>/<run id>/.
 A complete run made by the same code is skipped; a failed one is recorded (run.json status "failed",
-FAILED.txt with the traceback) and the others still run. The summary, one row per point, is
-runs/<notebook>/sweep-<NAME>.csv.
+FAILED.txt with the traceback) and the others still run; an unfinished or failed run of the same code is
+continued in its folder next time (the notebooks resume their crop job and trainer). The summary, one row
+per point, is runs/<notebook>/sweep-<NAME>.csv. Before anything runs, every data set the points read
+must exist (``missing_inputs``); ``plan_table`` is the dry run, and ``run_sweep(only=[k])`` runs one point
+(a Slurm array task).
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ PRETRAIN, TRANSFER = "02_pretrain", "03_transfer"  # checkpoints_of: the noteboo
 CASES = "cases"  # a grid axis whose values are mappings of several parameters
 # What a run's metrics.json must say about itself; when it does not, provenance.json says it.
 PROVENANCE_KEYS = ("git_commit", "versions", "wall_time_s", "device")
+# Parameters that name files or folders a run reads (relative paths: from the project root, the kernel's cwd).
+INPUT_PATHS = ("scenes", "images", "manifest", "crop_checkpoint", "classify_root")
 
 
 # ---------------------------------------------------------------- the sweep file
@@ -187,8 +192,9 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
             cases.append({"checkpoints": {"pretrained": (folder / "train" / "backbone.pt").as_posix()},
                           "random_init": False, **common, "_requires": (name, rid)})
             init = {"checkpoints": {}, "random_init": True, **common}
-            # one per scene set, backbone and seed; its scene set comes with the first run that has it
-            inits.setdefault(json.dumps(init, sort_keys=True), {**init, "_requires": (name, rid)})
+            # one per scene set, backbone and seed; built-in scenes come with the first run that has them
+            needs = (name, rid) if q["scenes"] is None else None
+            inits.setdefault(json.dumps(init, sort_keys=True), {**init, "_requires": needs})
     return [*inits.values(), *cases]  # the baselines first: a partly run sweep has them
 
 
@@ -253,17 +259,29 @@ def stale_checkpoint(task: dict) -> bool:
     return not checkpoint.is_file() or said != {sha256(checkpoint)}
 
 
-def execute_point(task: dict) -> dict:
-    """Execute one run (papermill; the kernel is the run's own process) into an emptied run folder.
+def resumable(run_dir: Path, record: dict) -> bool:
+    """An earlier attempt at this very run that did not finish: same code, same parameters, not ok."""
+    earlier = read_record(run_dir)
+    return (earlier.get("status") in ("running", "failed") and earlier.get("code") == record["code"]
+            and earlier.get("parameters") == record["parameters"])
 
+
+def execute_point(task: dict) -> dict:
+    """Execute one run (papermill; the kernel is the run's own process) into its run folder.
+
+    An unfinished or failed run of the same code and parameters is continued in place (``task["resume"]``,
+    the default): the notebooks resume what they find there (02_pretrain: the crop job and the trainer's
+    checkpoint), so a job killed at a time limit loses at most the steps since its last checkpoint. Any
+    other folder (another code's run, or ``resume`` False: ``--force``) is emptied first.
     Never raises for a failing notebook: the failure is recorded in the folder (run.json status
     "failed", FAILED.txt) and returned as {"status": "failed", "error": ...}."""
     import papermill
 
     run_dir, record = Path(task["run_dir"]), task["record"]
-    if run_dir.exists():  # a fresh run: nothing of an earlier, failed or other-code run is reused
+    if run_dir.exists() and not (task.get("resume", True) and resumable(run_dir, record)):
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "FAILED.txt").unlink(missing_ok=True)
     missing = missing_pretraining(task)
     if missing:
         write_record(run_dir, {**record, "status": "failed", "wall_time_s": 0.0, "error": missing})
@@ -328,6 +346,52 @@ def write_csv_atomic(table, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# ---------------------------------------------------------------- before anything runs
+
+
+def missing_inputs(plan: dict, root: Path) -> list[str]:
+    """What the points read that is not there: one line per missing path (data sets above all), naming the
+    parameter, the path, and the file that sets it. A checkpoints_of point's trunk is not checked here:
+    ``missing_pretraining`` records it, as a failed point, when the point's turn comes."""
+    lines = {}
+    for p in plan["points"]:
+        params = p["task"]["record"]["parameters"]
+        for key in INPUT_PATHS:
+            value = params.get(key)
+            if not isinstance(value, str) or not value or value in lines:
+                continue
+            path = Path(value) if Path(value).is_absolute() else root / value
+            if not path.exists():
+                where = (f"params/{plan['preset']}/{plan['notebook']}.yaml" if key in plan["base"]
+                         else f"the sweep file (or the parameters cell of notebooks/{plan['notebook']}.py)")
+                lines[value] = f"{key}: {value} does not exist (set in {where})"
+    return list(lines.values())
+
+
+def point_state(p: dict, code: str) -> str:
+    """What running the sweep would do with this point: complete (reused), stale (made again: other code,
+    or its trunk has changed), failed or unfinished (a crash or a run in progress: run again), waiting (its
+    pretraining run is not complete) or new."""
+    run_dir = p["run_dir"]
+    if missing_pretraining(p["task"]):
+        return "waiting"
+    if is_complete(run_dir, code):
+        return "stale" if stale_checkpoint(p["task"]) else "complete"
+    status = read_record(run_dir).get("status")
+    return {"ok": "stale", "failed": "failed", "running": "unfinished"}.get(status, "new")
+
+
+def plan_table(plan: dict):
+    """The dry run: one row per point (indexed by its number, for ``only``) with its run id, state
+    (``point_state``) and swept values."""
+    import pandas as pd
+
+    rows = [{"run_id": p["run_dir"].name, "state": point_state(p, plan["code"]),
+             **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in p["point"].items()}}
+            for p in plan["points"]]
+    return pd.DataFrame(rows).rename_axis("point")
+
+
 # ---------------------------------------------------------------- the sweep
 
 
@@ -373,31 +437,46 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
         task = {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
                 "inject": {**values, "out": str(run_dir), "preset": label}, "requires": requires}
         points.append({"point": point, "run_dir": run_dir, "task": task})
-    return {"notebook": name, "name": sweep_file.stem, "preset": spec["preset"], "code": code, "points": points}
+    return {"notebook": name, "name": sweep_file.stem, "preset": spec["preset"], "code": code, "points": points,
+            "base": base}
 
 
 def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
-              preset: str | None = None):
-    """Run every point of ``sweep_file`` not yet complete (all with ``force``); returns the summary
-    DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at once,
-    each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
-    file holding pyproject.toml). A failing point does not raise: its row says "failed"."""
+              preset: str | None = None, only: list[int] | None = None):
+    """Run every point of ``sweep_file`` not yet complete (all with ``force``, from scratch); returns the
+    summary DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at
+    once, each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
+    file holding pyproject.toml). ``only``: run just these points (indices in plan order, as the dry run
+    lists them; one per Slurm array task); the summary still lists every point. A failing point does not
+    raise: its row says "failed"."""
     import pandas as pd
     from tqdm.auto import tqdm
 
     sweep_file = Path(sweep_file)
     root = Path(root).resolve() if root else project_root(sweep_file.resolve().parent)
     plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
+    missing = missing_inputs(plan, root)
+    if missing:
+        raise FileNotFoundError(
+            f"{sweep_file}: the runs read data that is not there (paths relative to {root}):\n  "
+            + "\n  ".join(missing) + "\nPut the data set there (a symlink will do, e.g. ln -s /datasets/VOCdevkit "
+            "data/VOCdevkit) or change the path in that file.")
+    n = len(plan["points"])
+    bad = sorted(set(only or []) - set(range(n)))
+    if bad:
+        raise ValueError(f"{sweep_file}: no point {', '.join(map(str, bad))}; this sweep has points 0 to {n - 1} "
+                         "(--dry-run lists them)")
     todo, reused = {}, set()
-    for p in plan["points"]:
+    for index, p in enumerate(plan["points"]):
         rid = p["run_dir"].name
         if not force and is_complete(p["run_dir"], plan["code"]) and not stale_checkpoint(p["task"]):
             reused.add(rid)
-        else:
-            todo.setdefault(rid, p["task"])  # points with the same parameters run once
-    bar = tqdm(total=len(plan["points"]), desc=f"sweep {plan['name']}", unit="run", disable=not progress)
-    bar.update(len(plan["points"]) - sum(1 for p in plan["points"] if p["run_dir"].name in todo))
-    counts = {rid: sum(1 for p in plan["points"] if p["run_dir"].name == rid) for rid in todo}
+        elif only is None or index in only:
+            todo.setdefault(rid, {**p["task"], "resume": not force})  # points with the same parameters run once
+    chosen = [p for i, p in enumerate(plan["points"]) if only is None or i in only]
+    bar = tqdm(total=len(chosen), desc=f"sweep {plan['name']}", unit="run", disable=not progress)
+    bar.update(len(chosen) - sum(1 for p in chosen if p["run_dir"].name in todo))
+    counts = {rid: sum(1 for p in chosen if p["run_dir"].name == rid) for rid in todo}
     if jobs <= 1:
         for rid, task in todo.items():
             execute_point(task)

@@ -12,7 +12,7 @@ import yaml
 from coarsecrop.evaluate.runner import TransferParams, split_params
 from coarsecrop.params import load_params
 
-PRESETS = ("smoke", "quick", "paper", "cpu-full")
+PRESETS = ("smoke", "quick", "paper", "cpu-full", "voc07", "coco")
 
 
 def test_parameters_cell_mirrors_the_dataclass(project_root, tmp_path):

@@ -121,6 +121,61 @@ def test_sweep_logic_with_a_fake_executor(root, monkeypatch):
     assert len(calls) == 2
 
 
+def test_point_runs_one_point_and_the_dry_run_numbers_them(root, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(runs, "execute_point", fake_execute(calls))
+    sweep = write_sweep(root, "points", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [11, 12, 13]},
+                                         "fixed": {"seed": 5}})
+    from coarsecrop.cli import main as cli_main
+
+    assert cli_main(["sweep", str(sweep), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "3 point(s) of 01_crops at preset smoke: 3 new" in out and "\n1 " in out  # point numbers
+    table = runs.run_sweep(sweep, root=root, progress=False, only=[1])  # one Slurm array task
+    assert [c["inject"]["n"] for c in calls] == [12] and calls[0]["resume"] is True
+    assert list(table["status"]) == ["missing", "ok", "missing"]
+    assert list(runs.plan_table(runs.plan_sweep(sweep, root))["state"]) == ["new", "complete", "new"]
+    with pytest.raises(ValueError, match="no point 3; this sweep has points 0 to 2"):
+        runs.run_sweep(sweep, root=root, progress=False, only=[3])
+
+
+def test_an_unfinished_run_continues_in_place(root, monkeypatch):
+    """A run killed mid-way (a time limit) keeps its folder for the notebook to resume; another code's
+    folder, or --force, starts from an empty one."""
+    import papermill
+
+    sweep = write_sweep(root, "resume", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [21]}})
+    task = runs.plan_sweep(sweep, root)["points"][0]["task"]
+    run_dir = Path(task["run_dir"])
+    seen = []
+
+    def notebook(ipynb, out, parameters, **kwargs):  # what the notebook finds in its folder
+        seen.append((run_dir / "partial.txt").is_file())
+        (run_dir / "metrics.json").write_text("{}")
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", notebook)
+
+    def interrupted(**changes):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "partial.txt").write_text("the crop job and checkpoints so far")
+        (run_dir / "FAILED.txt").write_text("Killed")
+        runs.write_record(run_dir, {**task["record"], "status": "running", **changes})
+
+    interrupted()
+    assert runs.execute_point(task)["status"] == "ok" and seen == [True]
+    assert not (run_dir / "FAILED.txt").exists() and runs.read_record(run_dir)["status"] == "ok"
+    interrupted(status="failed")
+    runs.execute_point(task)
+    assert seen[-1] is True
+    interrupted(code="another version of the code")
+    runs.execute_point(task)
+    assert seen[-1] is False
+    interrupted()
+    runs.execute_point({**task, "resume": False})  # --force
+    assert seen[-1] is False
+
+
 def test_flatten_keeps_scalars_under_dotted_names():
     nested = {"a": {"b": {"c": 1.5}, "d": [1, 2]}, "e": None, "f": True, "g": "s"}
     assert runs.flatten(nested) == {"a.b.c": 1.5, "e": None, "f": True, "g": "s"}
@@ -207,6 +262,8 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     plan = runs.plan_sweep(path, root)
     points = [p["point"] for p in plan["points"]]
     assert len(points) == 2 + 4
+    # the dry run: every point waits for its pretraining run (the built-in scenes come with it)
+    assert list(runs.plan_table(plan)["state"]) == ["waiting"] * 6
     assert [(p["checkpoints"], p["random_init"], p["first_seed"]) for p in points[:2]] == [({}, True, 0), ({}, True, 1)]
     plan["points"] = plan["points"][2:]  # the random-init baselines come first
     points = points[2:]
@@ -231,8 +288,16 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     (run_dir / "metrics.json").write_text(json.dumps(
         {"tasks": {"linear": {"rows": {"pretrained": {"sha256": sha256(checkpoint)}}}}}))
     assert not runs.stale_checkpoint(task)
+    pre_dir = root / "runs" / "02_pretrain" / task["requires"][1]
+    runs.write_record(pre_dir, {"status": "ok"})  # its pretraining run, complete
+    (run_dir / f"{task['record']['notebook']}.ipynb").write_text("{}")
+    runs.write_record(run_dir, {**task["record"], "status": "ok"})
+    assert runs.point_state(plan["points"][0], plan["code"]) == "complete"
     checkpoint.write_bytes(b"trunk 2, the pretraining run made again")
     assert runs.stale_checkpoint(task)
+    assert runs.point_state(plan["points"][0], plan["code"]) == "stale"
+    runs.write_record(run_dir, {**task["record"], "status": "running"})  # a crash mid-run
+    assert runs.point_state(plan["points"][0], plan["code"]) == "unfinished"
 
 
 def test_checkpoints_of_is_checked(root):

@@ -1,0 +1,139 @@
+"""The paper-scale presets (voc07, coco) as a researcher runs them: every committed sweep plans at every
+preset into parameters its notebook accepts; a sweep whose data set is missing stops before anything runs
+and says where to put it; and, on tiny data in the real layouts (a VOC root under data/VOCdevkit/VOC2007, a
+split-less COCO train2017 json), a table sweep, its transfer sweep (mAP^l on VOC07 trainval -> test) and
+the table's chapter run at the voc07 and coco presets with only their sizes shrunk."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from coarsecrop import runs
+from coarsecrop.cli import main as cli_main
+from coarsecrop.crops.study import CropStudyParams
+from coarsecrop.data.synthetic import write_scenes, write_voc
+from coarsecrop.evaluate.runner import TransferParams
+from coarsecrop.params import load_params
+from coarsecrop.train.study import PretrainStudyParams
+from tests.conftest import ROOT, copy_book_sources
+
+PRESETS = ("smoke", "quick", "cpu-full", "voc07", "coco")
+CLASSES = {"01_crops": CropStudyParams, "02_pretrain": PretrainStudyParams, "03_transfer": TransferParams}
+TABLE_SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("table*.yaml"))
+SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("*.yaml"))
+
+
+def sweep_notebook(name: str) -> str:
+    return yaml.safe_load((ROOT / "params" / "sweeps" / f"{name}.yaml").read_text())["notebook"]
+
+
+@pytest.mark.parametrize("name", [*TABLE_SWEEPS, "transfer", "transfer_finetune"])
+def test_the_book_sweeps_have_every_preset(name):
+    notebook = sweep_notebook(name)
+    missing = [p for p in PRESETS if not (ROOT / "params" / p / f"{notebook}.yaml").is_file()]
+    assert not missing, f"{name}: no params/<preset>/{notebook}.yaml for {missing}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_plans_valid_parameters_at_every_preset(name, preset):
+    notebook = sweep_notebook(name)
+    if not (ROOT / "params" / preset / f"{notebook}.yaml").is_file():
+        pytest.skip(f"no {preset} preset for {notebook}")  # smoke_crops_n: 01_crops has no cpu-full preset
+    plan = runs.plan_sweep(ROOT / "params" / "sweeps" / f"{name}.yaml", ROOT, preset)
+    assert plan["points"] and plan["preset"] == preset
+    for p in plan["points"]:
+        load_params(CLASSES[notebook], p["task"]["record"]["parameters"], source=f"{name} at {preset}")
+    if preset in ("voc07", "coco"):  # real data sets, read where the preset says
+        assert all(p["task"]["record"]["parameters"]["scenes"].startswith("data/") for p in plan["points"])
+
+
+def test_a_missing_data_set_stops_the_sweep_before_anything_runs(tmp_path, capsys):
+    root = copy_book_sources(tmp_path)
+    sweep = root / "params" / "sweeps" / "table1.yaml"
+    with pytest.raises(FileNotFoundError) as err:
+        runs.run_sweep(sweep, root=root, preset="voc07", progress=False)
+    text = str(err.value)
+    assert "scenes: data/VOCdevkit/VOC2007 does not exist (set in params/voc07/02_pretrain.yaml)" in text
+    assert "symlink" in text and not (root / "runs" / "02_pretrain").exists()
+    # the dry run says the same, and runs nothing
+    assert cli_main(["sweep", str(sweep), "--preset", "voc07", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "10 point(s) of 02_pretrain at preset voc07: 10 new" in out
+    assert "missing input: scenes: data/VOCdevkit/VOC2007" in out
+    assert not (root / "runs" / "02_pretrain").exists()
+
+
+# ---------------------------------------------------------------- the presets end to end, on tiny data
+
+TINY_PRETRAIN = {"backbone": "resnet10_w8", "image_size": 16, "epochs": 1, "batch_size": 8, "processes": 1,
+                 "device": "cpu", "workers": 0, "threads": 1,
+                 "train_params": {"log_every": 1, "monitor_every": 1, "monitor_size": 16}}
+TINY_TRANSFER = {"device": "cpu", "threads": 1, "task_params": {"linear": {"image_size": 32, "epochs": 5}}}
+
+
+def shrink(path: Path, changes: dict) -> None:
+    """A preset with only its sizes changed: the data paths, splits and protocols stay the preset's."""
+    values = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**values, **changes}, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def paper_root(tmp_path_factory):
+    """A copy of the book's sources with VOC2007 and COCO train2017 where the presets look for them
+    (data/VOCdevkit/VOC2007: train/val/trainval and test = val; data/coco: a json without splits), and
+    the voc07 and coco presets shrunk to a CPU."""
+    root = copy_book_sources(tmp_path_factory.mktemp("paper"))
+    made = tmp_path_factory.mktemp("scenes")
+    write_scenes(made / "voc", num_images=16, seed=0, size=64, progress=False)
+    voc = write_voc(made / "voc", root / "data" / "VOCdevkit" / "VOC2007")
+    shutil.copy(voc / "ImageSets" / "Main" / "val.txt", voc / "ImageSets" / "Main" / "test.txt")
+    write_scenes(made / "coco", num_images=16, seed=1, size=64, progress=False)
+    coco = root / "data" / "coco"
+    shutil.copytree(made / "coco" / "images", coco / "train2017" / "images")
+    data = json.loads((made / "coco" / "annotations.json").read_text())
+    for image in data["images"]:
+        image.pop("split")
+    (coco / "annotations").mkdir()
+    (coco / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+    for preset in ("voc07", "coco"):
+        shrink(root / "params" / preset / "02_pretrain.yaml", TINY_PRETRAIN)
+        shrink(root / "params" / preset / "03_transfer.yaml", TINY_TRANSFER)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["voc07", "coco"])
+def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root, preset):
+    from coarsecrop.book import run_notebook
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sweeps = paper_root / "params" / "sweeps"
+    table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
+    assert list(table["status"]) == ["ok"] * 4, table["error"].tolist()
+    for run_dir in table["run_dir"]:
+        params = json.loads((paper_root / run_dir / "run.json").read_text())["parameters"]
+        assert params["scenes"] == runs.read_preset(paper_root / "params" / preset / "02_pretrain.yaml",
+                                                    params)["scenes"]
+    # mAP^l of those trunks on VOC07 trainval -> test, and a random init (transfer.yaml restricted to table15)
+    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
+    (sweeps / "transfer15.yaml").write_text(yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
+    transfer = runs.run_sweep(sweeps / "transfer15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
+    assert list(transfer["status"]) == ["ok"] * 5, transfer["error"].tolist()
+    for run_dir in transfer["run_dir"]:
+        metrics = json.loads((paper_root / run_dir / "metrics.json").read_text())
+        assert metrics["params"]["scenes"] == "data/VOCdevkit/VOC2007" and metrics["params"]["val_split"] == "test"
+        (row,) = metrics["tasks"]["linear"]["rows"].values()
+        assert 0 <= row["summary"]["mAP_l"]["mean"] <= 100
+    # the chapter at that preset reads those runs: a "this build" table of 4 rows and the init, with mAP^l
+    run_dir = run_notebook(paper_root, "15_random_resized_crop", preset, log_output=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (header,) = [h for label, h in metrics["headers"].items() if label.startswith("this build")]
+    assert f"preset **{preset}**" in header and "4 of 4 runs complete" in header
+    (rows,) = [r for label, r in metrics["summaries"].items() if label.startswith("this build")]
+    assert [r["row"] for r in rows][-1] == "random init" and len(rows) == 5  # 4 rows of Table 15, the init
+    assert all(r["mAP_l_n"] == 1 and 0 <= r["mAP_l"] <= 1 for r in rows)
