@@ -351,14 +351,17 @@ def write_csv_atomic(table, path: Path) -> None:
 
 def missing_inputs(plan: dict, root: Path) -> list[str]:
     """What the points read that is not there: one line per missing path (data sets above all), naming the
-    parameter, the path, and the file that sets it. A checkpoints_of point's trunk is not checked here:
-    ``missing_pretraining`` records it, as a failed point, when the point's turn comes."""
+    parameter, the path, and the file that sets it. What a checkpoints_of point takes from its pretraining
+    run (the trunk; the built-in scenes that run wrote) is not checked here: ``missing_pretraining`` records
+    a point whose pretraining run is missing, as failed, when the point's turn comes."""
     lines = {}
     for p in plan["points"]:
         params = p["task"]["record"]["parameters"]
         for key in INPUT_PATHS:
             value = params.get(key)
             if not isinstance(value, str) or not value or value in lines:
+                continue
+            if p["task"]["requires"] and key in p["point"]:
                 continue
             path = Path(value) if Path(value).is_absolute() else root / value
             if not path.exists():

@@ -264,6 +264,7 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     assert len(points) == 2 + 4
     # the dry run: every point waits for its pretraining run (the built-in scenes come with it)
     assert list(runs.plan_table(plan)["state"]) == ["waiting"] * 6
+    assert runs.missing_inputs(plan, root) == []  # the scenes come with the pretraining runs
     assert [(p["checkpoints"], p["random_init"], p["first_seed"]) for p in points[:2]] == [({}, True, 0), ({}, True, 1)]
     plan["points"] = plan["points"][2:]  # the random-init baselines come first
     points = points[2:]
