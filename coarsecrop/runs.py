@@ -38,12 +38,14 @@ must exist (``missing_inputs``); ``plan_table`` is the dry run, and ``run_sweep(
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import itertools
 import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -266,6 +268,23 @@ def resumable(run_dir: Path, record: dict) -> bool:
             and earlier.get("parameters") == record["parameters"])
 
 
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send this process's standard error (file descriptor 2, which the kernel papermill starts inherits) to
+    ``path`` for a while: the kernel's own log lines (ipykernel's transport warnings, its shutdown) go to the
+    run folder's kernel.log instead of between the sweep's progress lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def execute_point(task: dict) -> dict:
     """Execute one run (papermill; the kernel is the run's own process) into its run folder.
 
@@ -290,11 +309,12 @@ def execute_point(task: dict) -> dict:
     os.environ.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
-            kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=False,
-            request_save_on_cell_execute=True,
-        )
+        with stderr_to(run_dir / "kernel.log"):
+            papermill.execute_notebook(
+                task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
+                kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=False,
+                request_save_on_cell_execute=True,
+            )
         if not (run_dir / "metrics.json").is_file():
             raise RuntimeError(f"the notebook ran but wrote no {run_dir / 'metrics.json'}")
     except Exception as err:  # record it; the sweep goes on

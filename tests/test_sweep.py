@@ -182,7 +182,7 @@ def test_flatten_keeps_scalars_under_dotted_names():
 
 
 @pytest.mark.slow
-def test_real_sweep_runs_skips_and_records_a_failure(root):
+def test_real_sweep_runs_skips_and_records_a_failure(root, capfd):
     """Two real points, a rerun that skips both, then a sweep whose second point makes the notebook raise
     (n = "x" fails the parameters check) run with 2 workers: recorded as failed, the other point reused."""
     sweep = write_sweep(root, "real", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, 2]},
@@ -190,6 +190,9 @@ def test_real_sweep_runs_skips_and_records_a_failure(root):
     table = runs.run_sweep(sweep, root=root, progress=False)
     assert list(table["status"]) == ["ok", "ok"], table.get("error")
     assert list(table["reused"]) == [False, False]
+    # the kernels' own log lines go to each run's kernel.log, not between the sweep's progress lines
+    assert "Kernel is running over TCP" not in capfd.readouterr().err
+    assert all((root / d / "kernel.log").is_file() for d in table["run_dir"])
     for _, row in table.iterrows():
         run_dir = root / row["run_dir"]
         assert (run_dir / "metrics.json").is_file() and (run_dir / "01_crops.ipynb").is_file()
