@@ -109,15 +109,13 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.params import project_root
-    from coarsecrop.runs import missing_inputs, plan_sweep, plan_table, run_sweep
+    from coarsecrop.runs import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
 
     if args.dry_run:
         import pandas as pd
 
-        sweep_file = Path(args.sweep_file)
-        root = project_root(sweep_file.resolve().parent)
-        plan = plan_sweep(sweep_file, root, args.preset)
+        root = sweep_root(args.sweep_file)
+        plan = plan_sweep(Path(args.sweep_file), root, args.preset)
         table = plan_table(plan)
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
             print(table.to_string())

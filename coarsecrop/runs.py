@@ -392,14 +392,17 @@ def missing_inputs(plan: dict, root: Path) -> list[str]:
 
 
 def point_state(p: dict, code: str) -> str:
-    """What running the sweep would do with this point: complete (reused), stale (made again: other code,
-    or its trunk has changed), failed or unfinished (a crash or a run in progress: run again), waiting (its
-    pretraining run is not complete) or new."""
+    """What running the sweep does with this point (``run_sweep`` reuses exactly the complete ones):
+    complete, stale (made again: other code, or its trunk has changed), failed or unfinished (a crash or a
+    run in progress: run again), waiting (its pretraining run is not complete) or new."""
     run_dir = p["run_dir"]
+    complete = is_complete(run_dir, code)
+    if complete and not stale_checkpoint(p["task"]):
+        return "complete"
     if missing_pretraining(p["task"]):
         return "waiting"
-    if is_complete(run_dir, code):
-        return "stale" if stale_checkpoint(p["task"]) else "complete"
+    if complete:
+        return "stale"
     status = read_record(run_dir).get("status")
     return {"ok": "stale", "failed": "failed", "running": "unfinished"}.get(status, "new")
 
@@ -416,6 +419,11 @@ def plan_table(plan: dict):
 
 
 # ---------------------------------------------------------------- the sweep
+
+
+def sweep_root(sweep_file: Path, root=None) -> Path:
+    """The project root a sweep runs in: ``root``, else the folder above the sweep file holding pyproject.toml."""
+    return Path(root).resolve() if root else project_root(Path(sweep_file).resolve().parent)
 
 
 def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
@@ -476,7 +484,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     from tqdm.auto import tqdm
 
     sweep_file = Path(sweep_file)
-    root = Path(root).resolve() if root else project_root(sweep_file.resolve().parent)
+    root = sweep_root(sweep_file, root)
     plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
     missing = missing_inputs(plan, root)
     if missing:
@@ -492,7 +500,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     todo, reused = {}, set()
     for index, p in enumerate(plan["points"]):
         rid = p["run_dir"].name
-        if not force and is_complete(p["run_dir"], plan["code"]) and not stale_checkpoint(p["task"]):
+        if not force and point_state(p, plan["code"]) == "complete":
             reused.add(rid)
         elif only is None or index in only:
             todo.setdefault(rid, {**p["task"], "resume": not force})  # points with the same parameters run once

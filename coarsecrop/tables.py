@@ -464,13 +464,12 @@ def init_comparison(result: dict, rows: list[Row], measures=tuple(TRANSFER_MEASU
         if INIT_ROW not in s.index:
             continue
         for m in measures:
-            init = s.loc[INIT_ROW, m]
-            ours = s.reindex([r.label for r in rows])[m].dropna()
+            init, table = s.loc[INIT_ROW, m], s.reindex([r.label for r in rows])
+            ours = table[m].dropna()
             if pd.isna(init) or ours.empty:
                 continue
             gaps = (ours - init) * 100
-            counts = s.reindex([r.label for r in rows])
-            seeds = int(counts[f"{m}_n"].min() if f"{m}_n" in counts else counts["seeds"].min())
+            seeds = int(table[f"{m}_n"].min() if f"{m}_n" in table else table["seeds"].min())
             lines.append(f"- {label}, {MEASURE_NAMES[m]}: {int((gaps > 0).sum())} of {len(gaps)} rows above the "
                          f"random init ({init * 100:.1f}); best {gaps.idxmax()} {gaps.max():+.1f}, worst "
                          f"{gaps.idxmin()} {gaps.min():+.1f} points"
