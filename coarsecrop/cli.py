@@ -93,17 +93,28 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(value: str) -> str | None:
+    return None if value == "all" else value
+
+
 def _cmd_detectron2(args: argparse.Namespace) -> int:
     from coarsecrop.evaluate import d2
 
     try:
         path = d2.train_net(args.checkpoint, args.config, args.out, datasets=args.datasets, num_gpus=args.num_gpus,
                             ims_per_batch=args.ims_per_batch, opts=[v for kv in args.opts for v in kv],
-                            resume=args.resume,
-                            eval_only=args.eval_only, backbone=args.backbone)
+                            resume=args.resume, eval_only=args.eval_only, backbone=args.backbone,
+                            scenes=args.scenes, images=args.images, train_split=_split(args.train_split),
+                            val_split=_split(args.val_split), val_scenes=args.val_scenes,
+                            val_images=args.val_images, test=not args.no_test)
     except ImportError as err:
         print(f"coarsecrop detectron2: error: {err}", file=sys.stderr)
         return 2
+    record = json.loads(path.read_text())
+    for key, value in record["headline"].items():
+        print(f"{key} {'-' if value is None else format(value, '.2f')}")
+    if record.get("note"):
+        print(f"coarsecrop detectron2: {record['note']}", file=sys.stderr)
     print(f"metrics: {path}")
     return 0
 
@@ -216,7 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, choices=config_names(), help="a config of coarsecrop/evaluate/configs")
     p.add_argument("--out", required=True, help="output folder: detectron2's files and metrics.json")
     p.add_argument("--datasets", default=None,
-                   help="folder holding VOC2007/, VOC2012/, coco/ (default: $DETECTRON2_DATASETS or ./datasets)")
+                   help="folder holding VOC2007/, VOC2012/, coco/ for the config's own data sets (real VOC07+12, "
+                        "COCO 2017; default: $DETECTRON2_DATASETS or ./datasets)")
+    p.add_argument("--scenes", default=None,
+                   help="instead: any COCO json, VOC root or folder made by `coarsecrop scenes` (its classes, "
+                        "masks, evaluator and image sizes set the options)")
+    p.add_argument("--images", default=None, help="with --scenes: the image root of a COCO json")
+    p.add_argument("--train-split", default="train", help="with --scenes: the split to train on ('all': every image)")
+    p.add_argument("--val-split", default="val", help="with --scenes: the split to test on ('all': every image)")
+    p.add_argument("--val-scenes", default=None,
+                   help="with --scenes: the test data when it is another file (e.g. instances_val2017.json)")
+    p.add_argument("--val-images", default=None, help="with --val-scenes: its image root")
+    p.add_argument("--no-test", action="store_true", help="with --scenes: no test set (metrics.json says so)")
     p.add_argument("--num-gpus", type=int, default=1, help="processes on this machine, one per GPU")
     p.add_argument("--ims-per-batch", type=int, default=None,
                    help="total images per iteration (default: the config's 16); the lr is scaled with it")

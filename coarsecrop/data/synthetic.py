@@ -544,7 +544,8 @@ def write_voc(scenes: str | Path, out: str | Path) -> Path:
         for k, (box, label) in enumerate(zip(scene.boxes, scene.labels)):
             index[masks[k]] = k + 1
             x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-            objects.append(f"<object><name>{escape(scene_set.categories[int(label)])}</name><difficult>0</difficult>"
+            objects.append(f"<object><name>{escape(scene_set.categories[int(label)])}</name><pose>Unspecified</pose>"
+                           f"<truncated>0</truncated><difficult>0</difficult>"
                            f"<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
                            "</bndbox></object>")
         (out / "Annotations" / f"{stem}.xml").write_text(
