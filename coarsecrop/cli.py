@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from coarsecrop.evaluate import TASKS
+
 
 def _key_value(text: str) -> tuple[str, object]:
     """``key=value`` with the value read as YAML (so ``n=5``, ``sizes=[16,32]``, ``flag=true`` work)."""
@@ -192,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="transfer a checkpoint to a downstream task (random-init row beside)")
     p.add_argument("--task", required=True,
-                   choices=["multilabel", "linear", "objects", "detection", "instance", "semantic", "classify"])
+                   choices=list(TASKS))
     p.add_argument("--checkpoint", default=None, help="trainer checkpoint or backbone.pt (default: random init only)")
     p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
     p.add_argument("--scenes", required=True,

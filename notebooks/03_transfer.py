@@ -28,9 +28,11 @@
 #   **semantic** (mIoU, FCN on a dilated trunk): the finetuning tasks, where the starting weights matter.
 #
 # Every table has a random-init row (as the paper's Table 5) and the mean and spread over `n_seeds`
-# seeds. Numbers are percentages. At paper scale the detection runs use detectron2: `coarsecrop detectron2
-# CKPT --config NAME --num-gpus 8 --out DIR` exports the trunk and trains with the configs in
-# `coarsecrop/evaluate/configs`, outside the kernel (one process per GPU), as the trainer does.
+# seeds. Numbers are percentages. `detection` and `instance` are torchvision's Faster / Mask R-CNN at toy
+# scale; at paper scale the task `detectron2` (task parameters: config, iterations, ims_per_batch,
+# num_gpus, opts) finetunes with detectron2 and a shipped config in `coarsecrop/evaluate/configs`, run
+# as `coarsecrop detectron2` in a subprocess (one process per GPU, outside the kernel), as the trainer
+# is. Each table says which engine made its numbers.
 
 # %%
 import time
@@ -47,7 +49,8 @@ _t0 = time.perf_counter()
 _before = set(globals())  # the next cell's names are the parameters (checked below)
 
 # %% tags=["parameters"]
-# Tasks, in table order: objects | linear | multilabel | detection | instance | semantic | classify.
+# Tasks, in table order: objects | linear | multilabel | detection | instance | semantic | classify |
+# detectron2 (the paper's engine, a shipped config as a subprocess; needs detectron2 installed).
 tasks = ["objects", "linear", "multilabel", "detection", "instance", "semantic"]
 # Rows: label -> a checkpoint file (trainer checkpoint or backbone.pt) or a folder (its newest backbone.pt,
 # e.g. "runs/02_pretrain"); plus a random-init row. backbone None: read each checkpoint's architecture.
@@ -115,6 +118,7 @@ summary["mean +- std"] = [f"{m:.1f} +- {s:.1f}" if m is not None else "n/a"
                           for m, s in zip(summary["mean"], summary["std"])]
 glue("transfer_table", summary.pivot(index="row", columns="task", values="mean +- std")
      .reindex(columns=list(records)), display=True)
+print("engines: " + ", ".join(f"{task}: {rec.get('engine', 'coarsecrop')}" for task, rec in records.items()))
 
 # %%
 folder = run_dir / "figures"

@@ -451,3 +451,59 @@ def test_without_detectron2_the_error_says_how_to_get_it(r50_state, tmp_path, mo
     err = capsys.readouterr().err
     assert "detectron2 is not installed (it is not on PyPI)" in err and "--no-build-isolation" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_the_transfer_task_runs_coarsecrop_detectron2_as_a_subprocess(scenes, monkeypatch):
+    """The runner's ``detectron2`` task: the trunk exported, the CLI launched with the data, seed, schedule,
+    device and the user's options; its headline returned; a failed run raises with the end of its log."""
+    import subprocess
+
+    from coarsecrop.data.scenes import open_scenes
+    from coarsecrop.evaluate.checkpoints import make_trunk
+
+    monkeypatch.setattr(d2, "_require_detectron2", lambda: None)
+    data = d2.prepare_data(open_scenes(scenes, split="train"), open_scenes(scenes, split="val"))
+    seen = {}
+
+    def fake_run(cmd, stdout, stderr):
+        seen["cmd"] = cmd
+        args = cmd[cmd.index("detectron2") + 1:]
+        weights, out = Path(args[0]), Path(args[args.index("--out") + 1])
+        seen["depth"] = d2.trunk_layout(pickle.loads(weights.read_bytes())["model"])
+        out.mkdir(parents=True)
+        (out / "metrics.json").write_text(json.dumps({"headline": {"AP_bbox": 12.5, "APl_bbox": None},
+                                                      "seconds_per_iter": 0.5}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    trunk = make_trunk("resnet50", None, seed=0)
+    metrics = d2.run_finetune(trunk, data, seed=3, device=torch.device("cpu"), iterations=20, ims_per_batch=4,
+                              opts=["MODEL.RPN.POST_NMS_TOPK_TEST", 50])
+    assert metrics == {"AP_bbox": 12.5, "seconds_per_iter": 0.5} and seen["depth"] == (50, "bottleneck")
+    cmd = seen["cmd"]
+    assert cmd[:4] == [sys.executable, "-m", "coarsecrop", "detectron2"]
+    pairs = [cmd[i + 1:i + 3] for i, a in enumerate(cmd) if a == "--opt"]
+    assert ["SEED", "3"] in pairs and ["SOLVER.MAX_ITER", "20"] in pairs and ["MODEL.DEVICE", "cpu"] in pairs
+    assert pairs[-1] == ["MODEL.RPN.POST_NMS_TOPK_TEST", "50"]
+    assert cmd[cmd.index("--train-split") + 1] == "train" and cmd[cmd.index("--val-split") + 1] == "val"
+    assert cmd[cmd.index("--scenes") + 1] == str(scenes / "annotations.json")
+
+    def failing(cmd, stdout, stderr):
+        stdout.write("loading\nKeyError: boom\n")
+        return subprocess.CompletedProcess(cmd, 1)
+
+    monkeypatch.setattr(subprocess, "run", failing)
+    with pytest.raises(RuntimeError, match="failed with exit code 1:\nloading\nKeyError: boom"):
+        d2.run_finetune(trunk, data, seed=0, device=torch.device("cpu"), iterations=2)
+    with pytest.raises(ValueError, match="narrow and CIFAR-stem"):
+        d2.run_finetune(make_trunk("resnet10_w16_cifar", None), data, seed=0, device=torch.device("cpu"))
+
+
+def test_the_transfer_task_without_detectron2_stops_before_any_work(tmp_path, monkeypatch):
+    from coarsecrop.evaluate.runner import TransferParams, run_transfer
+
+    monkeypatch.setitem(sys.modules, "detectron2", None)
+    out = tmp_path / "run"
+    with pytest.raises(ImportError, match="detectron2 is not installed"):
+        run_transfer(TransferParams(tasks=["detectron2"], backbone="resnet50", out=str(out)))
+    assert not out.exists()  # no scenes written, nothing trained

@@ -74,3 +74,14 @@ def test_a_voc_root_in_two_spawned_processes(made):
                   "--num-gpus", "2")
     assert record["world_size"] == 2 and record["data"]["evaluator"] == "pascal_voc"
     assert set(record["headline"]) == {"AP_bbox", "AP50_bbox", "AP75_bbox"}
+
+
+def test_the_transfer_task_fills_a_table_with_the_real_engine(made):
+    from coarsecrop.evaluate.runner import evaluate_rows
+
+    record = evaluate_rows("detectron2", {"random": None}, backbone="resnet50", scenes=made["scenes"], device="cpu",
+                           params={"config": "coco_mask_rcnn_R_50_FPN_1x", "iterations": 2, "ims_per_batch": 2,
+                                   "opts": ["DATALOADER.NUM_WORKERS", 0, "MODEL.RPN.POST_NMS_TOPK_TEST", 50]})
+    assert record["engine"] == "detectron2" and record["headline"] == "AP_bbox"
+    run = record["rows"]["random"]["runs"][0]
+    assert {"AP_bbox", "AP_seg"} <= set(run) and run["seed"] == 0

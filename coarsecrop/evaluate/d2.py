@@ -410,3 +410,70 @@ def train_net(checkpoint: str | Path, config: str, out: str | Path, datasets: st
     logging.getLogger(__name__).info("detectron2 %s: %s", config, " ".join(options))
     launch(_main, num_gpus, dist_url="auto", args=(config, options, resume, eval_only, data, str(out), record))
     return out / "metrics.json"
+
+
+# ------------------------------------------------------------------ the "detectron2" transfer task
+
+def prepare_data(train, val, config: str = "coco_mask_rcnn_R_50_FPN_1x") -> dict:
+    """The ``detectron2`` task of ``coarsecrop.evaluate.runner`` (notebooks/03_transfer.py, the transfer
+    sweeps): where the data is (the two SceneSets' sources, image roots and splits), checked as
+    ``coarsecrop detectron2 --scenes`` checks it. Without detectron2: the install hint, before any work."""
+    _require_detectron2()
+    config_path(config)
+    data = {"scenes": train.source, "images": train.root, "train_split": train.split,
+            "val_scenes": val.source, "val_images": val.root, "val_split": val.split}
+    d2_data.describe(data["scenes"], data["images"], data["train_split"], data["val_split"], data["val_scenes"],
+                     data["val_images"])
+    return data
+
+
+def run_finetune(trunk: torch.nn.Module, data: dict, seed: int, device: torch.device,
+                 config: str = "coco_mask_rcnn_R_50_FPN_1x", iterations: int = 90000, ims_per_batch: int = 16,
+                 num_gpus: int = 1, opts: list | None = None) -> dict:
+    """Finetune ``trunk`` with detectron2 and ``config`` on ``data`` (``prepare_data``) and test it: the
+    trunk exported to a temporary folder, then ``python -m coarsecrop detectron2`` as a subprocess (as the
+    SSL trainer: detectron2's ``launch`` spawns its own processes, outside any notebook kernel), with
+    SEED = ``seed``, SOLVER.MAX_ITER = ``iterations``, ``ims_per_batch`` images per iteration (the lr scaled
+    from the config's 16 at 0.02), ``num_gpus`` processes and ``opts`` (KEY, VALUE, ...) last. Returns the
+    headline (AP_bbox, AP50_bbox, ... AP_seg ... in %) and seconds per iteration; a failed run raises with
+    the end of its log. A killed run starts again from the trunk (for resumable paper-scale runs use
+    ``coarsecrop detectron2 --resume``)."""
+    import pickle
+    import subprocess
+    import tempfile
+
+    from coarsecrop.evaluate.export import to_detectron2
+
+    if iterations < 1 or ims_per_batch < 1 or num_gpus < 1:
+        raise ValueError(f"iterations, ims_per_batch and num_gpus must be >= 1; got {iterations}, {ims_per_batch}, "
+                         f"{num_gpus}")
+    opts = [str(v) for v in (opts or [])]
+    if len(opts) % 2:
+        raise ValueError(f"detectron2 options come in KEY VALUE pairs; got an odd list: {opts}")
+    exported = to_detectron2(trunk.state_dict())
+    trunk_layout(exported["model"])  # a trunk detectron2 cannot hold fails here, not in the subprocess
+    with tempfile.TemporaryDirectory(prefix="coarsecrop-d2-") as tmp:
+        weights = Path(tmp) / "trunk.pkl"
+        with open(weights, "wb") as f:
+            pickle.dump(exported, f, protocol=pickle.HIGHEST_PROTOCOL)
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "coarsecrop", "detectron2", str(weights), "--config", config, "--out", str(out),
+               "--scenes", str(data["scenes"]), "--images", str(data["images"]),
+               "--train-split", data["train_split"] or "all", "--val-split", data["val_split"] or "all",
+               "--val-scenes", str(data["val_scenes"]), "--val-images", str(data["val_images"]),
+               "--ims-per-batch", str(ims_per_batch), "--num-gpus", str(num_gpus),
+               "--opt", "SEED", str(seed), "--opt", "SOLVER.MAX_ITER", str(iterations),
+               "--opt", "MODEL.DEVICE", "cuda" if device.type == "cuda" else "cpu"]
+        for key, value in zip(opts[::2], opts[1::2]):
+            cmd += ["--opt", key, value]
+        log = Path(tmp) / "log.txt"
+        with open(log, "w") as f:
+            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"detectron2 ({config}, seed {seed}) failed with exit code {done.returncode}:\n{tail}")
+        record = json.loads((out / "metrics.json").read_text())
+    metrics = {k: v for k, v in record["headline"].items() if v is not None}
+    if record.get("seconds_per_iter") is not None:
+        metrics["seconds_per_iter"] = record["seconds_per_iter"]
+    return metrics

@@ -28,6 +28,7 @@ NEEDS = {
     "detection": "boxes with category labels",
     "instance": "instance masks (COCO polygons / RLE or VOC SegmentationObject)",
     "semantic": "instance masks (COCO polygons / RLE or VOC SegmentationObject) with category labels",
+    "detectron2": "labelled boxes",
 }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from coarsecrop.evaluate import classify, detection, multilabel, objects, segmentation
+from coarsecrop.evaluate import classify, d2, detection, multilabel, objects, segmentation
 from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
 from coarsecrop.evaluate.data import open_split, require_labels
 from coarsecrop.evaluate.features import resolve_device
@@ -42,10 +42,13 @@ TASKS = {
     "instance": (partial(detection.prepare_data, masks=True), detection.run_detection),
     "semantic": (segmentation.prepare_data, segmentation.run_semantic),
     "classify": (classify.prepare_data, classify.run_probe),
+    "detectron2": (d2.prepare_data, d2.run_finetune),  # the paper's engine, as a subprocess (needs detectron2)
 }
 # The headline metric of each task (the paper's column), for tables.
 HEADLINE = {"multilabel": "mAP", "linear": "mAP_l", "objects": "top1", "detection": "AP_bbox",
-            "instance": "AP_seg", "semantic": "mIoU", "classify": "top1"}
+            "instance": "AP_seg", "semantic": "mIoU", "classify": "top1", "detectron2": "AP_bbox"}
+# Which engine makes each task's numbers (the book says so beside them).
+ENGINE = {"detection": "torchvision", "instance": "torchvision", "detectron2": "detectron2"}
 
 
 def task_parameters(task: str) -> dict[str, dict[str, object]]:
@@ -150,7 +153,7 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
                            "sha256": sha256(ckpt) if ckpt is not None else None,
                            "runs": runs, "summary": summarise(runs)}
     return {
-        "task": task, "headline": HEADLINE[task], "rows": out_rows,
+        "task": task, "headline": HEADLINE[task], "engine": ENGINE.get(task, "coarsecrop"), "rows": out_rows,
         "scenes": str(scenes) if scenes else None, "val_scenes": str(val_scenes) if val_scenes else None,
         "splits": [train_split, val_split], "n_seeds": n_seeds, "params": dict(params or {}),
         "provenance": provenance(dev, time.perf_counter() - t0),
@@ -225,6 +228,8 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     for task in list(p.tasks) + list(p.task_params):  # fail on a typo before any work
         _task(task)
         split_params(task, p.task_params.get(task, {}))
+    if "detectron2" in p.tasks and not d2.available():
+        raise ImportError(d2.INSTALL_HINT)
     rows: dict[str, str | Path | None] = {label: resolve_checkpoint(spec) for label, spec in p.checkpoints.items()}
     if p.random_init or not rows:
         rows["random"] = None
