@@ -17,6 +17,11 @@ the shape name it (else nothing can be learned). Issue 13's gates, on the built-
   whether the gates pass (colour-only at most ``COLOUR_MARGIN`` above chance, shape-only at least
   ``SHAPE_FLOOR``).
 
+Measured on 300 scenes of 128 px, seed 3 (``coarsecrop scenes --num-images 300 --size 128 --seed 3
+--version V``, then ``measure_gates``): v1: colour-only 0.994, shape-only 0.843, chance 0.098 (1,080
+objects: the colour gate fails); v2: colour-only 0.091, shape-only 0.879, chance 0.092 (2,047 objects:
+both gates pass).
+
 scikit-learn is a dev dependency, not a runtime one: it (and threadpoolctl, which it brings) is imported
 inside ``probe_accuracy`` only.
 """
