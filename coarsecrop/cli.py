@@ -27,7 +27,7 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
     from coarsecrop.data.synthetic import write_scenes
 
     ann = write_scenes(args.out, num_images=args.num_images, seed=args.seed, size=args.size,
-                       val_fraction=args.val_fraction, progress=not args.quiet)
+                       val_fraction=args.val_fraction, progress=not args.quiet, version=args.version)
     print(f"wrote {args.num_images} scenes: {ann}")
     return 0
 
@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--version", type=int, default=1, choices=(1, 2),
+                   help="generator: 1 (the committed results') or 2 (scenes v2: the class is the shape)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scenes)
 

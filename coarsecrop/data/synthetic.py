@@ -5,12 +5,16 @@ data without a download: several objects per image, of varied class, size and po
 cut by the frame, on a cluttered background with "stuff" (blobs, lines, pebbles, surfaces) that is not an
 object and is not in the masks.
 
-- ``CLASSES``: 12 shape and glyph classes; each has its own look (colour family + texture pattern).
-- ``render_scene(seed, index, size)``: one image and its visible instance masks. Its content depends only
-  on ``(seed, index)`` (a ``numpy`` generator seeded by ``SeedSequence([seed, index])``), so any image can be
-  regenerated alone.
-- ``write_scenes(out, num_images, seed, size, val_fraction)``: ``out/images/NNNNNN.jpg`` plus
-  ``out/annotations.json`` (COCO, compressed RLE masks, an extra ``"split"`` key per image entry).
+- ``CLASSES``: 12 shape and glyph classes; each has its own look (colour family + texture pattern). So in
+  v1 colour alone names the class (issue 13); ``version=2`` renders scenes v2 (``synthetic_v2``: one
+  colour and texture distribution for all classes, the class is the shape). v1 stays the default: every
+  committed result was made with it, and it renders byte-identically.
+- ``render_scene(seed, index, size, version=1)``: one image and its visible instance masks. Its content
+  depends only on ``(seed, index)`` (a ``numpy`` generator seeded by ``SeedSequence([seed, index])``), so
+  any image can be regenerated alone.
+- ``write_scenes(out, num_images, seed, size, val_fraction, version=1)``: ``out/images/NNNNNN.jpg`` plus
+  ``out/annotations.json`` (COCO, compressed RLE masks, an extra ``"split"`` key per image entry; the
+  generator version in ``info.generator_version``).
 
 Objects are painted in random order; a later object occludes earlier ones, so an instance mask holds only
 its visible pixels. An instance whose visible area falls below ``min_visible_area`` is dropped from the
@@ -33,7 +37,10 @@ import pycocotools.mask as mask_util
 from PIL import Image
 from tqdm import tqdm
 
-GENERATOR_VERSION = 1  # bump when the rendering changes, so old and new data sets are told apart
+from coarsecrop.data.scene_paint import paint_polygons, place
+
+GENERATOR_VERSION = 2  # the newest generator; bump when the rendering changes (data sets record theirs)
+GENERATOR_VERSIONS = (1, 2)  # 1 stays the default: every committed result was made with it
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,6 @@ CATEGORIES: list[dict] = [
 MIN_OBJECTS, MAX_OBJECTS = 1, 6
 OBJECT_COUNT_WEIGHTS = (0.10, 0.15, 0.20, 0.20, 0.20, 0.15)  # of 1..6 objects (before drops)
 MIN_SCALE, MAX_SCALE = 0.05, 0.50  # object size = sqrt(area before occlusion and cropping) / image side
-PLACEMENT_TRIES = 3  # candidate centres per object; the least crowded wins
 
 
 @dataclass
@@ -89,9 +95,11 @@ class RenderedScene:
 # Unit coordinates span [-1, 1] on the larger axis; the renderer scales them to the object's area.
 
 
-def shared_scenes_name(num_images: int, size: int, seed: int) -> str:
-    """The folder name of a built-in scene set that several runs share (runs/02_pretrain/_scenes/<name>)."""
-    return f"{num_images}x{size}px-seed{seed}"
+def shared_scenes_name(num_images: int, size: int, seed: int, version: int = 1) -> str:
+    """The folder name of a built-in scene set that several runs share (runs/02_pretrain/_scenes/<name>);
+    v1's names stay as they were, later versions end in ``-v<version>``."""
+    suffix = "" if check_version(version) == 1 else f"-v{version}"
+    return f"{num_images}x{size}px-seed{seed}{suffix}"
 
 
 def _circle(radius: float = 1.0, cx: float = 0.0, cy: float = 0.0, n: int = 48) -> np.ndarray:
@@ -251,18 +259,19 @@ def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return np.clip(field, 0, 1)
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Cluttered textured background [size, size, 3] float32: surfaces, smooth colour noise, grain."""
+def _background(rng: np.random.Generator, size: int, colour=_muted_colour) -> np.ndarray:
+    """Cluttered textured background [size, size, 3] float32: surfaces, smooth colour noise, grain; the
+    surfaces' colours drawn by ``colour(rng)``."""
     x = (np.arange(size, dtype=np.float32) / size - 0.5)[None, :]  # [1, W]
     y = (np.arange(size, dtype=np.float32) / size - 0.5)[:, None]  # [H, 1]
-    c1, c2 = _muted_colour(rng), _muted_colour(rng)
+    c1, c2 = colour(rng), colour(rng)
     mix = _smooth_field(rng, size, int(rng.integers(2, 6)))  # [H, W]
     img = c1 + (c2 - c1) * mix[..., None]
     if rng.random() < 0.6:  # a second surface (wall / floor / table edge) split by a soft line
         a = rng.uniform(0, 2 * np.pi)
         d = x * np.float32(np.cos(a)) + y * np.float32(np.sin(a)) - np.float32(rng.uniform(-0.3, 0.3))
         side = np.clip(d * (size / 3) + 0.5, 0, 1)[..., None]
-        img += side * (_muted_colour(rng) + 30 * (mix[..., None] - 0.5) - img)
+        img += side * (colour(rng) + 30 * (mix[..., None] - 0.5) - img)
     a = rng.uniform(0, 2 * np.pi)  # lighting gradient
     light = 1 + np.float32(rng.uniform(0.1, 0.35)) * (x * np.float32(np.cos(a)) + y * np.float32(np.sin(a)))
     kind = rng.integers(3)
@@ -324,80 +333,20 @@ def _sample_scales(rng: np.random.Generator, k: int) -> np.ndarray:
     return scales
 
 
-def _place_centre(labels: np.ndarray, half: float, rng: np.random.Generator, tries: int = PLACEMENT_TRIES
-                  ) -> tuple[float, float]:
-    """Centre of a new object: the least crowded of a few random candidates (fewest already painted
-    object pixels under its box), so objects overlap partly rather than pile up. The centre keeps 0.2
-    half-extents from the border, so up to 40% of an object's extent may be cut by the frame."""
-    size = labels.shape[0]
-    best, best_overlap = None, None
-    for cx, cy in rng.uniform(0.2 * half, size - 0.2 * half, (tries, 2)):
-        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
-        overlap = np.count_nonzero(labels[y0:int(cy + half) + 1, x0:int(cx + half) + 1])
-        if best is None or overlap < best_overlap:
-            best, best_overlap = (float(cx), float(cy)), overlap
-    return best
-
-
-def _place(polys: list[tuple[np.ndarray, int]], cx: float, cy: float, half: float, aspect: float,
-           angle: float) -> list[tuple[np.ndarray, int]]:
-    """Unit polygons -> image pixel polygons (scale, anisotropic aspect, rotation, translation)."""
-    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    stretch = np.array([half * aspect, half]) if aspect <= 1 else np.array([half, half / aspect])
-    return [((p * stretch) @ rot.T + [cx, cy], value) for p, value in polys]
-
-
-def _unit_area(polys: list[tuple[np.ndarray, int]], res: int = 128) -> float:
-    """Area of unit-coordinate polygons (holes cut), measured by rasterising [-1, 1]^2 at ``res`` px."""
-    canvas = np.zeros((res, res), np.uint8)
-    for p, value in polys:
-        cv2.fillPoly(canvas, [np.round((p + 1) * res / 2 * 16).astype(np.int32)], int(value), cv2.LINE_8, 4)
-    return max(np.count_nonzero(canvas), 1) * (2 / res) ** 2
-
-
 def _paint_object(img: np.ndarray, labels: np.ndarray, k: int, cls: ObjectClass, scale: float,
                   rng: np.random.Generator) -> bool:
     """Paint object ``k`` into ``img`` and the label map; False when it falls outside the image.
 
     ``scale`` is sqrt(object area) / image side (the COCO notion of object size), so sparse shapes
     (glyphs, stars) get a larger extent than compact ones (squares, discs) at the same scale."""
-    size = img.shape[0]
     aspect = rng.uniform(0.75, 1.0) if cls.shape in ("disc", "square", "ring", "hexagon") else 1.0
     angle = rng.uniform(0, 2 * np.pi)
-    unit = _place(_shape(cls.shape, rng), 0.0, 0.0, 1.0, aspect, 0.0)
-    half = scale * size / math.sqrt(_unit_area(unit))  # area in pixels = (scale * size) ** 2
-    cx, cy = _place_centre(labels, half, rng)
-    polys = _place(unit, cx, cy, half, 1.0, angle)
-    pts = np.concatenate([p for p, _ in polys])
-    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 3, 0)
-    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 4, size)
-    if x1 <= x0 or y1 <= y0:
-        return False
-    win = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    for p, value in polys:
-        cv2.fillPoly(win, [np.round((p - [x0, y0]) * 16).astype(np.int32)], int(value), cv2.LINE_8, 4)
-    inside = win.astype(bool)
-    if not inside.any():
-        return False
-    region = img[y0:y1, x0:x1]
-    if rng.random() < 0.5:  # soft drop shadow (not object)
-        dx, dy = rng.uniform(-0.12, 0.12, 2) * half
-        m = np.float32([[1, 0, dx], [0, 1, dy]])
-        shadow = cv2.warpAffine(win.astype(np.float32), m, (win.shape[1], win.shape[0]))
-        shadow = cv2.GaussianBlur(shadow, (0, 0), max(1.0, half * 0.08))
-        region *= (1 - rng.uniform(0.2, 0.45) * shadow)[..., None]
-    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)  # [1, w]
-    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)  # [h, 1]
-    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-    u, v = dx * cos + dy * sin, dy * cos - dx * sin  # [h, w] in the object's frame
-    c1, c2 = _class_colours(cls, rng)
-    tex = _texture(cls.pattern, u, v, half, c1, c2, rng)
-    a = rng.uniform(0, 2 * np.pi)  # shading across the object
-    tex *= (1 + 0.25 * (u * np.cos(a) + v * np.sin(a)) / (2 * half))[..., None]
-    alpha = cv2.GaussianBlur(win.astype(np.float32), (3, 3), 0.6)[..., None]  # soft edges
-    region[:] = region * (1 - alpha) + tex * alpha
-    labels[y0:y1, x0:x1][inside] = k
-    return True
+    unit = place(_shape(cls.shape, rng), 0.0, 0.0, 1.0, aspect, 0.0)
+
+    def surface(u, v, half, under):
+        return _texture(cls.pattern, u, v, half, *_class_colours(cls, rng), rng)
+
+    return paint_polygons(img, labels, k, unit, scale, angle, rng, surface)
 
 
 def min_visible_area(size: int) -> int:
@@ -405,8 +354,47 @@ def min_visible_area(size: int) -> int:
     return max(16, int(round(0.0008 * size * size)))
 
 
-def render_scene(seed: int, index: int, size: int = 256) -> RenderedScene:
-    """Render image ``index`` of the data set ``seed``; depends only on (seed, index, size)."""
+def check_version(version: int) -> int:
+    """``version`` as an int when it names a generator (1: v1, the default of every committed result;
+    2: scenes v2, ``coarsecrop.data.synthetic_v2``), else ValueError."""
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or int(version) not in GENERATOR_VERSIONS:
+        raise ValueError(f"scenes generator version must be one of {GENERATOR_VERSIONS}, got {version!r}")
+    return int(version)
+
+
+def categories(version: int = 1) -> list[dict]:
+    """The COCO categories of the scenes of generator ``version``."""
+    if check_version(version) == 1:
+        return CATEGORIES
+    from coarsecrop.data.synthetic_v2 import V2_CATEGORIES
+
+    return V2_CATEGORIES
+
+
+def finish_scene(img: np.ndarray, labels: np.ndarray, painted: list[tuple[int, int, float]],
+                 rng: np.random.Generator) -> RenderedScene | None:
+    """Sensor noise, rounding to uint8, and the visible masks of the painted objects (``(label, category id,
+    scale)`` each) that keep ``min_visible_area``; None when none does."""
+    size = img.shape[0]
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(1.5, 5.0))  # sensor
+    image = (np.clip(img, 0, 255, out=img) + 0.5).astype(np.uint8)  # rounded
+    ids, masks, kept_scales = [], [], []
+    for j, cat, s in painted:
+        m = labels == j
+        if np.count_nonzero(m) >= min_visible_area(size):
+            ids.append(cat)
+            masks.append(m)
+            kept_scales.append(s)
+    return RenderedScene(image, ids, masks, kept_scales) if ids else None
+
+
+def render_scene(seed: int, index: int, size: int = 256, version: int = 1) -> RenderedScene:
+    """Render image ``index`` of the data set ``seed``; depends only on (seed, index, size, version).
+    ``version`` 2 renders scenes v2 (``coarsecrop.data.synthetic_v2``: the class is the shape)."""
+    if check_version(version) == 2:
+        from coarsecrop.data.synthetic_v2 import render_scene_v2
+
+        return render_scene_v2(seed, index, size)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     while True:  # retry (same stream, so still deterministic) in the rare case no instance survives
         img = _background(rng, size)
@@ -419,17 +407,9 @@ def render_scene(seed: int, index: int, size: int = 256) -> RenderedScene:
         for j, (c, s) in enumerate(zip(classes, scales)):
             if _paint_object(img, labels, j + 1, CLASSES[c], float(s), rng):
                 painted.append((j + 1, int(c) + 1, float(s)))
-        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(1.5, 5.0))  # sensor
-        image = (np.clip(img, 0, 255, out=img) + 0.5).astype(np.uint8)  # rounded
-        ids, masks, kept_scales = [], [], []
-        for j, cat, s in painted:
-            m = labels == j
-            if np.count_nonzero(m) >= min_visible_area(size):
-                ids.append(cat)
-                masks.append(m)
-                kept_scales.append(s)
-        if ids:
-            return RenderedScene(image, ids, masks, kept_scales)
+        scene = finish_scene(img, labels, painted, rng)
+        if scene is not None:
+            return scene
 
 
 # --------------------------------------------------------------------------------------------- COCO
@@ -455,12 +435,13 @@ def _save_jpeg(image: np.ndarray, path: Path) -> None:
 
 
 def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
-                 progress: bool = True) -> Path:
+                 progress: bool = True, version: int = 1) -> Path:
     """Write ``num_images`` scenes as a COCO data set under ``out``; return the annotations.json path.
 
     ``out/images/NNNNNN.jpg`` (JPEG quality 95, no chroma subsampling; NNNNNN = image id = index + 1) and
     ``out/annotations.json`` (images with ``"split": "train" | "val"``, annotations with compressed RLE
     masks as str, categories).
+    ``version``: the generator (1, the default, or 2: scenes v2), recorded as ``info.generator_version``.
     Same arguments -> byte-identical annotations and identical pixels. The json is written last, through a
     temporary file and ``os.replace``, so a folder holding annotations.json is complete.
     """
@@ -472,12 +453,13 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    version = check_version(version)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in tqdm(range(int(num_images)), desc="scenes", unit="img", disable=not progress):
         image_id = index + 1
-        scene = render_scene(seed, index, size)
+        scene = render_scene(seed, index, size, version)
         file_name = f"images/{image_id:06d}.jpg"
         _save_jpeg(scene.image, out / file_name)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size,
@@ -485,13 +467,13 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
         for cat, mask in zip(scene.category_ids, scene.masks):
             annotations.append(_coco_annotation(len(annotations) + 1, image_id, cat, mask))
     dataset = {
-        "info": {"description": "coarsecrop synthetic scenes", "generator_version": GENERATOR_VERSION,
+        "info": {"description": "coarsecrop synthetic scenes", "generator_version": version,
                  "seed": int(seed), "size": int(size), "num_images": int(num_images),
                  "val_fraction": float(val_fraction)},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": CATEGORIES,
+        "categories": categories(version),
     }
     path = out / "annotations.json"
     tmp = path.with_name(path.name + ".tmp")
@@ -501,20 +483,27 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
 
 
 def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images: int, seed: int,
-                      size: int) -> Path:
-    """The data set a notebook works on: ``scenes`` when given (it must exist), else the built-in scenes,
-    written into ``folder`` once (annotations.json is written last, so its presence marks a finished set)."""
+                      size: int, version: int = 1) -> Path:
+    """The data set a notebook works on: ``scenes`` when given (it must exist), else the built-in scenes of
+    generator ``version``, written into ``folder`` once (annotations.json is written last, so its presence
+    marks a finished set; a finished set of another generator version is refused, not reused)."""
     if scenes:
         path = Path(scenes).expanduser().resolve()
         if not path.exists():
             raise FileNotFoundError(f"scenes {str(scenes)!r}: no such file or folder (give a COCO json, a VOC "
                                     "root, an image folder, or None for the built-in scenes)")
         return path
+    version = check_version(version)
     folder = Path(folder)
-    if not (folder / "annotations.json").is_file():
-        write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False)
+    ann = folder / "annotations.json"
+    if not ann.is_file():
+        write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False, version=version)
+    else:
+        found = json.loads(ann.read_text(encoding="utf-8")).get("info", {}).get("generator_version", 1)
+        if found != version:
+            raise ValueError(f"{folder}: holds built-in scenes of generator version {found}, not {version}; "
+                             "remove the folder or write the scenes elsewhere")
     return folder
-
 
 
 def write_voc(scenes: str | Path, out: str | Path) -> Path:
