@@ -23,7 +23,6 @@ import ast
 import hashlib
 import json
 import logging
-import os
 import shutil
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from coarsecrop.io import write_text
 from coarsecrop.params import run_id
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -113,9 +113,7 @@ def is_complete(run_dir: Path, code: str | None = None) -> bool:
 
 
 def write_record(run_dir: Path, record: dict) -> None:
-    tmp = run_dir / ".run.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / "run.json")
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_output: bool = True) -> Path:

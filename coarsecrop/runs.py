@@ -55,6 +55,7 @@ import yaml
 
 from coarsecrop.book import (KERNELSPEC, NOT_HASHED, code_fingerprint, convert, is_complete, notebook_defaults,
                              read_preset, read_record, write_record)
+from coarsecrop.io import file_sha256, write_atomic, write_text
 from coarsecrop.params import project_root, run_id
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
@@ -225,11 +226,7 @@ def write_provenance(run_dir: Path, parameters: dict, wall_s: float) -> Path | N
         device = "cuda" if torch.cuda.is_available() else "cpu"
     record = {"parameters": parameters, "git_commit": code_version()["git_commit"], "versions": versions,
               "device": str(device), "world_size": 1, "wall_time_s": round(wall_s, 2)}
-    path = run_dir / "provenance.json"
-    tmp = run_dir / ".provenance.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text(run_dir / "provenance.json", json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def missing_pretraining(task: dict) -> str:
@@ -250,7 +247,6 @@ def stale_checkpoint(task: dict) -> bool:
     the checkpoint's sha256 recorded in its metrics.json differs from the file's now."""
     if not task.get("requires") or "pretrained" not in task["inject"]["checkpoints"]:
         return False
-    from coarsecrop.evaluate.runner import sha256
 
     checkpoint = Path(task["root"]) / task["inject"]["checkpoints"]["pretrained"]
     try:
@@ -258,7 +254,7 @@ def stale_checkpoint(task: dict) -> bool:
         said = {rec["rows"]["pretrained"]["sha256"] for rec in metrics["tasks"].values()}
     except (OSError, ValueError, KeyError, TypeError):
         return True
-    return not checkpoint.is_file() or said != {sha256(checkpoint)}
+    return not checkpoint.is_file() or said != {file_sha256(checkpoint)}
 
 
 def resumable(run_dir: Path, record: dict) -> bool:
@@ -358,12 +354,6 @@ def summary_row(point: dict, run_dir: Path, root: Path, reused: bool) -> dict:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         row.update({k: v for k, v in flatten(metrics).items() if k not in row})
     return row
-
-
-def write_csv_atomic(table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- before anything runs
@@ -532,7 +522,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     suffix = f"-{plan['preset']}" if preset else ""
     out = root / "runs" / plan["notebook"] / f"sweep-{plan['name']}{suffix}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(table, out)
+    write_atomic(out, lambda f: table.to_csv(f, index=False), binary=False)
     table.attrs["csv"] = str(out)
     return table
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 from coarsecrop.book import NOT_HASHED, read_record
+from coarsecrop.io import write_atomic, write_json, write_text
 from coarsecrop.params import project_root, run_id
 
 NOTEBOOK = "02_pretrain"
@@ -418,7 +418,6 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
     """The chapter's numbers as out/metrics.json (atomic): summaries and claims per source."""
     if not params.out:
         return None
-    from coarsecrop.crops.study import write_json_atomic
 
     def records(df):
         return json.loads(df.to_json(orient="records"))  # NaN -> null
@@ -433,7 +432,7 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
               "init_mAP_l": {k: records(v) for k, v in result["init"].items()}}
     path = Path(params.out) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
+    write_json(path, record)
     return path
 
 
@@ -631,12 +630,8 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
         if "finished" not in record:  # runs made before run.json recorded it
             record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
                                                time.localtime((src / "metrics.json").stat().st_mtime))
-        tmp = dst / ".metrics.json.tmp"
-        shutil.copyfile(src / "metrics.json", tmp)
-        tmp.replace(dst / "metrics.json")
-        tmp = dst / ".run.json.tmp"
-        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(dst / "run.json")
+        write_atomic(dst / "metrics.json", lambda f: f.write((src / "metrics.json").read_bytes()))
+        write_text(dst / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         copied.append(point["run_id"])
     return sorted(set(copied))
 

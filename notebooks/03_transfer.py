@@ -39,7 +39,7 @@ from pathlib import Path
 from myst_nb import glue
 
 from coarsecrop.evaluate import report
-from coarsecrop.evaluate.files import write_json
+from coarsecrop.io import write_json
 from coarsecrop.evaluate.runner import TransferParams, run_transfer
 from coarsecrop.params import load_notebook_params
 

@@ -288,7 +288,7 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"trunk 1")
     run_dir = Path(task["run_dir"])
-    from coarsecrop.evaluate.runner import sha256
+    from coarsecrop.io import file_sha256 as sha256
     (run_dir / "metrics.json").write_text(json.dumps(
         {"tasks": {"linear": {"rows": {"pretrained": {"sha256": sha256(checkpoint)}}}}}))
     assert not runs.stale_checkpoint(task)

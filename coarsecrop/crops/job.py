@@ -25,6 +25,8 @@ import torch
 
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops import manifest as mf
+from coarsecrop.device import resolve_device
+from coarsecrop.io import file_sha256
 
 DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
 STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
@@ -51,35 +53,6 @@ def dist_env() -> tuple[int, int, int]:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
     return rank, world, local
-
-
-def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" -> cuda:LOCAL_RANK (one GPU per torchrun rank);
-    "cuda:K" as given."""
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:K") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU; use --device cpu")
-        index = local_rank % torch.cuda.device_count() if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"cuda:{index} does not exist ({torch.cuda.device_count()} GPUs visible)")
-        dev = torch.device("cuda", index)
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _takes(cls, option: str) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import importlib.resources
-import json
 import os
 import platform
 import time
@@ -35,6 +34,8 @@ from matplotlib.patches import Rectangle
 
 from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
 from coarsecrop.data.synthetic import scenes_or_builtin
+from coarsecrop.device import resolve_device
+from coarsecrop.io import json_safe, write_json
 from coarsecrop.params import default_run_dir
 
 # The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines, ours
@@ -135,13 +136,6 @@ def resolve_run_dir(params: CropStudyParams) -> Path:
     if params.out:
         return Path(params.out).resolve()
     return default_run_dir("01_crops", params)
-
-
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def prepare_scenes(params: CropStudyParams, run_dir: Path) -> Path:
@@ -526,29 +520,17 @@ def provenance(device: torch.device, wall_s: float) -> dict:
             "host": platform.node()}
 
 
-def _jsonable(x):
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _jsonable(x.item())
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
 def build_metrics(study: CropStudy, wall_s: float) -> dict:
     """The content of metrics.json: metrics per strategy, the paper's values, parameters, provenance."""
     from coarsecrop.crops.manifest import read_manifest
 
-    per = {name: {k: _jsonable(v) for k, v in row.items()} for name, row in study.summary.iterrows()}
+    per = {name: {k: json_safe(v) for k, v in row.items()} for name, row in study.summary.iterrows()}
     strategy_config = {}
     for name, folder in study.manifests.items():
         config = read_manifest(folder).config
         strategy_config[name] = {"params": config.get("params"), "backbone": config.get("backbone"),
                                  "manifest": str(folder)}
-    return _jsonable({
+    return json_safe({
         "notebook": "01_crops",
         "metrics": per,
         "strategies": strategy_config,
@@ -563,18 +545,6 @@ def build_metrics(study: CropStudy, wall_s: float) -> dict:
 
 def study_claims_records(summary: pd.DataFrame) -> list[dict]:
     return paper_claims(summary).to_dict(orient="records")
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON to a temporary name in the same folder, fsync, rename: readers never see a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the whole study
@@ -603,7 +573,7 @@ def save_metrics(study: CropStudy, wall_s: float | None = None) -> Path:
     if wall_s is not None:
         study.metrics["provenance"]["wall_time_s"] = round(wall_s, 2)
     path = study.run_dir / "metrics.json"
-    write_json_atomic(path, study.metrics)
+    write_json(path, study.metrics)
     return path
 
 

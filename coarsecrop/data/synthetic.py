@@ -22,7 +22,6 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
 from tqdm import tqdm
+
+from coarsecrop.io import write_text
 
 GENERATOR_VERSION = 1  # bump when the rendering changes, so old and new data sets are told apart
 
@@ -449,9 +450,9 @@ def _coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndar
 
 
 def _save_jpeg(image: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="JPEG", quality=95, subsampling=0)  # 4:4:4: keep thin colour detail
-    os.replace(tmp, path)
+    # 4:4:4: keep thin colour detail. Not atomic: annotations.json, written last and atomically, marks a
+    # complete folder, and an incomplete one is written again.
+    Image.fromarray(image).save(path, format="JPEG", quality=95, subsampling=0)
 
 
 def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
@@ -494,10 +495,7 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
         "categories": CATEGORIES,
     }
     path = out / "annotations.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dataset, separators=(",", ":")))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(dataset, separators=(",", ":")))
 
 
 def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images: int, seed: int,

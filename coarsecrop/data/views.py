@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode, v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD
+
 PIPELINES = ("moco_v2", "byol", "mae")
 LOCAL_SCALE = (0.05, 0.14)  # SwAV's local crops
 LOCAL_FRACTION = 96 / 224  # SwAV's local / global view size
@@ -278,3 +278,4 @@ def view_pipeline(name: str, size: int, random_resized_crop: bool = True, local_
     views = [compose_view(spec, photometric_on) for spec in specs]
     n_global = 1 if name == "mae" else 2
     return MultiView(views[:n_global], views[n_global:])
+

@@ -159,7 +159,7 @@ def argparse_namespace(config: str, options: list[str], resume: bool, eval_only:
 
 def write_metrics(out: Path, config: str, options: list[str], results: dict) -> Path:
     """OUT/metrics.json (atomic): the config, the options, detectron2's results and the headline."""
-    from coarsecrop.evaluate.files import write_json
+    from coarsecrop.io import write_json
 
     record = {"engine": "detectron2", "config": config, "options": options,
               "results": json.loads(json.dumps(results, default=float)), "headline": headline(results)}

@@ -15,10 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from coarsecrop.data.images import load_image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision normalisation, the one our trunks are trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, load_image
 
 # What each scene task needs from the annotations, and how to say it when it is missing.
 NEEDS = {

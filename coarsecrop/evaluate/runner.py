@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import inspect
 import math
 import platform
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import torch
 
+from coarsecrop.device import resolve_device
 from coarsecrop.evaluate import classify, detection, multilabel, objects, segmentation
 from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
 from coarsecrop.evaluate.data import open_split, require_labels
-from coarsecrop.evaluate.features import resolve_device
-from coarsecrop.evaluate.files import write_json
 from coarsecrop.evaluate.metrics import summarise
+from coarsecrop.io import file_sha256, write_json
 
 # task -> (prepare_data(train, val, **p) or prepare_data(root, **p), run(trunk, data, seed, device, **p))
 TASKS = {
@@ -147,7 +146,7 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
             trunk = make_trunk(archs[label], ckpt, seed=seed)
             runs.append({"seed": seed, **run(trunk, data, seed=seed, device=dev, **run_kw)})
         out_rows[label] = {"checkpoint": str(ckpt) if ckpt is not None else None, "backbone": archs[label],
-                           "sha256": sha256(ckpt) if ckpt is not None else None,
+                           "sha256": file_sha256(ckpt) if ckpt is not None else None,
                            "runs": runs, "summary": summarise(runs)}
     return {
         "task": task, "headline": HEADLINE[task], "rows": out_rows,
@@ -257,14 +256,6 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     if write:
         write_json(run_dir / "metrics.json", result)
     return result
-
-
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def provenance(device: torch.device, wall_s: float) -> dict:

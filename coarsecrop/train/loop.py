@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from coarsecrop.data.pseudo import PseudoImageDataset
+from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
 from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
@@ -364,7 +365,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict(), "step": step, "epoch": epoch_done,
                      "sampler": sampler.state_dict(), "rng": rng, "monitor": monitor_state}
-            ckpt_io.atomic_save(state, out / ckpt_io.CHECKPOINT)
+            save_torch(state, out / ckpt_io.CHECKPOINT)
             ckpt_io.export_backbone(method.backbone, out / ckpt_io.BACKBONE)
         barrier(d)
 

@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsecrop.data.images import BadImage, load_image
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, BadImage, load_image
 from coarsecrop.data.pseudo import cut_crop
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics, as the view pipelines
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def object_crops(scenes, size: int, max_crops: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from coarsecrop.data.synthetic import scenes_or_builtin
+from coarsecrop.io import write_text
 from coarsecrop.params import default_run_dir, project_root
 from coarsecrop.train.params import make_params
 
@@ -356,11 +357,8 @@ def write_metrics(run_dir: Path, params: PretrainStudyParams, train, wall_s: flo
               "monitor_init": start.get("monitor_init"), "monitor": monitor.to_dict(orient="records"),
               "crops": crops,
               "run_dir": str(run_dir), "provenance": provenance(train, wall_s, params.processes)}
-    path = run_dir / "metrics.json"
-    tmp = path.with_name(f".metrics.json.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    # default=str and NaN kept as NaN: the format of every pretraining metrics.json so far
+    return write_text(run_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def save_figure(run_dir: Path, fig, name: str):
