@@ -86,7 +86,7 @@ class PseudoImageDataset(Dataset):
     manifest: a Manifest (``coarsecrop.crops.manifest.read_manifest(folder)``) or anything with a
         ``records()`` iterator of manifest lines (``file`` absolute). data/ does not import crops/,
         so the caller reads the folder.
-    transform: callable(uint8 [3, h, w]) -> anything (the method's ``view_transform(size)``: a list
+    transform: callable(uint8 [3, h, w]) -> anything (``coarsecrop.data.views.method_views(method, size)``: a list
         of views); None returns the crop itself.
     seed: base of the per-sample seeds (see ``sample_seed``).
     max_side: decode images no larger than this (``load_image``), boxes are rescaled to match.

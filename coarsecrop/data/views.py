@@ -279,3 +279,11 @@ def view_pipeline(name: str, size: int, random_resized_crop: bool = True, local_
     n_global = 1 if name == "mae" else 2
     return MultiView(views[:n_global], views[n_global:])
 
+
+def method_views(method, image_size: int | None = None, photometric_on: str = "worker") -> MultiView:
+    """The views an SSL method trains on, picked by its pipeline name: ``view_pipeline(method.pipeline, ...)``
+    with the method's own settings (``image_size`` unless given, ``random_resized_crop``, ``local_views``).
+    A method (coarsecrop.ssl) only names its pipeline; the trainer builds the views here."""
+    return view_pipeline(method.pipeline, image_size or method.image_size,
+                         random_resized_crop=getattr(method, "random_resized_crop", True),
+                         local_views=getattr(method, "local_views", 0), photometric_on=photometric_on)

@@ -38,7 +38,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from coarsecrop.data.batch_photometric import batch_photometric
 from coarsecrop.data.pseudo import PseudoImageDataset
+from coarsecrop.data.views import method_views
 from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
 from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
@@ -305,12 +307,12 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     optim_cfg = resolve_optimizer(params, dict(method.optimizer_defaults))
     on_device = params.photometric_on == "device" or (params.photometric_on == "auto" and d.device.type == "cuda")
     photometric_on = "device" if on_device else "worker"
-    dataset = PseudoImageDataset(manifest, transform=method.view_transform(params.image_size, photometric_on),
+    dataset = PseudoImageDataset(manifest, transform=method_views(method, params.image_size, photometric_on),
                                  seed=params.seed, max_side=params.max_side)
     finish_views = None
     if on_device:  # the workers send uint8 geometry; jitter, grayscale, blur, solarize run here, batched
-        from coarsecrop.ssl import device_photometric
-        finish_views = [m.to(d.device) for m in device_photometric(method, params.image_size)]
+        finish_views = [m.to(d.device) for m in batch_photometric(method.pipeline, params.image_size,
+                                                                  local_views=getattr(method, "local_views", 0))]
     sampler = GlobalBatchSampler(len(dataset), params.batch_size, d.rank, d.world_size, params.seed)
     total_steps = params.epochs * sampler.steps_per_epoch
     peak_lr = scaled_lr(optim_cfg["base_lr"], params.batch_size, optim_cfg["ref_batch"], params.lr_scaling)
