@@ -109,7 +109,7 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.runs import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
+    from coarsecrop.runs.sweep import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
 
     if args.dry_run:
         import pandas as pd

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from coarsecrop.book import NOT_HASHED, read_record
 from coarsecrop.io import write_atomic, write_json, write_text
-from coarsecrop.params import project_root, run_id
+from coarsecrop.params import project_root, run_id_of
+from coarsecrop.runs.notebook import read_record
+from coarsecrop.runs.sweep import plan_sweep
 
 NOTEBOOK = "02_pretrain"
 TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
@@ -70,8 +71,6 @@ def _dig(obj: dict, dotted: str):
 
 def sweep_points(sweep: str, preset: str, root: Path | None = None) -> list[dict]:
     """The points of params/sweeps/<sweep>.yaml at ``preset``: [{"run_id", "params"(effective), "point"}]."""
-    from coarsecrop.runs import plan_sweep
-
     root = Path(root or project_root()).resolve()
     plan = plan_sweep(root / "params" / "sweeps" / f"{sweep}.yaml", root, preset)
     return [{"run_id": p["run_dir"].name, "params": p["task"]["record"]["parameters"], "point": p["point"]}
@@ -644,7 +643,7 @@ def committed_run_ids(preset: str, root: Path | None = None, notebook: str = NOT
 def recomputed_run_id(folder: Path) -> str:
     """The id the parameters recorded in a committed run hash to (must equal its folder name)."""
     params = read_record(folder)["parameters"]
-    return run_id({k: v for k, v in params.items() if k not in NOT_HASHED})
+    return run_id_of(params)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,6 @@
 # difference is compared.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

@@ -25,7 +25,6 @@
 # Table 2 (its units: AP50 on VOC07).
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

@@ -23,7 +23,6 @@
 # model cannot be downloaded, see the crop chapter) against Our-Crop, literal and coarse, both methods.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

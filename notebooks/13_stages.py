@@ -25,7 +25,6 @@
 # the notebook (MoCo-v2 on Image-Crop, the same trunk and budget).
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

@@ -22,7 +22,6 @@
 # crops also means more steps, as in the paper), with Image-Crop as the reference row.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

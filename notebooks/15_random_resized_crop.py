@@ -22,7 +22,6 @@
 # resize of the whole pseudo-image instead.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

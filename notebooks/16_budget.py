@@ -21,7 +21,6 @@
 # **Here**: Image-Crop and Our-Crop (coarse) with half and all of the preset's epochs, both methods.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
 from coarsecrop import tables as T

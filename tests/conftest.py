@@ -73,7 +73,7 @@ def smoke_book(smoke_run, book_copy) -> Path:
     runs) really run first, so its chapter has runs to read; the other chapters show the paper's values
     and the committed results only."""
     from coarsecrop.book import book_notebooks, run_notebook
-    from coarsecrop.runs import run_sweep
+    from coarsecrop.runs.sweep import run_sweep
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coarsecrop import runs
+from coarsecrop.runs import sweep as runs
 from coarsecrop.cli import main as cli_main
 from coarsecrop.crops.study import CropStudyParams
 from coarsecrop.data.synthetic import write_scenes, write_voc

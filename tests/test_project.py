@@ -137,7 +137,7 @@ def test_papermill_sees_every_parameter(path, tmp_path):
     warns when a preset sets it; every field must be visible to papermill."""
     import papermill
 
-    from coarsecrop.book import convert
+    from coarsecrop.runs.notebook import convert
 
     ipynb = convert(path, tmp_path / f"{path.stem}.ipynb")
     seen = set(papermill.inspect_notebook(str(ipynb)))

@@ -72,7 +72,7 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
 
 
 def test_every_table_sweep_has_a_chapter_and_a_cpu_full_grid(project_root):
-    from coarsecrop.runs import read_sweep
+    from coarsecrop.runs.sweep import read_sweep
 
     chapters = " ".join(p.read_text() for p in (project_root / "notebooks").glob("1[0-9]_*.py"))
     for sweep in T.TABLE_SWEEPS:

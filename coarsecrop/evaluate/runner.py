@@ -31,6 +31,7 @@ from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
 from coarsecrop.evaluate.data import open_split, require_labels
 from coarsecrop.evaluate.metrics import summarise
 from coarsecrop.io import file_sha256, write_json
+from coarsecrop.params import default_run_dir
 
 # task -> (prepare_data(train, val, **p) or prepare_data(root, **p), run(trunk, data, seed, device, **p))
 TASKS = {
@@ -216,8 +217,6 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
 
     Returns {"tasks": {task: record}, "params", "run_dir", "scenes", "provenance"}; ``write`` puts it in
     run_dir/metrics.json (the notebook writes it itself, last, after its figures)."""
-    from coarsecrop.params import run_id
-
     t0 = time.perf_counter()
     if p.threads:
         torch.set_num_threads(p.threads)
@@ -227,8 +226,7 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     rows: dict[str, str | Path | None] = {label: resolve_checkpoint(spec) for label, spec in p.checkpoints.items()}
     if p.random_init or not rows:
         rows["random"] = None
-    key = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("out", "preset")}
-    run_dir = Path(p.out) if p.out else Path("runs") / "03_transfer" / run_id(key)
+    run_dir = Path(p.out) if p.out else default_run_dir("03_transfer", p)
     run_dir.mkdir(parents=True, exist_ok=True)
     scenes = p.scenes
     if scenes is None:
