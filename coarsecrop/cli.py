@@ -68,7 +68,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from coarsecrop.evaluate.runner import evaluate
+    from coarsecrop.studies.transfer import evaluate
 
     record = evaluate(
         args.task, checkpoint=args.checkpoint, backbone=args.backbone, scenes=args.scenes, images=args.images,

@@ -40,7 +40,7 @@ from myst_nb import glue
 
 from coarsecrop.evaluate import report
 from coarsecrop.io import write_json
-from coarsecrop.evaluate.runner import TransferParams, run_transfer
+from coarsecrop.studies.transfer import TransferParams, run_transfer
 from coarsecrop.params import load_notebook_params
 
 _t0 = time.perf_counter()
@@ -86,7 +86,7 @@ out = None  # run folder; None means runs/03_transfer/<hash of the parameters>
 preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %% [markdown]
-# The parameters are checked against `coarsecrop.evaluate.runner.TransferParams`: a name that is not a
+# The parameters are checked against `coarsecrop.studies.transfer.TransferParams`: a name that is not a
 # parameter, a value of the wrong type, an unknown task or a task parameter that the task does not take
 # stops the notebook here, with the list of valid names.
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import yaml
 
-from coarsecrop.evaluate.runner import TransferParams, split_params
+from coarsecrop.studies.transfer import TransferParams, split_params
 from coarsecrop.params import load_params
 
 PRESETS = ("smoke", "quick", "paper", "cpu-full", "voc07", "coco")

@@ -16,7 +16,7 @@ from coarsecrop.runs import sweep as runs
 from coarsecrop.cli import main as cli_main
 from coarsecrop.crops.study import CropStudyParams
 from coarsecrop.data.synthetic import write_scenes, write_voc
-from coarsecrop.evaluate.runner import TransferParams
+from coarsecrop.studies.transfer import TransferParams
 from coarsecrop.params import load_params
 from coarsecrop.train.study import PretrainStudyParams
 from tests.conftest import ROOT, copy_book_sources
