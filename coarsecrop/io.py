@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 TMP_MARK = ".tmp."
 
@@ -60,8 +61,6 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path``, atomically."""
-    import torch  # the only torch use of this module; data-only callers need not load it
-
     return write_atomic(path, lambda f: torch.save(obj, f))
 
 

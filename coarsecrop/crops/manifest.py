@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from typing import Iterator
 
 import torch
 
+import coarsecrop
 from coarsecrop.io import TMP_MARK, write_text
 
 FORMAT_VERSION = 1
@@ -151,10 +153,6 @@ def skip_kind(reason: str) -> str:
 def code_version() -> dict:
     """Package version and git commit of the code that runs (commit None unless the package is imported
     from a git checkout of coarsecrop itself, not merely installed inside some other repository)."""
-    import subprocess
-
-    import coarsecrop
-
     package = Path(coarsecrop.__file__).resolve().parent
     commit = None
     try:

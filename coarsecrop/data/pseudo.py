@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -102,17 +102,6 @@ class PseudoImageDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.max_side = max_side
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, Iterable[float]]], **kwargs) -> "PseudoImageDataset":
-        """Build from (file, box) pairs, e.g. ``manifest.crops()`` (used by tests and notebooks)."""
-
-        class _Records:
-            def records(self):
-                for file, box in pairs:
-                    yield {"file": file, "boxes": [list(box)]}
-
-        return cls(_Records(), **kwargs)
 
     @property
     def num_images(self) -> int:

@@ -22,9 +22,11 @@ from __future__ import annotations
 import colorsys
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import cv2
 import numpy as np
@@ -32,6 +34,7 @@ import pycocotools.mask as mask_util
 from PIL import Image
 from tqdm import tqdm
 
+from coarsecrop.data.scenes import open_scenes
 from coarsecrop.io import write_text
 
 GENERATOR_VERSION = 1  # bump when the rendering changes, so old and new data sets are told apart
@@ -521,11 +524,6 @@ def write_voc(scenes: str | Path, out: str | Path) -> Path:
     the k-th object of the XML, 0 background) and ImageSets/Main/{train,val,trainval}.txt from the
     splits. It lets the VOC code paths (``coarsecrop crops --scenes VOCROOT``, the voc07 presets) run on
     the built-in scenes. Returns ``out``."""
-    import shutil
-    from xml.sax.saxutils import escape
-
-    from coarsecrop.data.scenes import open_scenes
-
     out = Path(out)
     for sub in ("JPEGImages", "Annotations", "SegmentationObject", "ImageSets/Main"):
         (out / sub).mkdir(parents=True, exist_ok=True)

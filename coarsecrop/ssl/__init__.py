@@ -26,6 +26,9 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from coarsecrop.models.backbones import ARCHS, build_backbone
+from coarsecrop.models.narrow import build_narrow, is_narrow_name
+from coarsecrop.models.vit import VITS, build_vit, is_vit_name
 from coarsecrop.ssl.byol import BYOL
 from coarsecrop.ssl.densecl import DenseCL
 from coarsecrop.ssl.mae import MAE
@@ -88,9 +91,6 @@ def build_method(name: str, backbone: str | nn.Module, image_size: int, seed: in
 
 def build_trunk(backbone: str, method: str, image_size: int, seed: int | None = None) -> nn.Module:
     """A randomly initialised trunk from its name, in train mode."""
-    from coarsecrop.models.narrow import build_narrow, is_narrow_name
-    from coarsecrop.models.vit import VITS, build_vit, is_vit_name
-
     if method == "mae":
         if not is_vit_name(backbone):
             raise ValueError(f"MAE needs a ViT backbone, got {backbone!r}; valid: {', '.join(VITS)}")
@@ -99,8 +99,6 @@ def build_trunk(backbone: str, method: str, image_size: int, seed: int | None = 
         raise ValueError(f"{method} takes a ResNet trunk, not the ViT {backbone!r} (ViTs are for mae)")
     if is_narrow_name(backbone):
         return build_narrow(backbone)
-    from coarsecrop.models.backbones import ARCHS, build_backbone
-
     if backbone not in ARCHS:
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(ARCHS)}, narrow ResNets "
                          "resnet{10,18,34}_w<width>[_cifar] (e.g. resnet10_w16), or for mae a ViT")

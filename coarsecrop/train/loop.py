@@ -23,6 +23,7 @@ generator, and each process's RNG states are saved with the model, optimiser and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -35,9 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from coarsecrop import ssl
+from coarsecrop.crops.manifest import read_manifest
 from coarsecrop.data.batch_photometric import batch_photometric
 from coarsecrop.data.pseudo import PseudoImageDataset
 from coarsecrop.data.views import method_views
@@ -45,6 +50,7 @@ from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
 from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
+from coarsecrop.train.monitor import ObjectProbe
 from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
 from coarsecrop.train.params import RUNTIME_KEYS, PretrainParams
 from coarsecrop.train.sampler import GlobalBatchSampler
@@ -108,8 +114,6 @@ def resolve_optimizer(params: PretrainParams, defaults: dict) -> dict:
 
 def build_method(params: PretrainParams, seed: int) -> nn.Module:
     """The SSL method, its weights drawn from ``seed`` alone (the global RNG state is left as it was)."""
-    from coarsecrop import ssl
-
     return ssl.build_method(params.method, params.backbone, params.image_size, seed=seed, **params.method_params)
 
 
@@ -222,8 +226,6 @@ def build_probe(params: PretrainParams, manifest, d: Dist):
     """The object probe (rank 0 only), or None when monitor=none."""
     if params.monitor == "none" or not d.is_main:
         return None
-    from coarsecrop.train.monitor import ObjectProbe
-
     scenes = params.monitor_scenes or manifest.config.get("source")
     probes = ("knn", "linear") if params.monitor == "both" else (params.monitor,)
     return ObjectProbe(scenes, probes, size=params.monitor_size or params.image_size,
@@ -298,8 +300,6 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
         ckpt = ckpt_io.load_checkpoint(ckpt_path)
         ckpt_io.check_architecture(ckpt, arch, ckpt_path)
         check_resume_params(ckpt["params"], params, ckpt_path)
-
-    from coarsecrop.crops.manifest import read_manifest
 
     manifest = read_manifest(params.manifest)
     method = build_method(params, seed=params.seed)  # identical weights on every process
@@ -460,8 +460,6 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
 
 def weights_sha256(model: nn.Module) -> str:
     """Hash of every parameter's bytes (not buffers: BN statistics are per process on CPU)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, p in model.named_parameters():
         digest.update(name.encode())
@@ -478,15 +476,11 @@ def _fmt(scores: dict | None) -> str:
 def _progress_bar(params: PretrainParams, d: Dist, total: int, initial: int):
     if not (params.progress and d.is_main):
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc=f"pretrain {params.method}", unit="step",
                 dynamic_ncols=True, file=sys.stderr)
 
 
 def _write_params(path: Path, params: PretrainParams, resolved: Resolved) -> None:
-    import yaml
-
     text = yaml.safe_dump(params.to_dict(), sort_keys=False)
     text += "# resolved by the trainer (not parameters):\n"
     text += "".join(f"# {line}\n" for line in yaml.safe_dump(resolved.to_dict(), sort_keys=False).splitlines())

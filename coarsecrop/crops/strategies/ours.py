@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import torchvision
 
 from coarsecrop.boxes import clip_boxes
-from coarsecrop.crops.anchors import FEATURE_STRIDE, RATIOS, SIZES, feature_size, make_anchors
+from coarsecrop.crops.anchors import RATIOS, SIZES, make_anchors
 from coarsecrop.crops.objectness import objectness_maps
 from coarsecrop.crops.scoring import box_means, box_sums, summed_area_table
 from coarsecrop.crops.strategies.base import (Strategy, _check_anchor_params, _check_int, _check_range,
