@@ -20,14 +20,15 @@ still run, and the command exits 1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+from coarsecrop.cli import main as cli_main
 from coarsecrop.runs.notebook import convert, execute, is_complete, notebook_defaults, notebook_task, read_preset
 
 # The chapters that read other runs (the table sweeps'): their output depends on more than their parameters
@@ -103,25 +104,17 @@ def book_notebooks(root: Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coarsecrop.book", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("run", help="execute the notebooks with a preset into runs/ and book/generated/")
-    p.add_argument("--preset", default="quick", help="folder under params/ (smoke | quick | ...)")
-    p.add_argument("--notebook", action="append", help="only this notebook (e.g. 01_crops); repeatable")
-    p.add_argument("--all", action="store_true", help="every notebooks/NN_topic.py, not only those the book "
-                   "shows (the book/generated/ pages of _toc.yml, the default)")
-    p.add_argument("--force", action="store_true", help="rerun even when a complete run of the same "
-                   "parameters and code exists")
-    p.add_argument("--root", default=".", help="project root (holds notebooks/ and params/)")
-    args = parser.parse_args(argv)
-
+def run_book(root: Path, preset: str, names: list[str] | None = None, every: bool = False,
+             force: bool = False) -> int:
+    """``coarsecrop book run``: the notebooks ``names`` (default: those the book shows; ``every``: every
+    notebooks/NN_topic.py) at ``preset``; a failure is reported and the others still run. Returns the exit
+    status (1 when any failed)."""
     # papermill reports the cells' output through logging (INFO): show it, so a long run shows progress.
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("papermill").setLevel(logging.INFO)
-    root = Path(args.root).resolve()
+    root = Path(root).resolve()
     try:
-        names = args.notebook or (notebook_names(root) if args.all else book_notebooks(root))
+        names = names or (notebook_names(root) if every else book_notebooks(root))
     except (OSError, ValueError) as err:
         print(f"[book] {err}", file=sys.stderr)
         return 1
@@ -131,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     for name in names:
         try:
-            run_notebook(root, name, args.preset, force=args.force)
+            run_notebook(root, name, preset, force=force)
         except (RuntimeError, ValueError, FileNotFoundError) as err:
             print(f"[book] {name}: FAILED: {err}", file=sys.stderr)
             failed.append(name)
@@ -139,6 +132,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[book] failed: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def build_book(root: Path) -> int:
+    """``coarsecrop book build``: jupyter-book over the project root, every page rebuilt (``--all``, so a
+    warning cannot hide behind an up-to-date page of an earlier build) and every warning (a broken glue
+    reference, a missing page) reported and then failing the build (``-W --keep-going``)."""
+    beside = Path(sys.executable).with_name("jupyter-book")
+    command = str(beside) if beside.is_file() else shutil.which("jupyter-book")
+    if command is None:
+        print("[book] jupyter-book not found: install the book extra (pip install -e '.[book]')", file=sys.stderr)
+        return 1
+    code = subprocess.run([command, "build", str(Path(root).resolve()), "-W", "--keep-going", "--all"]).returncode
+    if code == 0:
+        print(f"The book: {Path(root).resolve() / '_build' / 'html' / 'index.html'}")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coarsecrop.book ...``: an alias of ``coarsecrop book ...``."""
+    return cli_main(["book", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 from coarsecrop.params import load_notebook_params
 
 _before = set(globals())

@@ -32,7 +32,7 @@ def copy_book_sources(target: Path) -> Path:
             shutil.copytree(src, target / name, ignore=ignore)
         else:
             shutil.copy2(src, target / name)
-    (target / "pyproject.toml").write_text("# marks the project root for coarsecrop.crops.study\n")
+    (target / "pyproject.toml").write_text("# marks the project root for coarsecrop.params.project_root\n")
     return target
 
 
