@@ -39,13 +39,12 @@ experiments: $(STAMP)
 	@for sweep in $(SWEEPS); do \
 		$(BIN)/coarsecrop sweep params/sweeps/$$sweep.yaml --preset $(PRESET) --jobs $(JOBS) || exit 1; \
 	done
-	$(BIN)/python -m coarsecrop.book run --preset $(PRESET)
+	$(BIN)/coarsecrop book run --preset $(PRESET)
 
-# -W --keep-going: every warning (a broken glue reference, a missing page) is reported, then fails the build;
-# --all: every page is rebuilt, so a warning cannot hide behind an up-to-date page of an earlier build.
+# coarsecrop book build: jupyter-book with -W --keep-going --all (every warning reported, then failing the
+# build; every page rebuilt, so a warning cannot hide behind an up-to-date page of an earlier build).
 book: experiments
-	$(BIN)/jupyter-book build . -W --keep-going --all
-	@echo "The book: _build/html/index.html"
+	$(BIN)/coarsecrop book build
 	@# a screenshot of the landing page (the page index.html redirects to), only where a Chromium is
 	@# installed; it never fails the build
 	@chrome=$$(command -v chromium || command -v chromium-browser || command -v google-chrome || true); \

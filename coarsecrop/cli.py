@@ -1,4 +1,4 @@
-"""The command line: ``coarsecrop scenes | crops | pretrain | evaluate | export | sweep``.
+"""The command line: ``coarsecrop scenes | crops | pretrain | evaluate | export | detectron2 | sweep | book | tables``.
 
 The CLI only parses arguments and calls the package; no logic lives here.
 """
@@ -70,7 +70,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from coarsecrop.evaluate.runner import evaluate
+    from coarsecrop.studies.transfer import evaluate
 
     record = evaluate(
         args.task, checkpoint=args.checkpoint, backbone=args.backbone, scenes=args.scenes, images=args.images,
@@ -122,7 +122,7 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.runs import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
+    from coarsecrop.runs.sweep import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
 
     if args.dry_run:
         import pandas as pd
@@ -145,6 +145,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
           f"{counts.get('failed', 0)} failed")
     print(f"wrote {table.attrs['csv']}")
     return 1 if counts.get("failed", 0) else 0
+
+
+def _cmd_book(args: argparse.Namespace) -> int:
+    from coarsecrop.book import build_book, run_book
+
+    if args.book_command == "build":
+        return build_book(Path(args.root))
+    return run_book(Path(args.root), args.preset, names=args.notebook, every=args.all, force=args.force)
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    from coarsecrop.studies.results import export_results, results_dir
+
+    ids = export_results(args.preset, Path(args.source).resolve())
+    print(f"{len(ids)} run(s) in {results_dir(args.preset).parent}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,8 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("evaluate", help="transfer a checkpoint to a downstream task (random-init row beside)")
-    p.add_argument("--task", required=True,
-                   choices=list(TASKS))
+    p.add_argument("--task", required=True, choices=list(TASKS))
     p.add_argument("--checkpoint", default=None, help="trainer checkpoint or backbone.pt (default: random init only)")
     p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
     p.add_argument("--scenes", required=True,
@@ -268,6 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run nothing: list every point, its run id and what a run would do (complete, new, "
                         "stale, failed, waiting for its pretraining run), and any missing input")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("book", help="the book: run its notebooks into runs/ and book/generated/, then build the HTML")
+    book = p.add_subparsers(dest="book_command", required=True)
+    q = book.add_parser("run", help="execute the notebooks with a preset into runs/ and book/generated/")
+    q.add_argument("--preset", default="quick", help="folder under params/ (smoke | quick | ...)")
+    q.add_argument("--notebook", action="append", help="only this notebook (e.g. 01_crops); repeatable")
+    q.add_argument("--all", action="store_true", help="every notebooks/NN_topic.py, not only those the book "
+                   "shows (the book/generated/ pages of _toc.yml, the default)")
+    q.add_argument("--force", action="store_true", help="rerun even when a complete run of the same "
+                   "parameters and code exists")
+    q.add_argument("--root", default=".", help="project root (holds notebooks/ and params/)")
+    q = book.add_parser("build", help="jupyter-book build of the project root into _build/html (every page, "
+                        "warnings fail the build)")
+    q.add_argument("--root", default=".", help="project root (holds _config.yml and _toc.yml)")
+    p.set_defaults(func=_cmd_book)
+
+    p = sub.add_parser("tables", help="the book's tables: export complete table runs as reference results")
+    tables = p.add_subparsers(dest="tables_command", required=True)
+    q = tables.add_parser("export", help="copy complete table runs of a preset into results/<preset>/")
+    q.add_argument("--preset", default="cpu-full")
+    q.add_argument("--from", dest="source", default=".", help="project root whose runs/ to read")
+    p.set_defaults(func=_cmd_tables)
     return parser
 
 

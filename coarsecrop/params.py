@@ -6,7 +6,7 @@ silently run the defaults. ``load_params`` fails at once instead, naming the bad
 from and every valid key; a value of the wrong type fails the same way.
 
     params = load_params(CropStudyParams, {"num_images": 8}, source="params/smoke/01_crops.yaml")
-    run = run_id(dataclasses.asdict(params))      # short hash of the effective parameters
+    run = run_id_of(params)                        # short hash of the effective parameters
 """
 
 from __future__ import annotations
@@ -74,11 +74,23 @@ def load_notebook_params(cls: type[T], namespace: Mapping[str, Any], before: set
     return load_params(cls, mapping, source)
 
 
+# Parameters that say where a run goes, not what it computes: not part of the run id. Set by whoever
+# executes the notebook (coarsecrop.runs), never by a preset or a sweep.
+NOT_HASHED = ("out", "preset")
+
+
+def run_id_of(params: Any) -> str:
+    """The id of a run: ``run_id`` of its effective parameters (a mapping, or a parameters dataclass) without
+    those in NOT_HASHED. The only code that knows which keys a run id covers."""
+    mapping = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
+    return run_id({k: v for k, v in mapping.items() if k not in NOT_HASHED})
+
+
 def run_id(params: Mapping[str, Any], length: int = 10) -> str:
-    """Short, stable hash of the effective parameters (JSON with sorted keys; tuples hash like lists)."""
+    """Short, stable hash of a mapping (JSON with sorted keys; tuples hash like lists). A run's id is
+    ``run_id_of(params)``."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
-
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -91,10 +103,8 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def default_run_dir(notebook: str, params: Any) -> Path:
-    """runs/<notebook>/<run id> under the project root; the id hashes every parameter of the
-    dataclass ``params`` but those that say where a run goes (``out``, ``preset``)."""
-    key = {k: v for k, v in dataclasses.asdict(params).items() if k not in ("out", "preset")}
-    return project_root() / "runs" / notebook / run_id(key)
+    """runs/<notebook>/<run id> under the project root (``run_id_of(params)``)."""
+    return project_root() / "runs" / notebook / run_id_of(params)
 
 
 def _check(value: Any, tp: Any) -> Any:

@@ -33,7 +33,8 @@ from pathlib import Path
 
 from myst_nb import glue
 
-from coarsecrop.crops import study as cs
+from coarsecrop.studies import crops as cs
+from coarsecrop.studies.figures import save_figure
 from coarsecrop.params import load_notebook_params
 
 _t0 = time.perf_counter()
@@ -68,7 +69,7 @@ out = None  # run folder; None means runs/01_crops/<hash of the parameters>
 preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %% [markdown]
-# The parameters are checked against `coarsecrop.crops.study.CropStudyParams`: a name that is not a
+# The parameters are checked against `coarsecrop.studies.crops.CropStudyParams`: a name that is not a
 # parameter (a typo in a preset file or in the cell above) or a value of the wrong type stops the notebook
 # here, with the list of valid names.
 
@@ -93,7 +94,7 @@ study.summary
 # grid cuts 2 rows of 3 and 2 cells regardless of content.
 
 # %%
-glue("fig_crops_grid", cs.save_figure(study, cs.plot_crops_grid(study), "crops_grid"), display=True)
+glue("fig_crops_grid", save_figure(cs.plot_crops_grid(study), study.run_dir / "figures", "crops_grid"), display=True)
 
 # %% [markdown]
 # ## Fig. 4: objectness maps and the top-5 boxes
@@ -103,7 +104,7 @@ glue("fig_crops_grid", cs.save_figure(study, cs.plot_crops_grid(study), "crops_g
 # maps that highlight the objects and boxes that cover them coarsely; here phi is the backbone above.
 
 # %%
-glue("fig_objectness_maps", cs.save_figure(study, cs.plot_objectness_maps(study), "objectness_maps"),
+glue("fig_objectness_maps", save_figure(cs.plot_objectness_maps(study), study.run_dir / "figures", "objectness_maps"),
      display=True)
 
 # %% [markdown]
@@ -125,7 +126,7 @@ glue("objectness_table", cs.style_table(table), display=True)
 # the text says about 40% of Grid-Crop's crops are Poor.
 
 # %%
-glue("fig_quality_bars", cs.save_figure(study, cs.plot_quality_bars(study.summary), "quality_bars"),
+glue("fig_quality_bars", save_figure(cs.plot_quality_bars(study.summary), study.run_dir / "figures", "quality_bars"),
      display=True)
 
 # %% [markdown]
@@ -137,7 +138,7 @@ glue("fig_quality_bars", cs.save_figure(study, cs.plot_quality_bars(study.summar
 # "coarse crops of varying shapes and sizes". Compare the variants of ours.
 
 # %%
-glue("fig_crop_sizes", cs.save_figure(study, cs.plot_crop_sizes(study), "crop_sizes"), display=True)
+glue("fig_crop_sizes", save_figure(cs.plot_crop_sizes(study), study.run_dir / "figures", "crop_sizes"), display=True)
 
 # %% [markdown]
 # ## The paper's claims, checked

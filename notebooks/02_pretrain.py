@@ -34,7 +34,8 @@ import time
 from myst_nb import glue
 
 from coarsecrop.params import load_notebook_params
-from coarsecrop.train import study as ps
+from coarsecrop.studies import pretrain as ps
+from coarsecrop.studies.figures import save_figure
 
 _t0 = time.perf_counter()
 _before = set(globals())  # the next cell's names are the parameters (checked below)
@@ -81,7 +82,7 @@ out = None  # run folder; None: runs/02_pretrain/<hash of the parameters>
 preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %% [markdown]
-# The parameters are checked against `coarsecrop.train.study.PretrainStudyParams`, and the trainer's own
+# The parameters are checked against `coarsecrop.studies.pretrain.PretrainStudyParams`, and the trainer's own
 # parameters against `coarsecrop.train.PretrainParams`: a name that is not a parameter or a value of the
 # wrong type stops the notebook here, with the list of valid names.
 
@@ -121,7 +122,7 @@ print(f"{resolved.get('num_samples')} pseudo-images from {resolved.get('num_imag
 # ## Loss and schedule
 
 # %%
-glue("fig_loss", ps.save_figure(run_dir, ps.plot_loss(steps), "loss"), display=True)
+glue("fig_loss", save_figure(ps.plot_loss(steps), run_dir / "figures", "loss"), display=True)
 
 # %% [markdown]
 # ## The object probe: pretrained against random init
@@ -134,8 +135,8 @@ glue("fig_loss", ps.save_figure(run_dir, ps.plot_loss(steps), "loss"), display=T
 # solid line is above the dotted one.
 
 # %%
-glue("fig_monitor", ps.save_figure(run_dir, ps.plot_monitor(monitor_curve, start.get("monitor_init")), "monitor"),
-     display=True)
+glue("fig_monitor", save_figure(ps.plot_monitor(monitor_curve, start.get("monitor_init")), run_dir / "figures",
+                                "monitor"), display=True)
 headline = ps.summary_metrics(train.out, train_wall_s)
 for _key, _value in headline.items():
     glue(_key, round(_value, 3) if isinstance(_value, float) else _value, display=False)

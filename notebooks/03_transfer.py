@@ -40,10 +40,11 @@ from pathlib import Path
 
 from myst_nb import glue
 
-from coarsecrop.evaluate import report
-from coarsecrop.evaluate.files import write_json
-from coarsecrop.evaluate.runner import TransferParams, run_transfer
+from coarsecrop.io import write_json
 from coarsecrop.params import load_notebook_params
+from coarsecrop.studies.figures import save_figure
+from coarsecrop.studies.reference import paper_transfer
+from coarsecrop.studies.transfer import TransferParams, headline_table, plot_headlines, run_transfer, runs_table
 
 _t0 = time.perf_counter()
 _before = set(globals())  # the next cell's names are the parameters (checked below)
@@ -89,7 +90,7 @@ out = None  # run folder; None means runs/03_transfer/<hash of the parameters>
 preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %% [markdown]
-# The parameters are checked against `coarsecrop.evaluate.runner.TransferParams`: a name that is not a
+# The parameters are checked against `coarsecrop.studies.transfer.TransferParams`: a name that is not a
 # parameter, a value of the wrong type, an unknown task or a task parameter that the task does not take
 # stops the notebook here, with the list of valid names.
 
@@ -113,7 +114,7 @@ glue("transfer_seeds", params.n_seeds, display=False)
 # the data order; for the random row they also change the trunk.
 
 # %%
-summary = report.table(records)
+summary = headline_table(records)
 summary["mean +- std"] = [f"{m:.1f} +- {s:.1f}" if m is not None else "n/a"
                           for m, s in zip(summary["mean"], summary["std"])]
 glue("transfer_table", summary.pivot(index="row", columns="task", values="mean +- std")
@@ -121,10 +122,7 @@ glue("transfer_table", summary.pivot(index="row", columns="task", values="mean +
 print("engines: " + ", ".join(f"{task}: {rec.get('engine', 'coarsecrop')}" for task, rec in records.items()))
 
 # %%
-folder = run_dir / "figures"
-folder.mkdir(exist_ok=True)
-glue("transfer_figure", report.save_figure(report.plot_headlines(records), folder / "headlines.png"),
-     display=True)
+glue("transfer_figure", save_figure(plot_headlines(records), run_dir / "figures", "headlines"), display=True)
 
 # %% [markdown]
 # ## The paper's numbers for the same kinds of task
@@ -133,7 +131,7 @@ glue("transfer_figure", report.save_figure(report.plot_headlines(records), folde
 # between its rows is comparable with ours, not the values.
 
 # %%
-paper = report.paper_reference()
+paper = paper_transfer()
 paper = paper[paper["task"].isin(records)]
 glue("transfer_paper", paper.pivot_table(index=["method", "crops"], columns="task", values="value")
      if len(paper) else paper, display=True)
@@ -147,7 +145,7 @@ glue("transfer_paper", paper.pivot_table(index=["method", "crops"], columns="tas
 from IPython.display import display  # noqa: E402
 
 for _task in records:
-    display(report.runs_table(records, _task).style.set_caption(_task).format(precision=2))
+    display(runs_table(records, _task).style.set_caption(_task).format(precision=2))
 
 # %%
 result["provenance"]["wall_time_s"] = round(time.perf_counter() - _t0, 2)

@@ -27,10 +27,9 @@
 # difference is compared.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 from coarsecrop.params import load_notebook_params
 
 _before = set(globals())

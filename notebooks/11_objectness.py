@@ -25,10 +25,9 @@
 # Table 2 (its units: AP50 on VOC07).
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 from coarsecrop.params import load_notebook_params
 
 _before = set(globals())

@@ -22,10 +22,9 @@
 # crops also means more steps, as in the paper), with Image-Crop as the reference row.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 from coarsecrop.params import load_notebook_params
 
 _before = set(globals())

@@ -21,10 +21,9 @@
 # **Here**: Image-Crop and Our-Crop (coarse) with half and all of the preset's epochs, both methods.
 
 # %% tags=["hide-input"]
-# coarsecrop: execute on every build (this chapter reads the sweep's runs)
 from IPython.display import Markdown, display
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 from coarsecrop.params import load_notebook_params
 
 _before = set(globals())

@@ -32,7 +32,7 @@ def copy_book_sources(target: Path) -> Path:
             shutil.copytree(src, target / name, ignore=ignore)
         else:
             shutil.copy2(src, target / name)
-    (target / "pyproject.toml").write_text("# marks the project root for coarsecrop.crops.study\n")
+    (target / "pyproject.toml").write_text("# marks the project root for coarsecrop.params.project_root\n")
     return target
 
 
@@ -73,7 +73,7 @@ def smoke_book(smoke_run, book_copy) -> Path:
     runs) really run first, so its chapter has runs to read; the other chapters show the paper's values
     and the committed results only."""
     from coarsecrop.book import book_notebooks, run_notebook
-    from coarsecrop.runs import run_sweep
+    from coarsecrop.runs.sweep import run_sweep
 
     os.environ.setdefault("MPLBACKEND", "Agg")
     run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,

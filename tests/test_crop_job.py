@@ -21,7 +21,8 @@ from coarsecrop.boxes import is_valid
 from coarsecrop.cli import main
 from coarsecrop.crops import job as job_module
 from coarsecrop.crops import manifest as mf
-from coarsecrop.crops.job import dist_env, resolve_device, run_crop_job
+from coarsecrop.crops.job import dist_env, run_crop_job
+from coarsecrop.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SCENES = 60

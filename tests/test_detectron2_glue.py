@@ -500,7 +500,7 @@ def test_the_transfer_task_runs_coarsecrop_detectron2_as_a_subprocess(scenes, mo
 
 
 def test_the_transfer_task_without_detectron2_stops_before_any_work(tmp_path, monkeypatch):
-    from coarsecrop.evaluate.runner import TransferParams, run_transfer
+    from coarsecrop.studies.transfer import TransferParams, run_transfer
 
     monkeypatch.setitem(sys.modules, "detectron2", None)
     out = tmp_path / "run"

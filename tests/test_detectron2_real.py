@@ -77,7 +77,7 @@ def test_a_voc_root_in_two_spawned_processes(made):
 
 
 def test_the_transfer_task_fills_a_table_with_the_real_engine(made):
-    from coarsecrop.evaluate.runner import evaluate_rows
+    from coarsecrop.studies.transfer import evaluate_rows
 
     record = evaluate_rows("detectron2", {"random": None}, backbone="resnet50", scenes=made["scenes"], device="cpu",
                            params={"config": "coco_mask_rcnn_R_50_FPN_1x", "iterations": 2, "ims_per_batch": 2,

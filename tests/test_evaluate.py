@@ -17,7 +17,7 @@ from coarsecrop.evaluate import classify, multilabel, objects, segmentation
 from coarsecrop.evaluate.checkpoints import make_trunk
 from coarsecrop.evaluate.data import class_index, multilabel_targets, open_split
 from coarsecrop.evaluate.metrics import average_precision, confusion, mean_ap, segmentation_scores, summarise
-from coarsecrop.evaluate.runner import evaluate, split_params
+from coarsecrop.studies.transfer import evaluate, split_params
 
 TINY = "resnet10_w8"  # 8/16/32/64 channels: fast on CPU
 
@@ -184,7 +184,7 @@ def test_runner_rows_seeds_and_metrics_json(scenes, ckpt, tmp_path):
 def test_first_seed_shifts_the_seeds_and_a_random_row_follows_them(scenes):
     """A sweep gives pretraining seed s the transfer seed s: seeds first_seed.. and, for the random row,
     the trunk of that seed (the same as n_seeds runs from 0 give at that position)."""
-    from coarsecrop.evaluate.runner import evaluate_rows
+    from coarsecrop.studies.transfer import evaluate_rows
 
     kw = {"backbone": TINY, "scenes": scenes, "params": {"crop_size": 32, "epochs": 5}}
     shifted = evaluate_rows("objects", {"random": None}, first_seed=1, **kw)
@@ -265,7 +265,7 @@ def test_classify_needs_an_image_folder(tmp_path):
 def test_checkpoint_folder_resolves_to_its_newest_backbone(tmp_path, ckpt):
     import os
 
-    from coarsecrop.evaluate.runner import resolve_checkpoint
+    from coarsecrop.studies.transfer import resolve_checkpoint
 
     with pytest.raises(ValueError, match="no backbone.pt below"):
         resolve_checkpoint(tmp_path)
@@ -279,8 +279,8 @@ def test_checkpoint_folder_resolves_to_its_newest_backbone(tmp_path, ckpt):
 
 
 def test_rows_with_two_checkpoints_share_the_data(scenes, ckpt, tmp_path, monkeypatch):
-    from coarsecrop.evaluate import runner
-    from coarsecrop.evaluate.runner import TransferParams, run_transfer
+    from coarsecrop.studies import transfer as runner
+    from coarsecrop.studies.transfer import TransferParams, run_transfer
 
     calls = []
     prepare = runner.prepare_task

@@ -9,14 +9,14 @@ import json
 import pytest
 import yaml
 
-from coarsecrop.evaluate.runner import TransferParams, split_params
+from coarsecrop.studies.transfer import TransferParams, split_params
 from coarsecrop.params import load_params
 
 PRESETS = ("smoke", "quick", "paper", "cpu-full", "voc07", "coco")
 
 
 def test_parameters_cell_mirrors_the_dataclass(project_root, tmp_path):
-    from coarsecrop.book import convert, notebook_defaults
+    from coarsecrop.runs.notebook import convert, notebook_defaults
 
     ipynb = convert(project_root / "notebooks" / "03_transfer.py", tmp_path / "03_transfer.ipynb")
     assert notebook_defaults(ipynb) == dataclasses.asdict(TransferParams())
@@ -33,7 +33,8 @@ def test_presets_validate(project_root, preset):
 
 @pytest.mark.slow
 def test_smoke_preset_runs_every_task(book_copy):
-    from coarsecrop.book import is_complete, run_notebook
+    from coarsecrop.book import run_notebook
+    from coarsecrop.runs.notebook import is_complete
 
     run = run_notebook(book_copy, "03_transfer", "smoke", log_output=False)
     assert is_complete(run)

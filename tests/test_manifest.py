@@ -12,6 +12,7 @@ import torch
 
 from coarsecrop.boxes import is_valid
 from coarsecrop.crops import manifest as mf
+from coarsecrop.io import write_text
 
 
 def _config(**changes) -> dict:
@@ -44,7 +45,7 @@ def test_atomic_write_never_shows_a_partial_file(tmp_path, monkeypatch):
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_and_look)
-    mf.atomic_write(target, "x" * 100_000)
+    write_text(target, "x" * 100_000)
     assert seen[0][0] is False and any(mf.TMP_MARK in n for n in seen[0][1])
     assert target.read_text() == "x" * 100_000
     assert [p.name for p in tmp_path.iterdir()] == ["shard-00000.jsonl"]

@@ -15,7 +15,8 @@ import papermill
 import pytest
 import yaml
 
-from coarsecrop.book import convert, is_complete, run_notebook
+from coarsecrop.book import run_notebook
+from coarsecrop.runs.notebook import convert, is_complete
 
 pytestmark = pytest.mark.slow
 
@@ -137,7 +138,7 @@ def test_broken_glue_reference_fails_the_build(smoke_run, book_copy, tmp_path):
 
 
 def test_run_made_by_other_code_is_not_complete(smoke_run, book_copy, tmp_path):
-    from coarsecrop.book import code_fingerprint
+    from coarsecrop.runs.notebook import code_fingerprint
 
     code = code_fingerprint(book_copy / "notebooks" / "01_crops.py")
     assert is_complete(smoke_run, code)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from coarsecrop import runs
+from coarsecrop.runs import sweep as runs
 from coarsecrop.cli import main as cli_main
-from coarsecrop.crops.study import CropStudyParams
+from coarsecrop.studies.crops import CropStudyParams
 from coarsecrop.data.synthetic import write_scenes, write_voc
-from coarsecrop.evaluate.runner import TransferParams
+from coarsecrop.studies.transfer import TransferParams
 from coarsecrop.params import load_params
-from coarsecrop.train.study import PretrainStudyParams
+from coarsecrop.studies.pretrain import PretrainStudyParams
 from tests.conftest import ROOT, copy_book_sources
 
 PRESETS = ("smoke", "quick", "cpu-full", "voc07", "coco")

@@ -19,7 +19,7 @@ try:
 except ImportError:  # Python 3.10: pytest depends on tomli there
     import tomli as tomllib
 
-from coarsecrop.params import ParameterError, load_notebook_params, load_params, run_id
+from coarsecrop.params import ParameterError, load_notebook_params, load_params, run_id, run_id_of
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -137,7 +137,7 @@ def test_papermill_sees_every_parameter(path, tmp_path):
     warns when a preset sets it; every field must be visible to papermill."""
     import papermill
 
-    from coarsecrop.book import convert
+    from coarsecrop.runs.notebook import convert
 
     ipynb = convert(path, tmp_path / f"{path.stem}.ipynb")
     seen = set(papermill.inspect_notebook(str(ipynb)))
@@ -272,6 +272,25 @@ def test_run_id_is_short_stable_and_order_independent():
     a = run_id({"x": 1, "y": [1, 2], "z": None})
     assert a == run_id({"z": None, "y": (1, 2), "x": 1}) and len(a) == 10
     assert a != run_id({"x": 2, "y": [1, 2], "z": None})
+
+
+def test_run_id_of_leaves_out_where_a_run_goes():
+    @dataclasses.dataclass
+    class Example:
+        x: int = 1
+        out: str | None = None
+        preset: str = ""
+
+    a = run_id_of(Example())
+    assert a == run_id_of(Example(out="runs/elsewhere", preset="params/quick/x.yaml")) == run_id({"x": 1})
+    assert a == run_id_of({"x": 1, "out": "/tmp/run", "preset": "p.yaml"}) != run_id_of(Example(x=2))
+
+
+def test_chapters_that_read_other_runs_are_executed_on_every_build():
+    from coarsecrop.book import EXECUTE_EVERY_BUILD
+
+    readers = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.py") if "T.chapter(" in p.read_text())
+    assert readers and sorted(EXECUTE_EVERY_BUILD) == readers
 
 
 def test_make_book_runs_the_notebooks_the_book_shows():

@@ -9,7 +9,7 @@ import torch
 
 from coarsecrop.data.scenes import open_scenes
 from coarsecrop.data.synthetic import write_scenes, write_voc
-from coarsecrop.train import study as ps
+from coarsecrop.studies import pretrain as ps
 from coarsecrop.train.loop import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -12,12 +12,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from coarsecrop.data.views import method_views
 from coarsecrop.models.heads import byol_predictor, byol_projector, dense_projector, moco_v2_projector
 from coarsecrop.models.narrow import build_narrow, resnet_narrow, trunk_channels
 from coarsecrop.ssl import METHODS, build_method, hyperparameters
 from coarsecrop.ssl.byol import cosine_momentum, regression_loss
+from coarsecrop.ssl.common import batch_shuffle, batch_unshuffle, ema_update, enqueue, info_nce
 from coarsecrop.ssl.densecl import dense_correspondence, match_dense
-from coarsecrop.ssl.moco import batch_shuffle, batch_unshuffle, ema_update, enqueue, info_nce
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -40,7 +41,7 @@ def tiny(name, **extra):
 def random_views(method, batch=8, seed=0):
     """A batch of views made by the method's own pipeline from random uint8 images."""
     g = torch.Generator().manual_seed(seed)
-    pipe = method.view_transform()
+    pipe = method_views(method)
     samples = [pipe(torch.randint(0, 256, (3, 24, 28), dtype=torch.uint8, generator=g), seed=seed * 100 + i)
                for i in range(batch)]
     return [torch.stack(v) for v in zip(*samples)]
@@ -365,7 +366,7 @@ def test_a_few_steps_reduce_the_loss(name):
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_contract_view_transform_optimizer_defaults_and_checkpoint(name):
+def test_contract_views_optimizer_defaults_and_checkpoint(name):
     method = tiny(name)
     views = random_views(method, batch=4)
     assert len(views) == (1 if name == "mae" else 2)

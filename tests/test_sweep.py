@@ -12,9 +12,10 @@ import pytest
 import yaml
 from conftest import copy_book_sources
 
-from coarsecrop import runs
-from coarsecrop.book import NOT_HASHED, notebook_defaults, read_preset
-from coarsecrop.params import run_id
+from coarsecrop.params import run_id_of
+from coarsecrop.runs import sweep as runs
+from coarsecrop.runs.notebook import notebook_defaults, read_preset
+from coarsecrop.runs.provenance import write_if_missing
 
 # Small enough that a real run of 01_crops takes seconds: 2 scenes, two cheap strategies.
 TINY = {"num_images": 2, "strategies": ["grid", "ours"], "show_images": 1}
@@ -43,7 +44,7 @@ def fake_execute(calls: list):
                    "strategies": ["ours"], "label": "x"}
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         (run_dir / f"{record['notebook']}.ipynb").write_text("{}")
-        runs.write_provenance(run_dir, record["parameters"], 1.5)
+        write_if_missing(run_dir, record["parameters"], 1.5)
         runs.write_record(run_dir, {**record, "status": "ok", "wall_time_s": 1.5})
         return {"status": "ok", "wall_time_s": 1.5, "error": ""}
     return execute
@@ -90,8 +91,7 @@ def test_run_ids_are_the_books(root):
     defaults = notebook_defaults(root / "notebooks" / "01_crops.ipynb")
     effective = {**defaults, **read_preset(root / "params" / "smoke" / "01_crops.yaml", defaults)}
     assert defaults["n"] == 5
-    assert plan["points"][0]["run_dir"] == root / "runs" / "01_crops" / run_id(
-        {k: v for k, v in effective.items() if k not in NOT_HASHED})
+    assert plan["points"][0]["run_dir"] == root / "runs" / "01_crops" / run_id_of(effective)
 
 
 def test_sweep_logic_with_a_fake_executor(root, monkeypatch):
@@ -288,7 +288,7 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_bytes(b"trunk 1")
     run_dir = Path(task["run_dir"])
-    from coarsecrop.evaluate.runner import sha256
+    from coarsecrop.io import file_sha256 as sha256
     (run_dir / "metrics.json").write_text(json.dumps(
         {"tasks": {"linear": {"rows": {"pretrained": {"sha256": sha256(checkpoint)}}}}}))
     assert not runs.stale_checkpoint(task)

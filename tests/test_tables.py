@@ -1,5 +1,5 @@
-"""The book's tables (coarsecrop.tables): claims checked against runs, chapters read sweeps, and the
-committed reference results still match the sweep definitions that claim them."""
+"""The book's tables (coarsecrop.studies.chapters): claims checked against runs, chapters read sweeps, and
+the committed reference results still match the sweep definitions that claim them."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from coarsecrop import tables as T
+from coarsecrop.studies import chapters as T
 
 BETTER, WORSE = T.Row("a", {"strategy": "ours"}, {"crops": "ours"}), T.Row("b", {"strategy": "image"}, {"crops": "image"})
 CLAIM = T.Claim("ours > image", BETTER, WORSE, "table2", "mAP_linear")  # paper: 42.5 - 39.8 = +2.7
@@ -72,7 +72,7 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
 
 
 def test_every_table_sweep_has_a_chapter_and_a_cpu_full_grid(project_root):
-    from coarsecrop.runs import read_sweep
+    from coarsecrop.runs.sweep import read_sweep
 
     chapters = " ".join(p.read_text() for p in (project_root / "notebooks").glob("1[0-9]_*.py"))
     for sweep in T.TABLE_SWEEPS:

@@ -22,9 +22,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops import manifest as mf
+from coarsecrop.crops.strategies import STRATEGIES, make_strategy
+from coarsecrop.data.images import BadImage, load_image
+from coarsecrop.data.scenes import open_scenes
+from coarsecrop.device import resolve_device
+from coarsecrop.io import file_sha256
 
 DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
 STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
@@ -53,35 +59,6 @@ def dist_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
-    """"auto" -> cuda if available else cpu; "cuda" -> cuda:LOCAL_RANK (one GPU per torchrun rank);
-    "cuda:K" as given."""
-    name = "auto" if device is None else str(device)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:K") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU; use --device cpu")
-        index = local_rank % torch.cuda.device_count() if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"cuda:{index} does not exist ({torch.cuda.device_count()} GPUs visible)")
-        dev = torch.device("cuda", index)
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _takes(cls, option: str) -> bool:
     """Does strategy class ``cls`` take ``option`` (n, backbone, checkpoint)?
 
@@ -101,8 +78,6 @@ def build_strategy(name: str, device: torch.device, n: int, backbone: str | None
     """make_strategy with the job's options passed only to strategies that take them.
 
     Unknown names and parameters fail here (ValueError listing the valid ones), before any work."""
-    from coarsecrop.crops.strategies import STRATEGIES, make_strategy
-
     params = dict(params or {})
     clash = [k for k in STRATEGY_OPTIONS if k in params]
     if clash:
@@ -185,8 +160,6 @@ class DecodeScenes(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        from coarsecrop.data.images import BadImage, load_image
-
         file = self.files[i]
         try:
             array, scale = load_image(file, max_side=self.max_side)  # [H, W, 3] uint8
@@ -281,8 +254,6 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     Returns a JSON-able summary: ``done`` / ``skipped`` / ``boxes`` / ``skip_reasons`` over all finished
     shards (the whole data set once ``complete``), this process's ``images_per_s`` and ``seconds``,
     shard counts, and ``this_run`` (the same counts for the images this process cropped now)."""
-    from coarsecrop.data.scenes import open_scenes
-
     if out is None:
         raise ValueError("--out is required: the folder of the crop manifest")
     check_job_args(n, batch_size, workers, shard_size, max_side)
@@ -349,8 +320,6 @@ def check_annotations(strategy, scene_set, source) -> None:
     if not getattr(strategy, "needs_annotations", False):
         return
     if scene_set.format == "folder" or not all(s.annotated for s in scene_set.scenes):
-        from coarsecrop.crops.strategies import STRATEGIES
-
         free = sorted(k for k, c in STRATEGIES.items() if not getattr(c, "needs_annotations", False))
         raise ValueError(f"strategy {strategy.name!r} needs annotated scenes (GT boxes or masks), but "
                          f"{source} is a plain image folder; use a COCO file, a VOC root or a "
@@ -361,8 +330,6 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
                    desc: str) -> dict:
     """Decode (DataLoader workers) and crop the given shards in order, writing each when complete."""
-    from tqdm.auto import tqdm
-
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
     batches = shard_batches(shards, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size)
     if not batches:

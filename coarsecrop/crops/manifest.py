@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import os
-import socket
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,13 @@ from typing import Iterator
 
 import torch
 
+import coarsecrop
+from coarsecrop.io import TMP_MARK, write_text
+
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 MANIFEST_NAME = "manifest.json"
 TIMING_NAME = "timing.jsonl"
-TMP_MARK = ".tmp."
 
 
 # ---------------------------------------------------------------- names and atomic files
@@ -50,34 +52,6 @@ def shard_name(k: int) -> str:
 def num_shards(num_images: int, shard_size: int) -> int:
     """Shards of ``shard_size`` scenes that cover ``num_images`` (at least one, even for no images)."""
     return max(1, math.ceil(num_images / shard_size))
-
-
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old file or the whole new one, never a part.
-
-    The temporary name carries host and pid, so concurrent writers (ranks) never share one."""
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}{TMP_MARK}{socket.gethostname()}.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX; a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temporaries(folder: str | Path, shards: list[int], min_age_s: float = 60.0) -> list[Path]:
@@ -152,7 +126,7 @@ def dumps_line(record: dict) -> str:
 def write_shard(folder: str | Path, k: int, records: list[dict]) -> Path:
     """Write shard ``k`` atomically (all its records, in scene order)."""
     path = Path(folder) / shard_name(k)
-    atomic_write(path, "".join(dumps_line(r) for r in records))
+    write_text(path, "".join(dumps_line(r) for r in records))
     return path
 
 
@@ -179,10 +153,6 @@ def skip_kind(reason: str) -> str:
 def code_version() -> dict:
     """Package version and git commit of the code that runs (commit None unless the package is imported
     from a git checkout of coarsecrop itself, not merely installed inside some other repository)."""
-    import subprocess
-
-    import coarsecrop
-
     package = Path(coarsecrop.__file__).resolve().parent
     commit = None
     try:
@@ -229,7 +199,7 @@ def open_job_folder(out: str | Path, config: dict, code: dict, request: dict | N
             raise ValueError(f"--out {out} is not empty and holds no crop job ({CONFIG_NAME} missing; "
                              f"found {', '.join(sorted(others)[:5])}); choose an empty or new folder")
         request = json.loads(json.dumps(request or {}, default=str))
-        atomic_write(cfg_path, dumps_json({"config": config, "code": code, "format_version": FORMAT_VERSION,
+        write_text(cfg_path, dumps_json({"config": config, "code": code, "format_version": FORMAT_VERSION,
                                             "request": request}))
     stored = json.loads(cfg_path.read_text(encoding="utf-8"))
     diffs = config_differences(stored.get("config", {}), config)
@@ -303,7 +273,7 @@ def write_manifest(folder: str | Path) -> dict:
     manifest = {"format_version": stored.get("format_version", FORMAT_VERSION), "config": config,
                 "code": stored["code"], "counts": counts,
                 "shards": [{k: v for k, v in s.items() if k != "skip_reasons"} for s in shards]}
-    atomic_write(folder / MANIFEST_NAME, dumps_json(manifest))
+    write_text(folder / MANIFEST_NAME, dumps_json(manifest))
     return manifest
 
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsecrop.data.views import IMAGENET_MEAN, IMAGENET_STD, ViewSpec, adjust_hue, blur_kernel_sigma, view_specs
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD
+from coarsecrop.data.views import ViewSpec, adjust_hue, blur_kernel_sigma, view_specs
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 

@@ -37,6 +37,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_FULL_DECODE_PIXELS = 1 << 28  # 268 Mpx (~800 MB as RGB): the most we decode at full size
+# torchvision's ImageNet normalisation (RGB in [0, 1]), the one our trunks see everywhere: the SSL views,
+# phi in the crop strategies, the training monitor, the transfer tasks.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 _ORIENTATION = 0x0112
 _SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
 _BOMB_LOCK = threading.Lock()

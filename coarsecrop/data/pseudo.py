@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,7 +86,7 @@ class PseudoImageDataset(Dataset):
     manifest: a Manifest (``coarsecrop.crops.manifest.read_manifest(folder)``) or anything with a
         ``records()`` iterator of manifest lines (``file`` absolute). data/ does not import crops/,
         so the caller reads the folder.
-    transform: callable(uint8 [3, h, w]) -> anything (the method's ``view_transform(size)``: a list
+    transform: callable(uint8 [3, h, w]) -> anything (``coarsecrop.data.views.method_views(method, size)``: a list
         of views); None returns the crop itself.
     seed: base of the per-sample seeds (see ``sample_seed``).
     max_side: decode images no larger than this (``load_image``), boxes are rescaled to match.
@@ -102,17 +102,6 @@ class PseudoImageDataset(Dataset):
         self.transform = transform
         self.seed = int(seed)
         self.max_side = max_side
-
-    @classmethod
-    def from_pairs(cls, pairs: Iterable[tuple[str, Iterable[float]]], **kwargs) -> "PseudoImageDataset":
-        """Build from (file, box) pairs, e.g. ``manifest.crops()`` (used by tests and notebooks)."""
-
-        class _Records:
-            def records(self):
-                for file, box in pairs:
-                    yield {"file": file, "boxes": [list(box)]}
-
-        return cls(_Records(), **kwargs)
 
     @property
     def num_images(self) -> int:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import cv2
 import numpy as np
@@ -38,6 +39,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from coarsecrop.data.scene_paint import paint_polygons, place
+from coarsecrop.data.scenes import open_scenes
+from coarsecrop.io import write_text
 
 GENERATOR_VERSION = 2  # the newest generator; bump when the rendering changes (data sets record theirs)
 GENERATOR_VERSIONS = (1, 2)  # 1 stays the default: every committed result was made with it
@@ -429,9 +432,9 @@ def _coco_annotation(ann_id: int, image_id: int, category_id: int, mask: np.ndar
 
 
 def _save_jpeg(image: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(image).save(tmp, format="JPEG", quality=95, subsampling=0)  # 4:4:4: keep thin colour detail
-    os.replace(tmp, path)
+    # 4:4:4: keep thin colour detail. Not atomic: annotations.json, written last and atomically, marks a
+    # complete folder, and an incomplete one is written again.
+    Image.fromarray(image).save(path, format="JPEG", quality=95, subsampling=0)
 
 
 def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
@@ -476,10 +479,7 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
         "categories": categories(version),
     }
     path = out / "annotations.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dataset, separators=(",", ":")))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, json.dumps(dataset, separators=(",", ":")))
 
 
 def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images: int, seed: int,
@@ -512,11 +512,6 @@ def write_voc(scenes: str | Path, out: str | Path) -> Path:
     the k-th object of the XML, 0 background) and ImageSets/Main/{train,val,trainval}.txt from the
     splits. It lets the VOC code paths (``coarsecrop crops --scenes VOCROOT``, the voc07 presets) run on
     the built-in scenes. Returns ``out``."""
-    import shutil
-    from xml.sax.saxutils import escape
-
-    from coarsecrop.data.scenes import open_scenes
-
     out = Path(out)
     for sub in ("JPEGImages", "Annotations", "SegmentationObject", "ImageSets/Main"):
         (out / sub).mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode, v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD
+
 PIPELINES = ("moco_v2", "byol", "mae")
 LOCAL_SCALE = (0.05, 0.14)  # SwAV's local crops
 LOCAL_FRACTION = 96 / 224  # SwAV's local / global view size
@@ -278,3 +278,12 @@ def view_pipeline(name: str, size: int, random_resized_crop: bool = True, local_
     views = [compose_view(spec, photometric_on) for spec in specs]
     n_global = 1 if name == "mae" else 2
     return MultiView(views[:n_global], views[n_global:])
+
+
+def method_views(method, image_size: int | None = None, photometric_on: str = "worker") -> MultiView:
+    """The views an SSL method trains on, picked by its pipeline name: ``view_pipeline(method.pipeline, ...)``
+    with the method's own settings (``image_size`` unless given, ``random_resized_crop``, ``local_views``).
+    A method (coarsecrop.ssl) only names its pipeline; the trainer builds the views here."""
+    return view_pipeline(method.pipeline, image_size or method.image_size,
+                         random_resized_crop=getattr(method, "random_resized_crop", True),
+                         local_views=getattr(method, "local_views", 0), photometric_on=photometric_on)

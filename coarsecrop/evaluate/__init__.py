@@ -11,11 +11,29 @@ and ``run_*(trunk, data, seed, device, ...) -> dict`` of metrics in percent:
 - ``detectron2``   the paper's detection engine (``d2.run_finetune``: a shipped config, as a subprocess; optional)
 
 Around them: ``checkpoints`` (trunk from a checkpoint or random init), ``export`` (torchvision state_dict,
-detectron2 pickle), ``d2`` (optional detectron2 glue and the shipped configs), ``runner`` (a task over
-seeds with a random-init row, metrics.json; the notebook's parameters), ``report`` (tables, figures, the
-paper's numbers), ``metrics``, ``probe``, ``features``, ``data``, ``files``.
+detectron2 pickle), ``d2`` (optional detectron2 glue and the shipped configs), ``metrics``, ``probe``,
+``features``, ``data``, ``coco``. A task over seeds with a random-init row, its metrics.json, tables and
+figures, and the parameters of notebooks/03_transfer.py are the transfer study's
+(``coarsecrop.studies.transfer``), above this package.
 
 Nothing here imports detectron2 at module level: it stays optional.
 """
 
-TASKS = ("multilabel", "linear", "objects", "detection", "instance", "semantic", "classify", "detectron2")
+# The tasks, the one list of them: name -> (module, its prepare function, its run function, fixed keyword
+# arguments of the prepare function). Names only, so the command line reads it without loading a task;
+# coarsecrop.studies.transfer loads the functions.
+TASKS = {
+    "multilabel": ("multilabel", "prepare_data", "run_finetune", {}),
+    "linear": ("multilabel", "prepare_data", "run_linear", {}),
+    "objects": ("objects", "prepare_data", "run_probe", {}),
+    "detection": ("detection", "prepare_data", "run_detection", {"masks": False}),
+    "instance": ("detection", "prepare_data", "run_detection", {"masks": True}),
+    "semantic": ("segmentation", "prepare_data", "run_semantic", {}),
+    "classify": ("classify", "prepare_data", "run_probe", {}),
+    "detectron2": ("d2", "prepare_data", "run_finetune", {}),  # the paper's engine, as a subprocess (optional)
+}
+# The headline metric of each task (the paper's column), for tables.
+HEADLINE = {"multilabel": "mAP", "linear": "mAP_l", "objects": "top1", "detection": "AP_bbox",
+            "instance": "AP_seg", "semantic": "mIoU", "classify": "top1", "detectron2": "AP_bbox"}
+# Which engine makes each task's numbers (the book says so beside them).
+ENGINE = {"detection": "torchvision", "instance": "torchvision", "detectron2": "detectron2"}

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from coarsecrop.models import backbones
+from coarsecrop.models import narrow
 
 
 def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed: int = 0) -> nn.Module:
@@ -61,8 +62,6 @@ def infer_backbone(checkpoint: str | Path) -> str:
         for name, known in backbones.LAYOUTS.items():
             if known == layout and name in backbones.ARCHS:
                 return name
-    from coarsecrop.models import narrow
-
     for depth, counts in narrow.LAYOUTS.items():
         if layout == ("basic", tuple(counts)):
             return f"{depth}_w{width}" + ("_cifar" if stems and stems[0].shape[-1] == 3 else "")

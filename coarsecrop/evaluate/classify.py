@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchvision.datasets import ImageFolder
 
 from coarsecrop.evaluate.data import decode_images
 from coarsecrop.evaluate.features import pooled_features
@@ -38,8 +39,6 @@ def _split(root: Path, names: tuple[str, ...]) -> Path:
 
 def prepare_data(root: str | Path, image_size: int = 96, workers: int = 0) -> FolderData:
     """Read ROOT/train and ROOT/val (or test) as ImageFolders; both must have the same classes."""
-    from torchvision.datasets import ImageFolder
-
     root = Path(root)
     try:
         train = ImageFolder(str(_split(root, ("train",))))

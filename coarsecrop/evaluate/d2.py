@@ -44,7 +44,7 @@ import torch
 
 from coarsecrop.evaluate import d2_data
 from coarsecrop.evaluate.export import export_checkpoint
-from coarsecrop.evaluate.files import write_json
+from coarsecrop.io import write_json
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 INSTALL_HINT = ("detectron2 is not installed (it is not on PyPI): build it from its repository against the "
@@ -415,7 +415,7 @@ def train_net(checkpoint: str | Path, config: str, out: str | Path, datasets: st
 # ------------------------------------------------------------------ the "detectron2" transfer task
 
 def prepare_data(train, val, config: str = "coco_mask_rcnn_R_50_FPN_1x") -> dict:
-    """The ``detectron2`` task of ``coarsecrop.evaluate.runner`` (notebooks/03_transfer.py, the transfer
+    """The ``detectron2`` task of ``coarsecrop.studies.transfer`` (notebooks/03_transfer.py, the transfer
     sweeps): where the data is (the two SceneSets' sources, image roots and splits), checked as
     ``coarsecrop detectron2 --scenes`` checks it. Without detectron2: the install hint, before any work."""
     _require_detectron2()

@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from coarsecrop.data.images import load_image
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # torchvision normalisation, the one our trunks are trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, load_image
+from coarsecrop.data.scenes import open_scenes
 
 # What each scene task needs from the annotations, and how to say it when it is missing.
 NEEDS = {
@@ -34,8 +32,6 @@ NEEDS = {
 
 def open_split(path: str | Path, split: str | None, images: str | Path | None = None):
     """``open_scenes(path, images, split)`` (None: every image) with an error when the split is empty."""
-    from coarsecrop.data.scenes import open_scenes
-
     sceneset = open_scenes(path, images=images, split=split or None)
     if len(sceneset) == 0:
         raise ValueError(f"{path}: no images in split {split!r}; pass the split names the data set has "

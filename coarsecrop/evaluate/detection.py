@@ -38,8 +38,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from coarsecrop.data.images import load_image
 from coarsecrop.evaluate.coco import coco_evaluate, encode_masks, scenes_to_coco
-from coarsecrop.evaluate.data import IMAGENET_MEAN, IMAGENET_STD, class_index
-from coarsecrop.evaluate.features import NAMES, TrunkStages, autocast, stage_channels, stem
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD
+from coarsecrop.evaluate.data import class_index
+from coarsecrop.device import autocast
+from coarsecrop.evaluate.features import NAMES, TrunkStages, stage_channels, stem
 
 HEADS = ("c4", "fpn")
 

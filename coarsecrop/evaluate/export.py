@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from coarsecrop.evaluate.checkpoints import make_trunk
-from coarsecrop.evaluate.files import write_atomic
+from coarsecrop.io import write_atomic
 
 FORMATS = ("torchvision", "detectron2")
 

@@ -7,36 +7,16 @@ forward, so every task can take the feature maps it needs.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
+from coarsecrop.device import autocast, prepare
 from coarsecrop.evaluate.data import normalise
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 NAMES = ("res2", "res3", "res4", "res5")  # detectron2's names; strides 4, 8, 16, 32
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing on CPU (fp32 keeps CPU results exact)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def prepare(module: nn.Module, device: torch.device) -> nn.Module:
-    """Move to ``device``; channels_last on CUDA."""
-    module = module.to(device)
-    return module.to(memory_format=torch.channels_last) if device.type == "cuda" else module
 
 
 def stem(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:

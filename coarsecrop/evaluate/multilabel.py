@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from coarsecrop.evaluate.data import augment, class_index, decode_images, multilabel_targets, normalise
-from coarsecrop.evaluate.features import autocast, pooled_features, prepare, stage_outputs
+from coarsecrop.device import autocast, prepare
+from coarsecrop.evaluate.features import pooled_features, stage_outputs
 from coarsecrop.evaluate.metrics import mean_ap, per_class_ap
 from coarsecrop.evaluate.probe import fit_linear
 

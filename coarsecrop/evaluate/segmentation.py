@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from coarsecrop.evaluate.data import class_index, decode_images, normalise
-from coarsecrop.evaluate.features import autocast, prepare, stage_channels, stage_outputs
+from coarsecrop.device import autocast, prepare
+from coarsecrop.evaluate.features import stage_channels, stage_outputs
 from coarsecrop.evaluate.metrics import confusion, segmentation_scores
 
 IGNORE = 255

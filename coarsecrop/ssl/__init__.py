@@ -3,7 +3,9 @@
 The contract with the trainer (coarsecrop/train):
   METHODS = {"moco_v2": MoCoV2, "byol": BYOL, "densecl": DenseCL, "mae": MAE}
   build_method(name, backbone, image_size, **hyper) -> SSLMethod (an nn.Module)
-  method.view_transform(image_size) -> callable(uint8 [3, H, W]) -> list of float views
+  method.pipeline -> the name of its views ("moco_v2", "byol" or "mae"); with method.image_size,
+      method.random_resized_crop and method.local_views the trainer builds them
+      (coarsecrop.data.views.method_views): a method is views in, loss out, and imports no data pipeline
   method(views: list of [B, 3, S, S]) -> dict(loss=scalar tensor, plus detached tensors to log)
   method.momentum_update(progress)   # after optimizer.step(); progress = step / total_steps in [0, 1]
   method.optimizer_defaults -> dict(name="sgd"|"lars"|"adamw", lr=<at ref_batch>, ref_batch=256,
@@ -19,11 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from coarsecrop.models.backbones import ARCHS, build_backbone
+from coarsecrop.models.narrow import build_narrow, is_narrow_name
+from coarsecrop.models.vit import VITS, build_vit, is_vit_name
 from coarsecrop.ssl.byol import BYOL
 from coarsecrop.ssl.densecl import DenseCL
 from coarsecrop.ssl.mae import MAE
@@ -37,21 +42,14 @@ class SSLMethod(Protocol):
 
     backbone: nn.Module
     optimizer_defaults: dict
-
-    def view_transform(self, image_size: int | None = None,
-                       photometric_on: str = "worker") -> Callable[[torch.Tensor], list[torch.Tensor]]: ...
+    pipeline: str
+    image_size: int
+    random_resized_crop: bool
+    local_views: int
 
     def momentum_update(self, progress: float) -> None: ...
 
     def __call__(self, views: list[torch.Tensor]) -> dict: ...
-
-
-def device_photometric(method, image_size: int) -> list:
-    """The batched photometric steps that finish ``method.view_transform(image_size, "device")``'s
-    uint8 views on the GPU, one module per view (coarsecrop.data.batch_photometric)."""
-    from coarsecrop.data.batch_photometric import batch_photometric
-
-    return batch_photometric(method.pipeline, image_size, local_views=getattr(method, "local_views", 0))
 
 
 def hyperparameters(name: str) -> dict:
@@ -93,9 +91,6 @@ def build_method(name: str, backbone: str | nn.Module, image_size: int, seed: in
 
 def build_trunk(backbone: str, method: str, image_size: int, seed: int | None = None) -> nn.Module:
     """A randomly initialised trunk from its name, in train mode."""
-    from coarsecrop.models.narrow import build_narrow, is_narrow_name
-    from coarsecrop.models.vit import VITS, build_vit, is_vit_name
-
     if method == "mae":
         if not is_vit_name(backbone):
             raise ValueError(f"MAE needs a ViT backbone, got {backbone!r}; valid: {', '.join(VITS)}")
@@ -104,8 +99,6 @@ def build_trunk(backbone: str, method: str, image_size: int, seed: int | None = 
         raise ValueError(f"{method} takes a ResNet trunk, not the ViT {backbone!r} (ViTs are for mae)")
     if is_narrow_name(backbone):
         return build_narrow(backbone)
-    from coarsecrop.models.backbones import ARCHS, build_backbone
-
     if backbone not in ARCHS:
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(ARCHS)}, narrow ResNets "
                          "resnet{10,18,34}_w<width>[_cifar] (e.g. resnet10_w16), or for mae a ViT")

@@ -22,10 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsecrop.data.views import view_pipeline
 from coarsecrop.models.heads import byol_predictor, byol_projector
 from coarsecrop.models.narrow import trunk_channels
-from coarsecrop.ssl.moco import check_common, check_views, ema_update, frozen_copy
+from coarsecrop.ssl.common import check_common, check_views, ema_update, frozen_copy
 
 
 class BYOL(nn.Module):
@@ -38,7 +37,7 @@ class BYOL(nn.Module):
                  local_views: int = 0):
         """
         backbone: the online trunk; exported as phi / the pretrained model.
-        image_size: view size S of ``view_transform()``.
+        image_size: view size S of its views (coarsecrop.data.views.method_views).
         dim: projection (and prediction) dimension (256).
         hidden_dim: hidden width of the projector (4096).
         predictor_hidden_dim: hidden width of the predictor (4096).
@@ -66,12 +65,6 @@ class BYOL(nn.Module):
         """LARS as PixPro / SoCo (see module doc): lr 1.0 x batch / 256, wd 1e-5; the paper's batch is 512."""
         return dict(name="lars", lr=1.0, ref_batch=256, weight_decay=1e-5, momentum=0.9, paper_batch=512,
                     warmup_epochs=10, exclude_bias_and_norm=True, trust_coefficient=0.001)
-
-    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
-        """BYOL's asymmetric pair (+ k local views) of one uint8 pseudo-image."""
-        return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop, local_views=self.local_views,
-                             photometric_on=photometric_on)
 
     @torch.no_grad()
     def momentum_update(self, progress: float) -> None:

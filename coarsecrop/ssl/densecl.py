@@ -16,11 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsecrop.data.views import view_pipeline
 from coarsecrop.models.heads import dense_projector, moco_v2_projector
 from coarsecrop.models.narrow import trunk_channels
-from coarsecrop.ssl.moco import (batch_shuffle, batch_unshuffle, check_common, check_views, contrast_stats,
-                                 ema_update, enqueue, frozen_copy, has_sync_bn, info_nce, world_size)
+from coarsecrop.ssl.common import (batch_shuffle, batch_unshuffle, check_common, check_views, contrast_stats,
+                                   ema_update, enqueue, frozen_copy, has_sync_bn, info_nce, world_size)
 
 
 class DenseCL(nn.Module):
@@ -33,7 +32,7 @@ class DenseCL(nn.Module):
                  loss_lambda: float = 0.5, shuffle_bn: bool = True, random_resized_crop: bool = True):
         """
         backbone: the trunk being trained (query encoder); exported as phi / the pretrained model.
-        image_size: view size S of ``view_transform()``.
+        image_size: view size S of its views (coarsecrop.data.views.method_views).
         dim: output dimension of both heads (128).
         hidden_dim: hidden width of both heads (2048).
         queue_size: negatives K of each queue (65,536).
@@ -71,12 +70,6 @@ class DenseCL(nn.Module):
         """As MoCo-v2 (paper Sec. 4.1; DenseCL's configs: SGD lr 0.3 at batch 256, wd 1e-4, cosine)."""
         return dict(name="sgd", lr=0.3, ref_batch=256, weight_decay=1e-4, momentum=0.9, paper_batch=256,
                     warmup_epochs=0, exclude_bias_and_norm=False)
-
-    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
-        """MoCo-v2 views of one uint8 pseudo-image."""
-        return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop,
-                             photometric_on=photometric_on)
 
     @torch.no_grad()
     def momentum_update(self, progress: float = 0.0) -> None:

@@ -19,9 +19,8 @@ from functools import partial
 import torch
 from torch import nn
 
-from coarsecrop.data.views import view_pipeline
 from coarsecrop.models.vit import sincos_pos_embed
-from coarsecrop.ssl.moco import check_common, check_views
+from coarsecrop.ssl.common import check_common, check_views
 
 
 class MAE(nn.Module):
@@ -101,12 +100,6 @@ class MAE(nn.Module):
         """MAE's pre-training recipe: AdamW, lr 1.5e-4 x batch / 256, wd 0.05, betas (0.9, 0.95), 40 warm-up epochs."""
         return dict(name="adamw", lr=1.5e-4, ref_batch=256, weight_decay=0.05, betas=(0.9, 0.95),
                     paper_batch=4096, warmup_epochs=40, exclude_bias_and_norm=True)
-
-    def view_transform(self, image_size: int | None = None, photometric_on: str = "worker"):
-        """MAE's single view of one uint8 pseudo-image."""
-        return view_pipeline(self.pipeline, image_size or self.image_size,
-                             random_resized_crop=self.random_resized_crop,
-                             photometric_on=photometric_on)
 
     def momentum_update(self, progress: float = 0.0) -> None:
         """MAE has no momentum encoder."""

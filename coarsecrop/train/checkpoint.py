@@ -9,7 +9,6 @@ so it loads anywhere with ``weights_only=True``:
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -17,22 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from coarsecrop.io import save_torch
+
 FORMAT = "coarsecrop.pretrain/1"
 CHECKPOINT = "checkpoint.pt"
 BACKBONE = "backbone.pt"
-
-
-def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
 
 
 def rng_state(device: torch.device) -> dict:
@@ -106,4 +94,4 @@ def export_backbone(backbone: nn.Module, path: str | Path) -> Path:
 
     ``coarsecrop.models.backbones.build_backbone(name, checkpoint=path)`` loads it as phi."""
     state = {k: v.detach().to("cpu").clone() for k, v in backbone.state_dict().items()}
-    return atomic_save(state, path)
+    return save_torch(state, path)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from coarsecrop.device import resolve_device
+
 
 @dataclass
 class Dist:
@@ -29,19 +31,6 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.backend is not None
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """auto | cpu | cuda | cuda:K -> torch.device; under torchrun a bare 'cuda' means cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but CUDA is not available here; use device=cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
 
 
 def launched_by_torchrun() -> bool:

@@ -23,6 +23,7 @@ generator, and each process's RNG states are saved with the model, optimiser and
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -35,13 +36,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
+from coarsecrop import ssl
+from coarsecrop.crops.manifest import read_manifest
+from coarsecrop.data.batch_photometric import batch_photometric
 from coarsecrop.data.pseudo import PseudoImageDataset
+from coarsecrop.data.views import method_views
+from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
 from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
+from coarsecrop.train.monitor import ObjectProbe
 from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
 from coarsecrop.train.params import RUNTIME_KEYS, PretrainParams
 from coarsecrop.train.sampler import GlobalBatchSampler
@@ -105,8 +114,6 @@ def resolve_optimizer(params: PretrainParams, defaults: dict) -> dict:
 
 def build_method(params: PretrainParams, seed: int) -> nn.Module:
     """The SSL method, its weights drawn from ``seed`` alone (the global RNG state is left as it was)."""
-    from coarsecrop import ssl
-
     return ssl.build_method(params.method, params.backbone, params.image_size, seed=seed, **params.method_params)
 
 
@@ -219,8 +226,6 @@ def build_probe(params: PretrainParams, manifest, d: Dist):
     """The object probe (rank 0 only), or None when monitor=none."""
     if params.monitor == "none" or not d.is_main:
         return None
-    from coarsecrop.train.monitor import ObjectProbe
-
     scenes = params.monitor_scenes or manifest.config.get("source")
     probes = ("knn", "linear") if params.monitor == "both" else (params.monitor,)
     return ObjectProbe(scenes, probes, size=params.monitor_size or params.image_size,
@@ -296,20 +301,18 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
         ckpt_io.check_architecture(ckpt, arch, ckpt_path)
         check_resume_params(ckpt["params"], params, ckpt_path)
 
-    from coarsecrop.crops.manifest import read_manifest
-
     manifest = read_manifest(params.manifest)
     method = build_method(params, seed=params.seed)  # identical weights on every process
     seed_everything(params.seed + d.rank)  # independent random streams per process (masks, shuffles)
     optim_cfg = resolve_optimizer(params, dict(method.optimizer_defaults))
     on_device = params.photometric_on == "device" or (params.photometric_on == "auto" and d.device.type == "cuda")
     photometric_on = "device" if on_device else "worker"
-    dataset = PseudoImageDataset(manifest, transform=method.view_transform(params.image_size, photometric_on),
+    dataset = PseudoImageDataset(manifest, transform=method_views(method, params.image_size, photometric_on),
                                  seed=params.seed, max_side=params.max_side)
     finish_views = None
     if on_device:  # the workers send uint8 geometry; jitter, grayscale, blur, solarize run here, batched
-        from coarsecrop.ssl import device_photometric
-        finish_views = [m.to(d.device) for m in device_photometric(method, params.image_size)]
+        finish_views = [m.to(d.device) for m in batch_photometric(method.pipeline, params.image_size,
+                                                                  local_views=getattr(method, "local_views", 0))]
     sampler = GlobalBatchSampler(len(dataset), params.batch_size, d.rank, d.world_size, params.seed)
     total_steps = params.epochs * sampler.steps_per_epoch
     peak_lr = scaled_lr(optim_cfg["base_lr"], params.batch_size, optim_cfg["ref_batch"], params.lr_scaling)
@@ -364,7 +367,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict(), "step": step, "epoch": epoch_done,
                      "sampler": sampler.state_dict(), "rng": rng, "monitor": monitor_state}
-            ckpt_io.atomic_save(state, out / ckpt_io.CHECKPOINT)
+            save_torch(state, out / ckpt_io.CHECKPOINT)
             ckpt_io.export_backbone(method.backbone, out / ckpt_io.BACKBONE)
         barrier(d)
 
@@ -457,8 +460,6 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
 
 def weights_sha256(model: nn.Module) -> str:
     """Hash of every parameter's bytes (not buffers: BN statistics are per process on CPU)."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, p in model.named_parameters():
         digest.update(name.encode())
@@ -475,15 +476,11 @@ def _fmt(scores: dict | None) -> str:
 def _progress_bar(params: PretrainParams, d: Dist, total: int, initial: int):
     if not (params.progress and d.is_main):
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, initial=initial, desc=f"pretrain {params.method}", unit="step",
                 dynamic_ncols=True, file=sys.stderr)
 
 
 def _write_params(path: Path, params: PretrainParams, resolved: Resolved) -> None:
-    import yaml
-
     text = yaml.safe_dump(params.to_dict(), sort_keys=False)
     text += "# resolved by the trainer (not parameters):\n"
     text += "".join(f"# {line}\n" for line in yaml.safe_dump(resolved.to_dict(), sort_keys=False).splitlines())

@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from coarsecrop.data.images import BadImage, load_image
+from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, BadImage, load_image
 from coarsecrop.data.pseudo import cut_crop
+from coarsecrop.data.scenes import open_scenes
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # ImageNet statistics, as the view pipelines
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def object_crops(scenes, size: int, max_crops: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -178,8 +179,6 @@ class ObjectProbe:
 
     def __init__(self, scenes: str, probes: tuple[str, ...], size: int, max_crops: int = 2000,
                  layer: str = "", device: torch.device | str = "cpu", seed: int = 0, images: str | None = None):
-        from coarsecrop.data.scenes import open_scenes
-
         self.probes, self.layer, self.device = probes, layer, torch.device(device)
         train, val = probe_splits(open_scenes, scenes, images)
         if not any(len(s.boxes) for s in train) or not any(len(s.boxes) for s in val):

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from coarsecrop.params import load_params
+from coarsecrop.ssl import METHODS
+
 OPTIMIZERS = ("sgd", "lars", "adamw")
 LR_SCALING = ("linear", "none")
 MONITORS = ("knn", "linear", "both", "none")
@@ -116,8 +119,6 @@ RUNTIME_KEYS = {"workers", "threads", "device", "progress", "resume", "stop_at_s
 
 def _check_choices(params: PretrainParams, source: str) -> None:
     """Values with a closed set of choices, and basic ranges, checked before anything runs."""
-    from coarsecrop.ssl import METHODS
-
     def fail(message):
         raise ValueError(f"{source}: {message}")
 
@@ -151,8 +152,6 @@ def _check_keys(values: dict, source: str) -> None:
 
 def make_params(values: dict, source: str = "<parameters>") -> PretrainParams:
     """PretrainParams from a mapping, strictly: unknown keys and wrong types raise ValueError."""
-    from coarsecrop.params import load_params
-
     params = load_params(PretrainParams, values, source)
     _check_choices(params, source)
     return params

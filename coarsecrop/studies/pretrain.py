@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.metadata
 import json
 import os
-import platform
+import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import yaml
 
-from coarsecrop.data.synthetic import scenes_or_builtin
+from coarsecrop.crops.job import run_crop_job
+from coarsecrop.crops.quality import quality_buckets
+from coarsecrop.crops.strategies import strategy_parameters
+from coarsecrop.data.scenes import open_scenes
+from coarsecrop.data.synthetic import scenes_or_builtin, shared_scenes_name
+from coarsecrop.io import write_text
 from coarsecrop.params import default_run_dir, project_root
+from coarsecrop.runs.provenance import provenance
+from coarsecrop.studies.crops import crop_table
 from coarsecrop.train.params import make_params
 
 NOTEBOOK = "02_pretrain"
@@ -104,8 +112,6 @@ def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
     (run_dir/../_scenes/<size, count, seed>/) and shared by every run of a sweep that uses the same set."""
     if params.scenes:
         return scenes_or_builtin(params.scenes, run_dir, 0, 0, 0)
-    from coarsecrop.data.synthetic import shared_scenes_name
-
     key = shared_scenes_name(params.num_images, params.scene_size, params.scene_seed)
     return shared_builtin_scenes(run_dir.parent / "_scenes" / key, params.num_images, params.scene_seed,
                                  params.scene_size)
@@ -122,8 +128,6 @@ def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int) -
     try:
         os.rename(tmp, folder)
     except OSError:  # another run got there first: its set is identical (same seed)
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
@@ -147,8 +151,6 @@ def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -
 def train_split(scenes: Path, images) -> str | None:
     """"train" when the source has a train split, else None (every image: a COCO json without splits).
     Cached: the crop job and the objectness of its crops ask for the same source."""
-    from coarsecrop.data.scenes import open_scenes
-
     try:
         open_scenes(scenes, images=images, split="train")
     except ValueError:
@@ -157,9 +159,6 @@ def train_split(scenes: Path, images) -> str | None:
 
 
 def crop_job(params: PretrainStudyParams, scenes: Path, out: Path, strategy: str, n: int, checkpoint, backbone) -> Path:
-    from coarsecrop.crops.job import run_crop_job
-    from coarsecrop.crops.strategies import strategy_parameters
-
     strategy_params = dict(params.strategy_params) if strategy == params.strategy else {}
     if params.anchor_sizes and "sizes" in strategy_parameters(strategy):
         strategy_params.setdefault("sizes", list(params.anchor_sizes))
@@ -187,10 +186,6 @@ def train_stage1(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Pa
 def crop_quality(params: PretrainStudyParams, scenes: Path, manifest: Path) -> dict:
     """Objectness of the pseudo-images against the GT masks (the paper's Table 2 / Fig. 5 x-axis):
     mean, and the shares of Poor (< 20%), Coarse and Precise (> 80%) crops; crops per image; median side."""
-    from coarsecrop.crops.quality import quality_buckets
-    from coarsecrop.crops.study import crop_table
-    from coarsecrop.data.scenes import open_scenes
-
     table = crop_table({"crops": manifest}, open_scenes(scenes, images=params.images,
                                                         split=train_split(scenes, params.images)))
     obj = table["objectness"].dropna()
@@ -262,8 +257,6 @@ def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str =
 
 def curves(train_dir: Path):
     """(steps DataFrame: step, epoch, loss, lr, ...; monitor DataFrame: epoch, probe columns; start record)."""
-    import pandas as pd
-
     lines = read_metrics(train_dir)
     steps = pd.DataFrame([r for r in lines if r.get("kind") == "step"])
     monitor = pd.DataFrame([r for r in lines if r.get("kind") == "monitor"])
@@ -272,8 +265,6 @@ def curves(train_dir: Path):
 
 
 def plot_loss(steps):
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
     ax[0].plot(steps["step"], steps["loss"], lw=0.8, alpha=0.5, label="per step")
     window = max(1, len(steps) // 20)
@@ -292,8 +283,6 @@ def plot_loss(steps):
 
 
 def plot_monitor(monitor, init: dict):
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5.5, 3.2))
     colours = {"knn_top1": "tab:blue", "linear_top1": "tab:orange"}
     for key, colour in colours.items():
@@ -332,45 +321,15 @@ def summary_metrics(train_dir: Path, wall_s: float) -> dict:
     return out
 
 
-def provenance(train, wall_s: float, processes: int) -> dict:
-    from coarsecrop.crops.manifest import code_version
-
-    versions = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "numpy", "coarsecrop"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return {"git_commit": code_version()["git_commit"], "versions": versions, "device": train.device,
-            "world_size": processes, "wall_time_s": round(wall_s, 2), "host": platform.node(),
-            "cpu_count": os.cpu_count()}
-
-
 def write_metrics(run_dir: Path, params: PretrainStudyParams, train, wall_s: float, train_wall_s: float,
                   crops: dict | None = None) -> Path:
     """run_dir/metrics.json (atomic): parameters, the trainer's resolved settings, headline numbers,
-    the monitor history and provenance. Its presence marks a complete run for coarsecrop.book."""
+    the monitor history and provenance. Its presence marks a complete run (coarsecrop.runs)."""
     steps, monitor, start = curves(Path(train.out))
     record = {"notebook": NOTEBOOK, "params": dataclasses.asdict(params), "trainer_params": train.to_dict(),
               "resolved": start.get("resolved"), "metrics": summary_metrics(Path(train.out), train_wall_s),
               "monitor_init": start.get("monitor_init"), "monitor": monitor.to_dict(orient="records"),
               "crops": crops,
-              "run_dir": str(run_dir), "provenance": provenance(train, wall_s, params.processes)}
-    path = run_dir / "metrics.json"
-    tmp = path.with_name(f".metrics.json.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def save_figure(run_dir: Path, fig, name: str):
-    """Save to run_dir/figures/<name>.png, close, return an IPython PNG for display and glue."""
-    import matplotlib.pyplot as plt
-    from IPython.display import Image
-
-    folder = run_dir / "figures"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return Image(data=path.read_bytes(), format="png")
+              "run_dir": str(run_dir), "provenance": provenance(train.device, wall_s, params.processes)}
+    # default=str and NaN kept as NaN: the format of every pretraining metrics.json so far
+    return write_text(run_dir / "metrics.json", json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")

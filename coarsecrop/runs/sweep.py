@@ -26,8 +26,9 @@ seed; see ``checkpoint_cases``.
 the tables of the book are one set of sweep files run at the ``quick`` or the ``cpu-full`` preset.
 
 Each grid point's effective parameters = the notebook's ``parameters`` cell, updated by the preset, the
-fixed values and the point. The run id is the hash ``coarsecrop.book`` gives the same parameters, so a
-point shared with another sweep (or with the book's own run) is computed once: runs/<notebook>/<run id>/.
+fixed values and the point. The run id is ``coarsecrop.params.run_id_of`` of them, as for the book's own
+runs, so a point shared with another sweep (or with the book's run) is computed once: runs/<notebook>/<run id>/.
+Each run executes through ``coarsecrop.runs.notebook.execute``.
 A complete run made by the same code is skipped; a failed one is recorded (run.json status "failed",
 FAILED.txt with the traceback) and the others still run; an unfinished or failed run of the same code is
 continued in its folder next time (the notebooks resume their crop job and trainer). The summary, one row
@@ -38,30 +39,25 @@ must exist (``missing_inputs``); ``plan_table`` is the dry run, and ``run_sweep(
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import itertools
 import json
 import multiprocessing
-import os
-import shutil
-import sys
-import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+import pandas as pd
 import yaml
+from tqdm.auto import tqdm
 
-from coarsecrop.book import (KERNELSPEC, NOT_HASHED, code_fingerprint, convert, is_complete, notebook_defaults,
-                             read_preset, read_record, write_record)
-from coarsecrop.params import project_root, run_id
+from coarsecrop.data.synthetic import shared_scenes_name
+from coarsecrop.io import file_sha256, write_atomic
+from coarsecrop.params import NOT_HASHED, project_root
+from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_complete, notebook_defaults, notebook_task,
+                                      read_preset, read_record, write_record)
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
 PRETRAIN, TRANSFER = "02_pretrain", "03_transfer"  # checkpoints_of: the notebook that makes them, that reads them
 CASES = "cases"  # a grid axis whose values are mappings of several parameters
-# What a run's metrics.json must say about itself; when it does not, provenance.json says it.
-PROVENANCE_KEYS = ("git_commit", "versions", "wall_time_s", "device")
 # Parameters that name files or folders a run reads (relative paths: from the project root, the kernel's cwd).
 INPUT_PATHS = ("scenes", "images", "manifest", "crop_checkpoint", "classify_root")
 
@@ -162,8 +158,6 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
     scene set, backbone and seed. A run on the built-in scenes is evaluated on the very set it was pretrained on (its
     train split -> val split, as the paper pretrains and finetunes on VOC trainval and tests on test); a run
     on a real data set is evaluated on the data set of the transfer preset (``base``), which must name one."""
-    from coarsecrop.data.synthetic import shared_scenes_name
-
     cases, inits, seen = [], {}, set()
     for name in names:
         other = root / "params" / "sweeps" / f"{name}.yaml"
@@ -203,35 +197,6 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
 # ---------------------------------------------------------------- one run
 
 
-def write_provenance(run_dir: Path, parameters: dict, wall_s: float) -> Path | None:
-    """provenance.json beside metrics.json, when metrics.json does not say its git commit, versions,
-    wall time and device (top level or under "provenance"). Returns its path, or None when not needed."""
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    said = metrics.get("provenance") if isinstance(metrics.get("provenance"), dict) else metrics
-    if all(key in said for key in PROVENANCE_KEYS):
-        return None
-    from coarsecrop.crops.manifest import code_version
-
-    versions = {}
-    for name in ("torch", "torchvision", "coarsecrop", "papermill"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    device = parameters.get("device", "auto")
-    if device in (None, "auto"):
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    record = {"parameters": parameters, "git_commit": code_version()["git_commit"], "versions": versions,
-              "device": str(device), "world_size": 1, "wall_time_s": round(wall_s, 2)}
-    path = run_dir / "provenance.json"
-    tmp = run_dir / ".provenance.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def missing_pretraining(task: dict) -> str:
     """For a checkpoints_of point whose pretraining run is not complete: what to run first; else ""."""
     if not task.get("requires"):
@@ -250,7 +215,6 @@ def stale_checkpoint(task: dict) -> bool:
     the checkpoint's sha256 recorded in its metrics.json differs from the file's now."""
     if not task.get("requires") or "pretrained" not in task["inject"]["checkpoints"]:
         return False
-    from coarsecrop.evaluate.runner import sha256
 
     checkpoint = Path(task["root"]) / task["inject"]["checkpoints"]["pretrained"]
     try:
@@ -258,77 +222,15 @@ def stale_checkpoint(task: dict) -> bool:
         said = {rec["rows"]["pretrained"]["sha256"] for rec in metrics["tasks"].values()}
     except (OSError, ValueError, KeyError, TypeError):
         return True
-    return not checkpoint.is_file() or said != {sha256(checkpoint)}
-
-
-def resumable(run_dir: Path, record: dict) -> bool:
-    """An earlier attempt at this very run that did not finish: same code, same parameters, not ok."""
-    earlier = read_record(run_dir)
-    return (earlier.get("status") in ("running", "failed") and earlier.get("code") == record["code"]
-            and earlier.get("parameters") == record["parameters"])
-
-
-@contextlib.contextmanager
-def stderr_to(path: Path):
-    """Send this process's standard error (file descriptor 2, which the kernel papermill starts inherits) to
-    ``path`` for a while: the kernel's own log lines (ipykernel's transport warnings, its shutdown) go to the
-    run folder's kernel.log instead of between the sweep's progress lines."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+    return not checkpoint.is_file() or said != {file_sha256(checkpoint)}
 
 
 def execute_point(task: dict) -> dict:
-    """Execute one run (papermill; the kernel is the run's own process) into its run folder.
-
-    An unfinished or failed run of the same code and parameters is continued in place (``task["resume"]``,
-    the default): the notebooks resume what they find there (02_pretrain: the crop job and the trainer's
-    checkpoint), so a job killed at a time limit loses at most the steps since its last checkpoint. Any
-    other folder (another code's run, or ``resume`` False: ``--force``) is emptied first.
-    Never raises for a failing notebook: the failure is recorded in the folder (run.json status
-    "failed", FAILED.txt) and returned as {"status": "failed", "error": ...}."""
-    import papermill
-
-    run_dir, record = Path(task["run_dir"]), task["record"]
-    if run_dir.exists() and not (task.get("resume", True) and resumable(run_dir, record)):
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "FAILED.txt").unlink(missing_ok=True)
-    missing = missing_pretraining(task)
-    if missing:
-        write_record(run_dir, {**record, "status": "failed", "wall_time_s": 0.0, "error": missing})
-        return {"status": "failed", "wall_time_s": 0.0, "error": missing}
-    write_record(run_dir, {**record, "status": "running"})
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    t0 = time.perf_counter()
-    try:
-        with stderr_to(run_dir / "kernel.log"):
-            papermill.execute_notebook(
-                task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
-                kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=False,
-                request_save_on_cell_execute=True,
-            )
-        if not (run_dir / "metrics.json").is_file():
-            raise RuntimeError(f"the notebook ran but wrote no {run_dir / 'metrics.json'}")
-    except Exception as err:  # record it; the sweep goes on
-        wall = round(time.perf_counter() - t0, 2)
-        (run_dir / "FAILED.txt").write_text(traceback.format_exc(), encoding="utf-8")
-        lines = str(err).strip().splitlines()
-        error = f"{type(err).__name__}: {lines[-1] if lines else ''}"
-        write_record(run_dir, {**record, "status": "failed", "wall_time_s": wall, "error": error})
-        return {"status": "failed", "wall_time_s": wall, "error": error}
-    wall = round(time.perf_counter() - t0, 2)
-    write_provenance(run_dir, record["parameters"], wall)
-    write_record(run_dir, {**record, "status": "ok", "wall_time_s": wall,
-                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    return {"status": "ok", "wall_time_s": wall, "error": ""}
+    """Execute one point (``coarsecrop.runs.notebook.execute``): an unfinished or failed run of the same code
+    and parameters is continued in place unless ``task["resume"]`` is False (``--force``); a checkpoints_of
+    point whose pretraining run is not complete is recorded as failed, saying what to run first. Never
+    raises for a failing notebook: returns {"status", "wall_time_s", "error"}."""
+    return execute(task, resume=task.get("resume", True), blocked=missing_pretraining(task))
 
 
 # ---------------------------------------------------------------- the summary table
@@ -358,12 +260,6 @@ def summary_row(point: dict, run_dir: Path, root: Path, reused: bool) -> dict:
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         row.update({k: v for k, v in flatten(metrics).items() if k not in row})
     return row
-
-
-def write_csv_atomic(table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- before anything runs
@@ -410,8 +306,6 @@ def point_state(p: dict, code: str) -> str:
 def plan_table(plan: dict):
     """The dry run: one row per point (indexed by its number, for ``only``) with its run id, state
     (``point_state``) and swept values."""
-    import pandas as pd
-
     rows = [{"run_id": p["run_dir"].name, "state": point_state(p, plan["code"]),
              **{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in p["point"].items()}}
             for p in plan["points"]]
@@ -460,14 +354,9 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     for point in expand_grid(spec["grid"]):
         requires = point.pop("_requires", None)  # (pretraining sweep, run id) a checkpoints_of point reads
         values = {**base, **spec["fixed"], **point}  # what is injected, besides out and preset
-        effective = {**defaults, **values}
-        rid = run_id({k: v for k, v in effective.items() if k not in NOT_HASHED})
-        run_dir = root / "runs" / name / rid
-        record = {"notebook": name, "preset": spec["preset"], "sweep": label, "run_id": rid,
-                  "parameters": effective, "code": code}
-        task = {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
-                "inject": {**values, "out": str(run_dir), "preset": label}, "requires": requires}
-        points.append({"point": point, "run_dir": run_dir, "task": task})
+        task = notebook_task(root, name, values, spec["preset"], label, ipynb=ipynb, defaults=defaults, code=code,
+                             sweep=label, requires=requires)
+        points.append({"point": point, "run_dir": Path(task["run_dir"]), "task": task})
     return {"notebook": name, "name": sweep_file.stem, "preset": spec["preset"], "code": code, "points": points,
             "base": base}
 
@@ -480,9 +369,6 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     file holding pyproject.toml). ``only``: run just these points (indices in plan order, as the dry run
     lists them; one per Slurm array task); the summary still lists every point. A failing point does not
     raise: its row says "failed"."""
-    import pandas as pd
-    from tqdm.auto import tqdm
-
     sweep_file = Path(sweep_file)
     root = sweep_root(sweep_file, root)
     plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
@@ -532,7 +418,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
     suffix = f"-{plan['preset']}" if preset else ""
     out = root / "runs" / plan["notebook"] / f"sweep-{plan['name']}{suffix}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(table, out)
+    write_atomic(out, lambda f: table.to_csv(f, index=False), binary=False)
     table.attrs["csv"] = str(out)
     return table
 

@@ -1,54 +1,52 @@
-"""Run transfer tasks over seeds, with a random-init row beside the checkpoint, into metrics.json.
+"""The transfer study (notebooks/03_transfer.py, ``coarsecrop evaluate``): transfer tasks over seeds, with a
+random-init row beside the checkpoint, into metrics.json; their tables and figures.
 
     record = evaluate("objects", checkpoint="runs/.../backbone.pt", backbone="resnet10_w16",
                       scenes="data/scenes", n_seeds=3, out="runs/eval")
 
-Each task is a pair (prepare_data, run) from its module; ``params`` are split between the two by their
-keyword names, and a name neither takes fails with the valid ones. A table has one row per checkpoint
-(seeds vary the new layers and the data order) and a ``random`` row (a new random trunk per seed, the
-paper's Table 5 baseline), each with every run's metrics and their mean / std over seeds. Metrics are
-in percent, as the paper's tables.
+Each task (``coarsecrop.evaluate.TASKS``) is a pair (prepare_data, run) from its module; ``params`` are split
+between the two by their keyword names, and a name neither takes fails with the valid ones. A table has
+one row per checkpoint (seeds vary the new layers and the data order) and a ``random`` row (a new random
+trunk per seed, the paper's Table 5 baseline), each with every run's metrics and their mean / std over
+seeds. Metrics are in percent, as the paper's tables.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
+import importlib
 import inspect
-import math
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import torch
 
-from coarsecrop.evaluate import classify, d2, detection, multilabel, objects, segmentation
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.device import resolve_device
+from coarsecrop.evaluate import ENGINE, HEADLINE, d2
+from coarsecrop.evaluate import TASKS as TASK_MODULES
 from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
 from coarsecrop.evaluate.data import open_split, require_labels
-from coarsecrop.evaluate.features import resolve_device
-from coarsecrop.evaluate.files import write_json
 from coarsecrop.evaluate.metrics import summarise
+from coarsecrop.io import file_sha256, write_json
+from coarsecrop.params import default_run_dir
+from coarsecrop.runs.provenance import provenance
 
-# task -> (prepare_data(train, val, **p) or prepare_data(root, **p), run(trunk, data, seed, device, **p))
-TASKS = {
-    "multilabel": (multilabel.prepare_data, multilabel.run_finetune),
-    "linear": (multilabel.prepare_data, multilabel.run_linear),
-    "objects": (objects.prepare_data, objects.run_probe),
-    "detection": (partial(detection.prepare_data, masks=False), detection.run_detection),
-    "instance": (partial(detection.prepare_data, masks=True), detection.run_detection),
-    "semantic": (segmentation.prepare_data, segmentation.run_semantic),
-    "classify": (classify.prepare_data, classify.run_probe),
-    "detectron2": (d2.prepare_data, d2.run_finetune),  # the paper's engine, as a subprocess (needs detectron2)
-}
-# The headline metric of each task (the paper's column), for tables.
-HEADLINE = {"multilabel": "mAP", "linear": "mAP_l", "objects": "top1", "detection": "AP_bbox",
-            "instance": "AP_seg", "semantic": "mIoU", "classify": "top1", "detectron2": "AP_bbox"}
-# Which engine makes each task's numbers (the book says so beside them).
-ENGINE = {"detection": "torchvision", "instance": "torchvision", "detectron2": "detectron2"}
+
+def _functions(module: str, prepare: str, run: str, fixed: dict) -> tuple:
+    task = importlib.import_module(f"coarsecrop.evaluate.{module}")
+    prepare_fn = getattr(task, prepare)
+    return (partial(prepare_fn, **fixed) if fixed else prepare_fn), getattr(task, run)
+
+
+# task -> (prepare_data(train, val, **p) or prepare_data(root, **p), run(trunk, data, seed, device, **p)), for
+# every task of coarsecrop.evaluate.TASKS, loaded once (tasks sharing a prepare function share its data)
+TASKS = {name: _functions(*where) for name, where in TASK_MODULES.items()}
 
 
 def task_parameters(task: str) -> dict[str, dict[str, object]]:
@@ -150,7 +148,7 @@ def evaluate_rows(task: str, rows: dict[str, str | Path | None], backbone: str |
             trunk = make_trunk(archs[label], ckpt, seed=seed)
             runs.append({"seed": seed, **run(trunk, data, seed=seed, device=dev, **run_kw)})
         out_rows[label] = {"checkpoint": str(ckpt) if ckpt is not None else None, "backbone": archs[label],
-                           "sha256": sha256(ckpt) if ckpt is not None else None,
+                           "sha256": file_sha256(ckpt) if ckpt is not None else None,
                            "runs": runs, "summary": summarise(runs)}
     return {
         "task": task, "headline": HEADLINE[task], "engine": ENGINE.get(task, "coarsecrop"), "rows": out_rows,
@@ -220,8 +218,6 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
 
     Returns {"tasks": {task: record}, "params", "run_dir", "scenes", "provenance"}; ``write`` puts it in
     run_dir/metrics.json (the notebook writes it itself, last, after its figures)."""
-    from coarsecrop.params import run_id
-
     t0 = time.perf_counter()
     if p.threads:
         torch.set_num_threads(p.threads)
@@ -233,13 +229,10 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     rows: dict[str, str | Path | None] = {label: resolve_checkpoint(spec) for label, spec in p.checkpoints.items()}
     if p.random_init or not rows:
         rows["random"] = None
-    key = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("out", "preset")}
-    run_dir = Path(p.out) if p.out else Path("runs") / "03_transfer" / run_id(key)
+    run_dir = Path(p.out) if p.out else default_run_dir("03_transfer", p)
     run_dir.mkdir(parents=True, exist_ok=True)
     scenes = p.scenes
     if scenes is None:
-        from coarsecrop.data.synthetic import write_scenes
-
         if not (run_dir / "scenes" / "annotations.json").is_file():
             write_scenes(run_dir / "scenes", num_images=p.num_images, seed=p.scene_seed, size=p.scene_size,
                          progress=False)
@@ -264,42 +257,50 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     return result
 
 
-def sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def provenance(device: torch.device, wall_s: float) -> dict:
-    """Git commit, package versions, device and wall time of a run (the keys of the other notebooks')."""
-    import importlib.metadata
-    import os
-
-    versions = {"python": platform.python_version()}
-    for name in ("coarsecrop", "torch", "torchvision", "numpy", "pycocotools"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                f"{torch.get_num_threads()} torch threads)")
-    return {"git_commit": commit, "versions": versions, "device": str(device), "device_name": name,
-            "world_size": 1, "wall_time_s": round(wall_s, 2) if math.isfinite(wall_s) else None,
-            "host": platform.node()}
-
-
 def _task(task: str):
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     return TASKS[task]
 
+
+# ---------------------------------------------------------------- tables and figures
+
+def headline_table(records: dict) -> pd.DataFrame:
+    """One line per (task, row): the headline metric's mean and std over seeds, and n."""
+    out = []
+    for task, rec in records.items():
+        for label, row in rec["rows"].items():
+            s = row["summary"].get(rec["headline"], {})
+            out.append({"task": task, "metric": rec["headline"], "row": label, "mean": s.get("mean"),
+                        "std": s.get("std"), "n": s.get("n")})
+    return pd.DataFrame(out)
+
+
+def runs_table(records: dict, task: str) -> pd.DataFrame:
+    """Every run of one task: a line per (row, seed), its scalar metrics as columns."""
+    rec = records[task]
+    lines = [{"row": label, **{k: v for k, v in run.items() if not isinstance(v, (dict, list))}}
+             for label, row in rec["rows"].items() for run in row["runs"]]
+    return pd.DataFrame(lines).set_index(["row", "seed"])
+
+
+def plot_headlines(records: dict) -> plt.Figure:
+    """One panel per task: the headline metric per row (checkpoints, random init), mean +- std over seeds,
+    seeds as dots."""
+    tasks = list(records)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(2.6 * len(tasks), 3.0), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rec = records[task]
+        labels = list(rec["rows"])
+        for i, label in enumerate(labels):
+            row = rec["rows"][label]
+            summary = row["summary"].get(rec["headline"], {})
+            values = [r[rec["headline"]] for r in row["runs"] if r.get(rec["headline"]) is not None]
+            ax.bar(i, summary.get("mean", 0) or 0, yerr=summary.get("std", 0) or 0, capsize=3,
+                   color="0.75" if label == "random" else "tab:blue")
+            ax.plot([i] * len(values), values, "k.", ms=4)
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_title(f"{task}: {rec['headline']}", fontsize=9)
+        ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    return fig

@@ -7,18 +7,13 @@ and glues the results for the book.
 
     params = CropStudyParams(num_images=8, image_size=128, backbone="resnet18", anchor_sizes=[8, 16, 32, 64])
     study = run_study(params)            # scenes, a manifest per strategy, per-crop table, per-strategy summary
-    image = save_figure(study, plot_quality_bars(study.summary), "quality_bars")
+    image = save_figure(plot_quality_bars(study.summary), study.run_dir / "figures", "quality_bars")  # studies.figures
     save_metrics(study)                  # run_dir/metrics.json, last: its presence marks a complete run
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
-import importlib.resources
-import json
-import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,13 +24,22 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
-import yaml
 from matplotlib.patches import Rectangle
 
+from coarsecrop.crops.job import build_strategy, run_crop_job
+from coarsecrop.crops.manifest import read_manifest
 from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
+from coarsecrop.crops.strategies import STRATEGIES, strategy_parameters
+from coarsecrop.data.images import load_image
+from coarsecrop.data.scenes import open_scenes
 from coarsecrop.data.synthetic import scenes_or_builtin
+from coarsecrop.device import resolve_device
+from coarsecrop.io import json_safe, write_json
 from coarsecrop.params import default_run_dir
+from coarsecrop.runs.provenance import provenance
+from coarsecrop.studies.reference import paper_objectness
 
 # The strategies of Table 2 and Fig. 3, in the paper's order, then the object-discovery baselines, ours
 # and its two documented variants (see coarsecrop.crops.strategies for what each does).
@@ -137,13 +141,6 @@ def resolve_run_dir(params: CropStudyParams) -> Path:
     return default_run_dir("01_crops", params)
 
 
-def resolve_device(device: str) -> torch.device:
-    """"auto" -> cuda when available, else cpu."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def prepare_scenes(params: CropStudyParams, run_dir: Path) -> Path:
     """The data set to crop: ``params.scenes``, or the built-in scenes generated into run_dir/scenes."""
     return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.seed, params.image_size)
@@ -154,8 +151,6 @@ def prepare_scenes(params: CropStudyParams, run_dir: Path) -> Path:
 def strategy_params_for(name: str, params: CropStudyParams) -> dict:
     """The parameters a strategy gets: the study's anchor settings when the strategy takes them (ours and
     its variants), then ``strategy_params[name]``. Unknown names fail listing the valid ones."""
-    from coarsecrop.crops.strategies import STRATEGIES, strategy_parameters
-
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r} in 'strategies'; valid: {', '.join(STRATEGIES)}")
     accepted = strategy_parameters(name)
@@ -172,8 +167,6 @@ def run_strategies(params: CropStudyParams, scene_path: Path, run_dir: Path, pro
                    ) -> tuple[dict[str, Path], dict[str, dict]]:
     """Run every strategy through the crop job into run_dir/crops/<strategy>; a finished job is reused
     (the job resumes / skips its finished shards). Returns manifest folders and job summaries (with wall s)."""
-    from coarsecrop.crops.job import run_crop_job
-
     unknown = [k for k in params.strategy_params if k not in params.strategies]
     if unknown:
         raise ValueError(f"strategy_params names {unknown}, which are not in strategies {params.strategies}")
@@ -201,8 +194,6 @@ def run_strategies(params: CropStudyParams, scene_path: Path, run_dir: Path, pro
 
 def crop_table(manifests: dict[str, Path], scenes) -> pd.DataFrame:
     """One row per crop of every strategy, with its objectness against the scene's GT masks."""
-    from coarsecrop.crops.manifest import read_manifest
-
     by_id = {str(s.id): s for s in scenes.scenes}
     masks: dict[str, torch.Tensor] = {}
     rows = []
@@ -264,17 +255,6 @@ def summarise(crops: pd.DataFrame, jobs: dict[str, dict], strategies: list[str])
 
 
 # ---------------------------------------------------------------- the paper's numbers
-
-def paper_tables() -> dict:
-    """The paper's reported numbers (coarsecrop/reference/paper_tables.yaml, package data)."""
-    text = importlib.resources.files("coarsecrop").joinpath("reference/paper_tables.yaml").read_text("utf-8")
-    return yaml.safe_load(text)
-
-
-def paper_objectness() -> dict[str, float]:
-    """Table 2 of the paper: mean objectness (%) per strategy on VOC2007, BYOL-pretrained phi."""
-    return {row["crops"]: float(row["objectness"]) for row in paper_tables()["table2"]["rows"]}
-
 
 def objectness_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Table 2 style: ours beside the paper's objectness, plus the buckets and the median crop side."""
@@ -352,8 +332,6 @@ def paper_claims(summary: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- figures
 
 def _load_rgb(scene) -> np.ndarray:
-    from coarsecrop.data.images import load_image
-
     image, _ = load_image(scene.file)
     return image  # uint8 [H, W, 3]
 
@@ -403,15 +381,11 @@ def plot_crops_grid(study: CropStudy, strategies: list[str] | None = None, k: in
 
 def objectness_strategies(study: CropStudy) -> list[str]:
     """The strategies of the study that expose ``objectness_maps`` (ours and its variants)."""
-    from coarsecrop.crops.strategies import STRATEGIES
-
     return [n for n in study.manifests if hasattr(STRATEGIES[n], "objectness_maps")]
 
 
 def make_study_strategy(name: str, params: CropStudyParams):
     """The strategy object exactly as the crop job builds it (same backbone, checkpoint, parameters)."""
-    from coarsecrop.crops.job import build_strategy
-
     return build_strategy(name, resolve_device(params.device), params.n, params.backbone, params.checkpoint,
                           strategy_params_for(name, params))
 
@@ -482,8 +456,6 @@ def plot_crop_sizes(study: CropStudy) -> plt.Figure:
     df["label"] = df["strategy"].map(label)
     labels = [label(s) for s in order]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(order) + 1.6))
-    import seaborn as sns
-
     sns.boxplot(data=df, y="label", x="side", order=labels, ax=ax, color="#cfd8e3", fliersize=0, width=0.6)
     sns.stripplot(data=df, y="label", x="side", order=labels, ax=ax, size=2, alpha=0.35, color="#333333",
                   jitter=0.25)
@@ -500,55 +472,17 @@ def plot_crop_sizes(study: CropStudy) -> plt.Figure:
     return fig
 
 
-# ---------------------------------------------------------------- metrics and provenance
-
-PACKAGES = ("torch", "torchvision", "numpy", "opencv-contrib-python-headless", "pycocotools", "pandas",
-            "matplotlib", "papermill", "coarsecrop")
-
-
-def provenance(device: torch.device, wall_s: float) -> dict:
-    """Git commit, package versions, device and wall time of this run."""
-    from coarsecrop.crops.manifest import code_version
-
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-                      f"{torch.get_num_threads()} torch threads)"
-    return {"git_commit": code_version()["git_commit"], "versions": versions, "device": str(device),
-            "device_name": device_name, "world_size": 1, "wall_time_s": round(wall_s, 2),
-            "host": platform.node()}
-
-
-def _jsonable(x):
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, (np.floating, np.integer)):
-        return _jsonable(x.item())
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
+# ---------------------------------------------------------------- metrics
 
 def build_metrics(study: CropStudy, wall_s: float) -> dict:
     """The content of metrics.json: metrics per strategy, the paper's values, parameters, provenance."""
-    from coarsecrop.crops.manifest import read_manifest
-
-    per = {name: {k: _jsonable(v) for k, v in row.items()} for name, row in study.summary.iterrows()}
+    per = {name: {k: json_safe(v) for k, v in row.items()} for name, row in study.summary.iterrows()}
     strategy_config = {}
     for name, folder in study.manifests.items():
         config = read_manifest(folder).config
         strategy_config[name] = {"params": config.get("params"), "backbone": config.get("backbone"),
                                  "manifest": str(folder)}
-    return _jsonable({
+    return json_safe({
         "notebook": "01_crops",
         "metrics": per,
         "strategies": strategy_config,
@@ -565,24 +499,10 @@ def study_claims_records(summary: pd.DataFrame) -> list[dict]:
     return paper_claims(summary).to_dict(orient="records")
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write JSON to a temporary name in the same folder, fsync, rename: readers never see a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- the whole study
 
 def run_study(params: CropStudyParams, progress: bool = False) -> CropStudy:
     """Scenes -> every strategy's crop job -> per-crop objectness -> summary -> run_dir/metrics.json."""
-    from coarsecrop.data.scenes import open_scenes
-
     t0 = time.perf_counter()
     run_dir = resolve_run_dir(params)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -603,18 +523,5 @@ def save_metrics(study: CropStudy, wall_s: float | None = None) -> Path:
     if wall_s is not None:
         study.metrics["provenance"]["wall_time_s"] = round(wall_s, 2)
     path = study.run_dir / "metrics.json"
-    write_json_atomic(path, study.metrics)
+    write_json(path, study.metrics)
     return path
-
-
-def save_figure(study: CropStudy, fig: plt.Figure, name: str, dpi: int = 110):
-    """Render ``fig`` once to run_dir/figures/<name>.png, close it (so the notebook does not show it a
-    second time) and return it as an IPython PNG image, for display and myst-nb glue."""
-    from IPython.display import Image
-
-    folder = study.run_dir / "figures"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return Image(data=path.read_bytes(), format="png")

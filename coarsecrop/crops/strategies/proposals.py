@@ -1,0 +1,165 @@
+"""Object proposals as crop strategies: OpenCV's selective search (seeded through libc's rand, which it
+draws from) and EdgeBox (structured edges replaced by Sobel magnitudes thinned along the gradient)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+import cv2
+import numpy as np
+import torch
+
+from coarsecrop.crops.strategies.base import (Strategy, _check_int, _check_range, _ones, _positive_int, image_seed,
+                                              register)
+
+
+def _bgr(image: torch.Tensor) -> np.ndarray:
+    """uint8 [3, H, W] RGB tensor -> contiguous uint8 [H, W, 3] BGR array for OpenCV."""
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy()[:, :, ::-1])
+
+
+def _whole_image(H: int, W: int):
+    return torch.tensor([[0.0, 0.0, W, H]]), _ones(1)
+
+
+_LIBC = None
+
+
+def _seed_libc_rand(seed: int) -> None:
+    """OpenCV's selective search ranks regions with C ``rand()``; seed it so results are reproducible."""
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c") or ctypes.util.find_library("msvcrt")
+        _LIBC = ctypes.CDLL(name) if name else False
+    if _LIBC:
+        _LIBC.srand(ctypes.c_uint(seed))
+
+
+@register
+class SelectiveSearch(Strategy):
+    """Selective search (Uijlings et al.) in OpenCV contrib's fast mode; the top n proposals (Sec. 5.2).
+
+    "Top" is OpenCV's own output order, which is what ``rects[:n]`` gives every OpenCV user: OpenCV
+    ranks each region by ``rand() * hierarchy level`` (level 1 = an initial graph segment; it notes
+    this inverts the paper's order), sorts ascending and drops duplicate rectangles, so the first
+    proposals are mostly small, low-level regions with a random mix of merged ones. The C ``rand()``
+    is seeded per image (``seed`` and the scene id), so the order is reproducible (single-threaded
+    use per process). Proposals with a side under ``min_side`` x the shorter image side (tiny
+    superpixel fragments) go behind the others, used only when fewer than n larger ones exist; an
+    image with no proposal at all gets the whole image. Fewer than n boxes only when OpenCV proposes
+    fewer distinct rectangles. Scores are 1 - rank / K in OpenCV's order (K proposals)."""
+
+    name = "selective_search"
+    defaults = {"n": 5, "seed": 0, "min_side": 0.05, "base_k": 150, "inc_k": 150, "sigma": 0.8}
+
+    def check_params(self, params):
+        _check_int(self.name, "seed", params["seed"])
+        _check_range(self.name, "min_side", params["min_side"], 0.0, 1.0)
+        _positive_int(self.name, "base_k", params["base_k"])
+        _positive_int(self.name, "inc_k", params["inc_k"])
+        _check_range(self.name, "sigma", params["sigma"], 0.0, 100.0)
+
+    def crop(self, image, scene):
+        H, W = image.shape[-2:]
+        p = self.params
+        ss = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+        ss.setBaseImage(_bgr(image))
+        ss.switchToSelectiveSearchFast(p["base_k"], p["inc_k"], float(p["sigma"]))
+        _seed_libc_rand(image_seed(p["seed"], scene.id))
+        rects = np.asarray(ss.process(), dtype=np.float64).reshape(-1, 4)  # [K, 4] x y w h, OpenCV order
+        if len(rects) == 0:
+            return _whole_image(H, W)
+        scores = 1.0 - np.arange(len(rects)) / len(rects)
+        big = np.minimum(rects[:, 2], rects[:, 3]) >= max(1.0, p["min_side"] * min(H, W))
+        order = np.concatenate([np.flatnonzero(big), np.flatnonzero(~big)])  # small ones only to fill up n
+        rects, scores = rects[order], scores[order]
+        boxes = torch.from_numpy(rects[: self.n]).clone()
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes, torch.from_numpy(scores[: self.n])
+
+
+@register
+class EdgeBox(Strategy):
+    """EdgeBoxes (Zitnick & Dollar) from OpenCV contrib; the n best-scored boxes (Sec. 5.2).
+
+    EdgeBoxes normally runs on the structured-forest edge map (``model.yml.gz``), which cannot be
+    downloaded here. Instead ``edge_maps`` computes the edges in code: Gaussian smoothing (sigma
+    ``blur``) of the image in Lab, Sobel gradients per channel, the strongest channel per pixel,
+    magnitude divided by its 99th percentile and clipped to [0, 1] (float32), orientation =
+    atan2(gy, gx) mod pi (the edge normal, the convention EdgeBoxes expects), thinned by non-maximum
+    suppression along the gradient. Difference from structured edges: these respond to every
+    intensity / colour step -- texture and background clutter included -- where the learned edges
+    fire mostly on object boundaries, so boxes enclosing textured stuff score higher than they would
+    with the real model. OpenCV's defaults otherwise (alpha 0.65, beta 0.75, min_score 0.01); the
+    minimum box area (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. Fewer than
+    n boxes when EdgeBoxes finds fewer (few edges, e.g. flat or noise-only images); an image with no
+    proposal, or under 8 px on a side, gets the whole image."""
+
+    name = "edgebox"
+    defaults = {"n": 5, "alpha": 0.65, "beta": 0.75, "min_score": 0.01, "min_box_area": 1000, "blur": 1.0}
+
+    def check_params(self, params):
+        _check_range(self.name, "alpha", params["alpha"], 0.0, 1.0)
+        _check_range(self.name, "beta", params["beta"], 0.0, 1.0)
+        _check_range(self.name, "min_score", params["min_score"], 0.0, 1e9)
+        _check_range(self.name, "min_box_area", params["min_box_area"], 0.0, 1e12)
+        _check_range(self.name, "blur", params["blur"], 0.0, 100.0)
+
+    def crop(self, image, scene):
+        H, W = image.shape[-2:]
+        p = self.params
+        if min(H, W) < 8:  # EdgeBoxes ignores a 1-px border and needs room for a box
+            return _whole_image(H, W)
+        edges, orientation = edge_maps(image, p["blur"])
+        eb = cv2.ximgproc.createEdgeBoxes(
+            alpha=float(p["alpha"]), beta=float(p["beta"]), minScore=float(p["min_score"]),
+            maxBoxes=self.n, minBoxArea=float(min(p["min_box_area"], 0.1 * H * W)),
+        )
+        out = eb.getBoundingBoxes(edges, orientation)
+        rects, scores = (out if isinstance(out, tuple) else (out, None))
+        rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4)
+        if len(rects) == 0:
+            return _whole_image(H, W)
+        if scores is None:  # older OpenCV returns boxes only, best first
+            scores = 1.0 - np.arange(len(rects)) / len(rects)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        order = np.argsort(-scores, kind="stable")[: self.n]
+        boxes = torch.from_numpy(rects[order]).clone()
+        boxes[:, 2:] += boxes[:, :2]
+        return boxes, torch.from_numpy(scores[order])
+
+
+def edge_maps(image: torch.Tensor, blur: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Edge magnitude in [0, 1] and orientation in [0, pi), both float32 [H, W], thinned by NMS."""
+    rgb = image.permute(1, 2, 0).numpy().astype(np.float32) / 255.0
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2Lab) / np.array([100.0, 128.0, 128.0], np.float32)  # comparable ranges
+    if blur > 0:
+        lab = cv2.GaussianBlur(lab, (0, 0), blur)
+    gx = np.stack([cv2.Sobel(lab[:, :, c], cv2.CV_32F, 1, 0, ksize=3) for c in range(3)])  # [3, H, W]
+    gy = np.stack([cv2.Sobel(lab[:, :, c], cv2.CV_32F, 0, 1, ksize=3) for c in range(3)])
+    mag = np.hypot(gx, gy)
+    best = mag.argmax(axis=0)[None]  # strongest channel per pixel
+    gx = np.take_along_axis(gx, best, 0)[0]
+    gy = np.take_along_axis(gy, best, 0)[0]
+    mag = np.take_along_axis(mag, best, 0)[0]
+    scale = np.percentile(mag, 99) if mag.any() else 1.0
+    mag = np.clip(mag / max(scale, 1e-12), 0, 1).astype(np.float32)
+    orientation = np.mod(np.arctan2(gy, gx), np.pi).astype(np.float32)
+    return thin_edges(mag, orientation), orientation
+
+
+def thin_edges(mag: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Non-maximum suppression: keep a pixel only if it is >= both neighbours along its gradient
+    direction (quantised to 0 / 45 / 90 / 135 degrees)."""
+    padded = np.pad(mag, 1)
+    H, W = mag.shape
+    sector = (np.round(orientation / (np.pi / 4)).astype(int)) % 4  # 0: x, 1: diagonal, 2: y, 3: anti-diagonal
+    steps = {0: (0, 1), 1: (1, 1), 2: (1, 0), 3: (1, -1)}  # (dy, dx) along the gradient
+    keep = np.zeros_like(mag, dtype=bool)
+    for s, (dy, dx) in steps.items():
+        fwd = padded[1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W]
+        bwd = padded[1 - dy : 1 - dy + H, 1 - dx : 1 - dx + W]
+        keep |= (sector == s) & (mag >= fwd) & (mag >= bwd)
+    return np.where(keep, mag, 0).astype(np.float32)
+

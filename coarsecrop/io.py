@@ -1,0 +1,108 @@
+"""Files on the ground floor: atomic writes (text, JSON, torch, anything), file sha256, JSON-safe values.
+
+Every file the project writes that a reader may look at while it is being written (a manifest shard, a
+metrics.json, a checkpoint, a run record) goes through ``write_atomic``: the bytes go to a temporary name
+in the same folder (``<name>.tmp.<host>.<pid>``, so concurrent processes and ranks never share one), are
+fsync'ed and renamed over the target, so a reader sees the old file or the whole new one, never a part.
+An error removes the temporary; a killed process may leave it behind (``TMP_MARK`` names it, so the crop
+manifest's resume can find and remove it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+TMP_MARK = ".tmp."
+
+
+def temporary_name(path: Path) -> Path:
+    """The temporary file ``write_atomic`` writes before the rename: ``<name>.tmp.<host>.<pid>``."""
+    return path.with_name(f"{path.name}{TMP_MARK}{socket.gethostname()}.{os.getpid()}")
+
+
+def write_atomic(path: str | Path, write: Callable[[Any], None], binary: bool = True) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path`` (binary, or UTF-8 text with ``\\n`` line ends),
+    fsync it, rename it over ``path``; returns ``path``. Creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path)
+    try:
+        with (open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="\n")) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """``text`` to ``path``, atomically."""
+    return write_atomic(path, lambda f: f.write(text), binary=False)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Strict JSON (see ``json_safe``: NaN and inf written as null) with sorted keys, indent 2 and a final
+    newline, written atomically."""
+    return write_text(path, json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path``, atomically."""
+    return write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON values, recursively: NaN / inf -> None (JSON has no NaN; a missing score is
+    null), numpy and torch scalars -> Python numbers, arrays -> lists, tuples -> lists, dict keys -> str,
+    paths -> str."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, np.generic) or (hasattr(value, "item") and getattr(value, "ndim", 1) == 0):
+        return json_safe(value.item())
+    if hasattr(value, "tolist"):
+        return json_safe(value.tolist())
+    return str(value)
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

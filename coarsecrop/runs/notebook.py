@@ -1,0 +1,199 @@
+"""One notebook run: jupytext -> papermill, the run folder and its record.
+
+A run of notebook ``NN_topic`` with effective parameters P lives in runs/NN_topic/<run id>/ (the id:
+``coarsecrop.params.run_id_of(P)``) and holds the executed notebook, run.json (the record: notebook,
+preset, run id, parameters, code fingerprint, status, wall time, error), the notebook's metrics.json
+and figures, provenance.json where metrics.json does not say its own, FAILED.txt when it failed and
+kernel.log (the kernel's standard error). ``execute`` is the one place a notebook is executed; the book
+(``coarsecrop book run``) and the sweeps (``coarsecrop sweep``) both go through it.
+
+    task = notebook_task(root, "01_crops", values={"n": 3}, preset="smoke", preset_label="params/smoke/01_crops.yaml")
+    result = execute(task, resume=False)        # {"status": "ok" | "failed", "wall_time_s", "error"}
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+
+import coarsecrop
+from coarsecrop.io import write_text
+from coarsecrop.params import run_id_of
+from coarsecrop.runs.provenance import write_if_missing
+
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def convert(source: Path, target: Path) -> Path:
+    """jupytext py:percent -> .ipynb with the python3 kernelspec (written only when it changes)."""
+    import jupytext  # the book extra (optional dependency), as papermill
+
+    nb = jupytext.read(source)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    text = jupytext.writes(nb, fmt="ipynb")
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    return target
+
+
+def notebook_defaults(ipynb: Path) -> dict:
+    """The values of the notebook's ``parameters`` cell (literals only, as papermill sees them)."""
+    import papermill
+
+    defaults = {}
+    for name, info in papermill.inspect_notebook(str(ipynb)).items():
+        try:
+            defaults[name] = ast.literal_eval(info["default"])
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{ipynb}: parameter {name} = {info['default']!r} is not a literal; the "
+                             "parameters cell must hold plain values") from err
+    return defaults
+
+
+def read_preset(path: Path, defaults: dict) -> dict:
+    """A preset file (YAML mapping); every key must be a parameter of the notebook."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no preset file {path}: every notebook needs one file per preset")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a preset file must be a YAML mapping of parameter: value")
+    unknown = sorted(set(values) - set(defaults))
+    if unknown:
+        raise ValueError(f"{path}: unknown parameter(s) {', '.join(unknown)}; the notebook's parameters "
+                         f"cell has: {', '.join(sorted(defaults))}")
+    return values
+
+
+def code_fingerprint(source: Path) -> str:
+    """sha256 of the code a run depends on: every file of the installed coarsecrop package (.py and
+    reference data) and the notebook's source. A run made by other code is not reused."""
+    package = Path(coarsecrop.__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts)
+    for path in [*files, source]:
+        name = path.relative_to(package).as_posix() if package in path.parents else path.name
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def read_record(run_dir: Path) -> dict:
+    """run.json of a run folder, or {} when there is none (or it is unreadable)."""
+    try:
+        return json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_record(run_dir: Path, record: dict) -> None:
+    write_text(run_dir / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def is_complete(run_dir: Path, code: str | None = None) -> bool:
+    """A run is complete when run.json says ok and its metrics.json and executed notebook exist; with
+    ``code``, only when it was also made by that code (see ``code_fingerprint``)."""
+    record = read_record(run_dir)
+    return record.get("status") == "ok" and (run_dir / "metrics.json").is_file() and \
+        (run_dir / f"{record.get('notebook')}.ipynb").is_file() and (code is None or record.get("code") == code)
+
+
+def resumable(run_dir: Path, record: dict) -> bool:
+    """An earlier attempt at this very run that did not finish: same code, same parameters, not ok."""
+    earlier = read_record(run_dir)
+    return (earlier.get("status") in ("running", "failed") and earlier.get("code") == record["code"]
+            and earlier.get("parameters") == record["parameters"])
+
+
+def notebook_task(root: Path, name: str, values: dict, preset: str | None, preset_label: str,
+                  ipynb: Path | None = None, defaults: dict | None = None, code: str | None = None,
+                  sweep: str | None = None, requires=None) -> dict:
+    """Everything ``execute`` needs for one run of notebooks/<name>.py with ``values`` injected over the
+    parameters cell: the run folder (runs/<name>/<run id>/), the record, what papermill injects (``values``,
+    ``out`` = the run folder, ``preset`` = ``preset_label``). ``ipynb``, ``defaults`` and ``code`` are
+    computed when not given (a sweep computes them once for all its points)."""
+    source = root / "notebooks" / f"{name}.py"
+    ipynb = ipynb or convert(source, source.with_suffix(".ipynb"))
+    defaults = notebook_defaults(ipynb) if defaults is None else defaults
+    effective = {**defaults, **values}
+    rid = run_id_of(effective)
+    run_dir = root / "runs" / name / rid
+    record = {"notebook": name, "preset": preset, **({"sweep": sweep} if sweep is not None else {}),
+              "run_id": rid, "parameters": effective, "code": code or code_fingerprint(source)}
+    return {"root": str(root), "ipynb": str(ipynb), "run_dir": str(run_dir), "record": record,
+            "inject": {**values, "out": str(run_dir), "preset": preset_label}, "requires": requires}
+
+
+@contextlib.contextmanager
+def stderr_to(path: Path):
+    """Send this process's standard error (file descriptor 2, which the kernel papermill starts inherits) to
+    ``path`` for a while: the kernel's own log lines (ipykernel's transport warnings, its shutdown) go to the
+    run folder's kernel.log instead of between the sweep's progress lines."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def execute(task: dict, resume: bool = True, show_output: bool = False, blocked: str = "") -> dict:
+    """Execute one run (papermill; the kernel is its own process) into its run folder.
+
+    resume: True continues an unfinished or failed run of the same code and parameters in place (the
+        notebooks resume what they find there: 02_pretrain's crop job and trainer checkpoint, so a job
+        killed at a time limit loses at most the steps since its last checkpoint); any other folder is
+        emptied first. False: always start from an empty folder (the book; ``--force``).
+    show_output: stream the cells' output through papermill's log (the book); else the kernel's standard
+        error goes to the run folder's kernel.log (the sweeps, whose terminal shows a progress bar).
+    blocked: a reason the run cannot start (a transfer point whose pretraining run is missing): recorded
+        as its failure, nothing runs.
+    Never raises for a failing notebook: the failure is recorded in the folder (run.json status "failed",
+    FAILED.txt with the traceback) and returned as {"status": "failed", "error": ...}."""
+    import papermill
+
+    run_dir, record = Path(task["run_dir"]), task["record"]
+    if run_dir.exists() and not (resume and resumable(run_dir, record)):
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "FAILED.txt").unlink(missing_ok=True)
+    if blocked:
+        write_record(run_dir, {**record, "status": "failed", "wall_time_s": 0.0, "error": blocked})
+        return {"status": "failed", "wall_time_s": 0.0, "error": blocked}
+    write_record(run_dir, {**record, "status": "running"})
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    try:
+        with contextlib.nullcontext() if show_output else stderr_to(run_dir / "kernel.log"):
+            papermill.execute_notebook(
+                task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
+                kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=show_output,
+                request_save_on_cell_execute=True,
+            )
+        if not (run_dir / "metrics.json").is_file():
+            raise RuntimeError(f"the notebook ran but wrote no {run_dir / 'metrics.json'}")
+    except Exception as err:  # record it; the caller decides whether to go on
+        wall = round(time.perf_counter() - t0, 2)
+        (run_dir / "FAILED.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        lines = str(err).strip().splitlines()
+        error = f"{type(err).__name__}: {lines[-1] if lines else ''}"
+        write_record(run_dir, {**record, "status": "failed", "wall_time_s": wall, "error": error})
+        return {"status": "failed", "wall_time_s": wall, "error": error}
+    wall = round(time.perf_counter() - t0, 2)
+    write_if_missing(run_dir, record["parameters"], wall)
+    write_record(run_dir, {**record, "status": "ok", "wall_time_s": wall,
+                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return {"status": "ok", "wall_time_s": wall, "error": ""}

@@ -1,0 +1,278 @@
+"""The book's table chapters (notebooks/1N_*.py): the runs of a table sweep (params/sweeps/tableN.yaml)
+read back (``coarsecrop.studies.results``), summarised over seeds, set beside the paper's values and the
+paper's claims checked against them (``coarsecrop.studies.claims``), then rendered: markdown, tables,
+figures and the chapter's metrics.json.
+
+The accuracy measures: the object probe of notebooks/02_pretrain.py (frozen trunk, GT object crops of
+the val split, linear and kNN top-1), beside the same probe on a random init with BN statistics of the
+data; and, where the transfer sweep (params/sweeps/transfer.yaml) has run, mAP^l: the paper's linear
+multi-label probe (notebooks/03_transfer.py, task "linear"), on each trunk's own scene set, beside a
+random init.
+
+A chapter notebook imports this module as ``T`` and calls ``T.chapter``, ``T.side_by_side``, ``T.claims`` ...;
+the names of ``results`` and ``claims`` it uses are importable from here too.
+
+    coarsecrop tables export --preset cpu-full [--from /path/to/other/checkout]   # runs/ -> results/
+
+
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from coarsecrop.io import write_json
+from coarsecrop.studies.claims import (INIT_ROW, LABELS, Claim, Row, check_claim, claims, claims_table, fmt,
+                                       init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
+
+
+from coarsecrop.studies.figures import save_figure
+from coarsecrop.studies.reference import paper_table
+from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESET, TABLE_SWEEPS, TRANSFER_MEASURES,
+                                        TRANSFER_NOTEBOOK, TRANSFER_SWEEP, collect, collect_transfer,
+                                        committed_run_ids, read_run, recomputed_run_id, results_dir, source_line,
+                                        sweep_points, transfer_points, export_results)
+
+__all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "init_comparison", "header_markdown",
+           "figure", "plot_rows", "plot_objectness", "MEASURE_NAMES", "METHOD_NAMES",
+           # statistics and claims (coarsecrop.studies.claims)
+           "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
+           "side_by_side", "summarise", "verdict_paragraph",
+           # reading runs (coarsecrop.studies.results)
+           "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESET", "sweep_points", "transfer_points",
+           "results_dir", "read_run", "committed_run_ids", "recomputed_run_id", "export_results"]
+
+MEASURE_NAMES = {"linear": "object probe, linear top-1", "knn": "object probe, kNN top-1",
+                 "mAP_l": "mAP^l (linear multi-label probe)", "mAP": "mAP (finetuned multi-label)",
+                 "AP50": "detection AP50"}
+
+
+METHOD_NAMES = {"byol": "BYOL", "moco_v2": "MoCo-v2", "densecl": "DenseCL", "mae": "MAE"}
+
+
+@dataclass
+class ChapterParams:
+    """Parameters of a table chapter (notebooks/1N_*.py); the parameters cell mirrors these fields.
+
+    runs_preset: the preset of this build's table sweeps (make book: quick; the tests: smoke).
+    reference_preset: the committed reference results shown beside them (results/<preset>/).
+    measure: the object probe the claims are checked on: linear | knn (top-1); where the transfer sweep
+    has run, the claims are also checked on mAP^l.
+    out: the run folder (set by coarsecrop.book); preset: the preset file used (set by coarsecrop.book).
+    """
+
+    runs_preset: str = "quick"
+    reference_preset: str = REFERENCE_PRESET
+    measure: str = "linear"
+    out: str | None = None
+    preset: str = ""
+
+
+def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterParams,
+            root: Path | None = None) -> dict:
+    """Everything a chapter shows, from both sources: runs, summaries, the claims checked, headers."""
+    if params.measure not in ("linear", "knn"):
+        raise ValueError(f"measure must be 'linear' or 'knn', got {params.measure!r}")
+    sources = {"this build": (params.runs_preset, "build"), "reference": (params.reference_preset, "reference")}
+    out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "claims_transfer": {}, "init": {},
+           "headers": {}}
+    for name, (preset, source) in sources.items():
+        label = f"{name} ({preset})"
+        points = sweep_points(sweep, preset, root)  # plans the sweep once (converts the notebook)
+        trunks, inits = collect_transfer(preset, source, root)
+        df = collect(sweep, preset, source, root, points, transfer=trunks)
+        out["runs"][label] = df
+        seeds = sorted(set(df["seed"])) if len(df) else []
+        inits = inits[inits["seed"].isin(seeds)]
+        out["summaries"][label] = pd.concat([summarise(df, rows), pd.DataFrame([init_summary(df, inits)])],
+                                            ignore_index=True)
+        out["claims"][label] = claims_table(claims, df, params.measure)
+        if len(df) and df["mAP_l"].notna().any():
+            out["claims_transfer"][label] = claims_table(claims, df, "mAP_l")
+        out["init"][label] = inits
+        out["headers"][label] = source_line(df, points, preset, source)
+    return out
+
+
+def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
+    """The chapter's numbers as out/metrics.json (atomic): summaries and claims per source."""
+    if not params.out:
+        return None
+
+    def records(df):
+        return json.loads(df.to_json(orient="records"))  # NaN -> null
+
+    record = {"sweep": result["sweep"], "params": {"runs_preset": params.runs_preset,
+                                                   "reference_preset": params.reference_preset,
+                                                   "measure": params.measure},
+              "headers": result["headers"],
+              "summaries": {k: records(v) for k, v in result["summaries"].items()},
+              "claims": {k: records(v) for k, v in result["claims"].items()},
+              "claims_mAP_l": {k: records(v) for k, v in result["claims_transfer"].items()},
+              "init_mAP_l": {k: records(v) for k, v in result["init"].items()}}
+    path = Path(params.out) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return path
+
+
+def show_claims(result: dict, params: ChapterParams) -> None:
+    """The verdict paragraph and the claims table of each source, on the object probe and (where the
+    transfer sweep has run) on mAP^l; then the chapter's metrics.json."""
+    from IPython.display import Markdown, display  # IPython: the book extra (optional dependency)
+
+    for label, checked in result["claims"].items():
+        display(Markdown(verdict_paragraph(checked, f"{label}, {MEASURE_NAMES[params.measure]}")))
+        display(checked.round(2))
+        if label in result["claims_transfer"]:
+            display(Markdown(verdict_paragraph(result["claims_transfer"][label], f"{label}, {MEASURE_NAMES['mAP_l']}")))
+            display(result["claims_transfer"][label].round(2))
+        else:
+            display(Markdown(f"**{label}, {MEASURE_NAMES['mAP_l']}:** no transfer runs (run "
+                             f"`coarsecrop sweep params/sweeps/{TRANSFER_SWEEP}.yaml --preset "
+                             f"{label.split('(')[-1].rstrip(')')}` after the table sweeps)."))
+    write_chapter_metrics(result, params)
+
+
+def init_comparison(result: dict, rows: list[Row], measures=tuple(TRANSFER_MEASURES)) -> str:
+    """Per source and transfer measure: how many rows beat the random init, and by how much at best and
+    worst (mean over seeds, percentage points); the line says so when one seed makes it a direction only."""
+    lines = []
+    for label, summary in result["summaries"].items():
+        s = summary.set_index("row")
+        if INIT_ROW not in s.index:
+            continue
+        for m in measures:
+            init, table = s.loc[INIT_ROW, m], s.reindex([r.label for r in rows])
+            ours = table[m].dropna()
+            if pd.isna(init) or ours.empty:
+                continue
+            gaps = (ours - init) * 100
+            seeds = int(table[f"{m}_n"].min() if f"{m}_n" in table else table["seeds"].min())
+            lines.append(f"- {label}, {MEASURE_NAMES[m]}: {int((gaps > 0).sum())} of {len(gaps)} rows above the "
+                         f"random init ({init * 100:.1f}); best {gaps.idxmax()} {gaps.max():+.1f}, worst "
+                         f"{gaps.idxmin()} {gaps.min():+.1f} points"
+                         + (" (one seed: a direction only)" if seeds < 2 else f" ({seeds} or more seeds per row)"))
+    return "\n".join(lines) if lines else "No transfer runs with a random-init baseline yet."
+
+
+def header_markdown(result: dict) -> str:
+    lines = ["**The runs behind this chapter.** Two accuracies, in %, mean ± sd over seeds: the *object "
+             "probe* of notebooks/02_pretrain.py (a classifier on frozen features of the val split's GT "
+             "objects, top-1), and *mAP^l*, the paper's own linear probe (notebooks/03_transfer.py: a linear "
+             "multi-label classifier on frozen pooled features of whole scenes, train split -> val split, "
+             "mean AP over classes), run by params/sweeps/transfer.yaml."]
+    for label, text in result["headers"].items():
+        init = result["init"].get(label)
+        if init is not None and len(init) and "mAP_l" in init and init["mAP_l"].notna().any():
+            values = init["mAP_l"].dropna().astype(float)
+            sd = values.std(ddof=1) if len(values) > 1 else math.nan
+            text += (f"; mAP^l of a random init {fmt(values.mean(), sd)} ({len(values)} "
+                     f"seed{'s' if len(values) != 1 else ''})")
+        else:
+            text += "; no mAP^l runs"
+        lines.append(f"- {label}: {text}")
+    return "\n".join(lines)
+
+
+def figure(fig, params: ChapterParams, name: str):
+    """The figure as a PNG image for the page, also saved as out/figures/<name>.png when the chapter has a
+    run folder."""
+    return save_figure(fig, Path(params.out) / "figures" if params.out else None, name)
+
+
+def plot_rows(result: dict, rows: list[Row], measure: str = "linear"):
+    """Bars per row (mean over seeds, sd as error bar), one colour per source, the seeds as dots, and the
+    random-init level of each source as a dashed line; one panel for the object probe ``measure`` and,
+    where the transfer sweep has run, one for mAP^l."""
+    panels = [measure] + (["mAP_l"] if any(s["mAP_l"].notna().any() for s in result["summaries"].values()) else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(5.5, 0.9 * len(rows) + 2), 3.4 * len(panels)),
+                             squeeze=False)
+    for ax, m in zip(axes[:, 0], panels):
+        _bars(ax, result, rows, m)
+    fig.tight_layout()
+    return fig
+
+
+def _init_level(result: dict, label: str, measure: str) -> float:
+    """The random-init level of ``measure`` in source ``label`` (%): BN-recomputed init for the object
+    probe, the random-init transfer runs for mAP^l; NaN when unknown."""
+    df = result["runs"][label]
+    if measure in TRANSFER_MEASURES:
+        init = result["init"].get(label)
+        if init is None or not len(init) or measure not in init:
+            return math.nan
+        return float(init[measure].dropna().astype(float).mean()) * 100
+    if len(df) and f"gain_{measure}" in df and measure in df:
+        return float((df[measure] - df[f"gain_{measure}"]).median()) * 100
+    return math.nan
+
+
+def _bars(ax, result: dict, rows: list[Row], measure: str) -> None:
+    labels = list(result["summaries"])
+    width = 0.8 / max(1, len(labels))
+    x = np.arange(len(rows))
+    for i, label in enumerate(labels):
+        s = result["summaries"][label].set_index("row").reindex([r.label for r in rows])
+        pos = x - 0.4 + width * (i + 0.5)
+        ax.bar(pos, s[measure] * 100, width, yerr=s[f"{measure}_sd"].fillna(0) * 100, capsize=3, label=label,
+               alpha=0.8)
+        df = result["runs"][label]
+        for j, row in enumerate(rows):
+            sel = row.select(df)
+            if len(sel) and measure in sel:
+                ax.scatter(np.full(len(sel), pos[j]), sel[measure].astype(float) * 100, color="k", s=8, zorder=3)
+        init = _init_level(result, label, measure)
+        if not math.isnan(init):
+            kind = "random init" if measure in TRANSFER_MEASURES else "random init (BN)"
+            ax.axhline(init, ls="--", lw=1, color=f"C{i}", label=f"{label}: {kind}")
+    values = [v for label in labels for v in (result["summaries"][label][measure] * 100).dropna()]
+    values += [v for v in (_init_level(result, label, measure) for label in labels) if not math.isnan(v)]
+    if values:
+        ax.set_ylim(max(0, min(values) - 8), min(100, max(values) + 5))
+    ax.set_xticks(x, [r.label for r in rows], rotation=30, ha="right")
+    ax.set_ylabel(f"{MEASURE_NAMES.get(measure, measure)} (%)", fontsize=8)
+    ax.legend(fontsize=7)
+
+
+def plot_objectness(result: dict, rows: list[Row], measure: str = "linear", paper_key: str | None = None,
+                    paper_column: str | None = None):
+    """Fig. 5: accuracy against the objectness of the pseudo-images, one point per row and source: a
+    panel for the object probe, one for mAP^l where the transfer sweep has run, and the paper's points
+    (in its own units) on the last panel."""
+    ours = [measure] + (["mAP_l"] if any(s["mAP_l"].notna().any() for s in result["summaries"].values()) else [])
+    panels = len(ours) + (1 if paper_key else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
+    for ax, m in zip(axes[0], ours):
+        for i, (label, summary) in enumerate(result["summaries"].items()):
+            s = summary.set_index("row")
+            for row in rows:
+                if row.label not in s.index or pd.isna(s.loc[row.label, m]):
+                    continue
+                sd = s.loc[row.label, f"{m}_sd"]
+                ax.errorbar(s.loc[row.label, "objectness"] * 100, s.loc[row.label, m] * 100,
+                            yerr=sd * 100 if pd.notna(sd) else None, fmt="o", color=f"C{i}", capsize=3)
+                ax.annotate(row.label, (s.loc[row.label, "objectness"] * 100, s.loc[row.label, m] * 100),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.plot([], [], "o", color=f"C{i}", label=label)
+        ax.set(xlabel="objectness of the pseudo-images (%)", ylabel=f"{MEASURE_NAMES.get(m, m)} (%)",
+               title="ours")
+        ax.legend(fontsize=7)
+    if paper_key:
+        bx = axes[0][-1]
+        df = paper_table(paper_key)
+        bx.scatter(df["objectness"], df[paper_column], color="C3")
+        for _, r in df.iterrows():
+            bx.annotate(r["crops"], (r["objectness"], r[paper_column]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+        bx.set(xlabel="objectness (%), the paper's", ylabel=f"{paper_column}, the paper's",
+               title="the paper (VOC07, BYOL)")
+    fig.tight_layout()
+    return fig

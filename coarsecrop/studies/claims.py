@@ -1,0 +1,200 @@
+"""Statistics and the paper's claims for the book's chapters: rows of a table, means and spreads over seeds,
+the paper's values beside ours, and each claim ("a beats b") checked against our runs.
+
+Only the direction of a difference is compared with the paper, never the numbers: the paper's columns are
+detection AP and multi-label mAP / mAP^l on VOC / COCO, ours the object probe and mAP^l at toy scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from coarsecrop.studies.reference import paper_table
+from coarsecrop.studies.results import TRANSFER_MEASURES
+
+LABELS = {"linear": "linear top-1", "knn": "kNN top-1", "gain_linear": "linear - init (BN)",
+          "gain_knn": "kNN - init (BN)", "objectness": "objectness", "mAP_l": "mAP^l",
+          "mAP": "mAP (finetuned)", "AP50": "AP50"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """A table row: its label, the parameter values that select its runs, and the paper's key for it."""
+
+    label: str
+    where: dict
+    paper: dict | None = None  # e.g. {"method": "BYOL", "crops": "ours"} in the paper's table
+
+    def select(self, df: pd.DataFrame) -> pd.DataFrame:
+        if df.empty:
+            return df
+        mask = pd.Series(True, index=df.index)
+        for key, value in self.where.items():
+            mask &= df[key] == value
+        return df[mask]
+
+
+def summarise(df: pd.DataFrame, rows: list[Row],
+              measures=("linear", "knn", "gain_linear", "objectness", *TRANSFER_MEASURES)) -> pd.DataFrame:
+    """Per row: mean and standard deviation over seeds of each measure, and the number of seeds."""
+    out = []
+    for row in rows:
+        sel = row.select(df)
+        rec = {"row": row.label, "seeds": len(sel)}
+        for m in measures:
+            rec.update(_stats(sel, m))
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+INIT_ROW = "random init"
+
+
+def init_summary(df: pd.DataFrame, inits: pd.DataFrame) -> dict:
+    """The random-init row of a source, mean and sd over seeds: the object probe of a random init with BN
+    statistics of the data (every pretraining run records it for its seed) and the transfer measures of
+    the random-init transfer runs."""
+    per_seed = pd.DataFrame({"seed": df["seed"], **{m: df[m] - df[f"gain_{m}"] for m in ("linear", "knn")}}) \
+        .groupby("seed").mean() if len(df) else pd.DataFrame(columns=["linear", "knn"])
+    rec = {"row": INIT_ROW, "seeds": max(len(per_seed), len(inits))}
+    for m in ("linear", "knn", *TRANSFER_MEASURES):
+        rec.update(_stats(per_seed if m in ("linear", "knn") else inits, m))
+    return rec
+
+
+def _stats(df: pd.DataFrame, m: str) -> dict:
+    """{m: mean, m_sd: sample sd, m_n: count} of column ``m`` (NaN / 0 where there are no values)."""
+    values = df[m].dropna().astype(float) if m in df else pd.Series(dtype=float)
+    return {m: values.mean() if len(values) else math.nan,
+            f"{m}_sd": values.std(ddof=1) if len(values) > 1 else math.nan, f"{m}_n": len(values)}
+
+
+def fmt(mean: float, sd: float, scale: float = 100.0) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{mean * scale:.1f}"
+    return text + (f" ± {sd * scale:.1f}" if sd is not None and not math.isnan(sd) else "")
+
+
+def paper_value(key: str, match: dict | None, column: str) -> float:
+    if not match:
+        return math.nan
+    df = paper_table(key)
+    for k, v in match.items():
+        if k not in df:
+            return math.nan
+        df = df[df[k] == v]
+    return float(df[column].iloc[0]) if len(df) and column in df and pd.notna(df[column].iloc[0]) else math.nan
+
+
+def side_by_side(summaries: dict[str, pd.DataFrame], rows: list[Row], paper_key: str, paper_columns: list[str],
+                 measures=("linear", "objectness")) -> pd.DataFrame:
+    """The book's table: per row, the paper's columns (labelled as the paper's), then ours per source
+    (mean ± sd over seeds, in %, with the number of seeds): ``measures`` and every transfer measure the
+    source has runs of; last, the random-init row where a summary has one (``chapter`` adds it)."""
+    table = []
+    if any((s["row"] == INIT_ROW).any() for s in summaries.values()):
+        rows = [*rows, Row(INIT_ROW, {})]
+    for row in rows:
+        rec = {"row": row.label}
+        for col in paper_columns:
+            value = paper_value(paper_key, row.paper, col)
+            rec[f"paper {col}"] = "–" if math.isnan(value) else f"{value:.1f}"
+        for name, summary in summaries.items():
+            s = summary[summary["row"] == row.label]
+            if s.empty:
+                continue
+            s = s.iloc[0]
+            have = [m for m in TRANSFER_MEASURES if m not in measures and summary[m].notna().any()]
+            for m in (*measures, *have):
+                text = fmt(s[m], s[f"{m}_sd"])
+                n = s.get(f"{m}_n", s["seeds"])
+                rec[f"{name}: {LABELS.get(m, m)}"] = text + (f" (n={int(n)})" if 0 < n < s["seeds"] else "")
+            rec[f"{name}: seeds"] = int(s["seeds"])
+        table.append(rec)
+    return pd.DataFrame(table).set_index("row")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """"``better`` beats ``worse``" in the paper (by its column ``paper_column``), checked on our ``measure``."""
+
+    text: str
+    better: Row
+    worse: Row
+    paper_key: str
+    paper_column: str
+
+
+def claims(rows: dict[str, Row], paper_key: str, paper_column: str, pairs) -> list[Claim]:
+    """Claims from pairs of row labels, each written the way the paper's numbers point ("a > b" when the
+    paper has a above b, else "b > a"); a pair without paper values keeps its order ("a > b, ours only")."""
+    out = []
+    for a, b in pairs:
+        diff = paper_value(paper_key, rows[a].paper, paper_column) - paper_value(paper_key, rows[b].paper, paper_column)
+        if math.isnan(diff):
+            out.append(Claim(f"{a} > {b} (no paper value)", rows[a], rows[b], paper_key, paper_column))
+        elif diff >= 0:
+            out.append(Claim(f"{a} > {b}", rows[a], rows[b], paper_key, paper_column))
+        else:
+            out.append(Claim(f"{b} > {a}", rows[b], rows[a], paper_key, paper_column))
+    return out
+
+
+def check_claim(claim: Claim, df: pd.DataFrame, measure: str = "linear") -> dict:
+    """The paper's difference, ours (mean over seeds), the spread, and a verdict.
+
+    Verdicts, with at least two seeds per row: "agrees" (same sign, and the difference exceeds twice its
+    standard error), "same direction, within noise", "opposite direction, within noise", "disagrees"
+    (opposite sign beyond twice the standard error). With one seed the spread is unknown, and only the
+    direction is reported: "same direction (one seed)" / "opposite direction (one seed)". "no runs" when
+    a row has none."""
+    paper = paper_value(claim.paper_key, claim.better.paper, claim.paper_column) - \
+        paper_value(claim.paper_key, claim.worse.paper, claim.paper_column)
+    a, b = claim.better.select(df), claim.worse.select(df)
+    rec = {"claim": claim.text, "paper Δ (paper's units)": paper, "measure": LABELS.get(measure, measure)}
+    x = a[measure].dropna().astype(float) if not a.empty and measure in a else pd.Series(dtype=float)
+    y = b[measure].dropna().astype(float) if not b.empty and measure in b else pd.Series(dtype=float)
+    if not len(x) or not len(y):
+        return {**rec, "ours Δ": math.nan, "± 2 SE": math.nan, "seeds": 0, "verdict": "no runs"}
+    diff = (x.mean() - y.mean()) * 100
+    same = (diff > 0) == (paper > 0) if not math.isnan(paper) else diff > 0
+    if len(x) < 2 or len(y) < 2:
+        verdict = f"{'same' if same else 'opposite'} direction (one seed)"
+        return {**rec, "ours Δ": diff, "± 2 SE": math.nan, "seeds": 1, "verdict": verdict}
+    se = math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)) * 100
+    if abs(diff) > 2 * se:
+        verdict = "agrees" if same else "disagrees"
+    else:
+        verdict = "same direction, within noise" if same else "opposite direction, within noise"
+    return {**rec, "ours Δ": diff, "± 2 SE": 2 * se, "seeds": int(min(len(x), len(y))), "verdict": verdict}
+
+
+def claims_table(claims: list[Claim], df: pd.DataFrame, measure: str = "linear") -> pd.DataFrame:
+    return pd.DataFrame([check_claim(c, df, measure) for c in claims])
+
+
+def verdict_paragraph(checked: pd.DataFrame, source_label: str) -> str:
+    """One paragraph saying how many of the paper's claims our runs bear out, and how firmly."""
+    if checked.empty or (checked["verdict"] == "no runs").all():
+        return f"**{source_label}:** no complete runs yet, so nothing can be said."
+    counts = checked["verdict"].value_counts()
+    parts = [f"{counts[v]} {v}" for v in ("agrees", "same direction, within noise",
+                                          "opposite direction, within noise", "disagrees",
+                                          "same direction (one seed)", "opposite direction (one seed)", "no runs")
+             if v in counts]
+    firm = [r["claim"] for _, r in checked.iterrows() if r["verdict"] == "agrees"]
+    against = [r["claim"] for _, r in checked.iterrows() if r["verdict"] == "disagrees"]
+    text = f"**{source_label}:** of {len(checked)} claim{'s' if len(checked) != 1 else ''}: {', '.join(parts)}."
+    if firm:
+        text += " Borne out beyond the spread over seeds: " + "; ".join(firm) + "."
+    if against:
+        text += " Contradicted beyond the spread: " + "; ".join(against) + "."
+    if not firm and not against:
+        one_seed = checked["verdict"].str.contains("one seed").any()
+        text += (" With one seed per row only directions can be read, none is settled." if one_seed else
+                 " None is settled either way at this budget: the differences are inside the noise.")
+    return text

@@ -1,0 +1,190 @@
+"""The table sweeps' runs read back (the reading part of the book's chapters, ``coarsecrop.studies.chapters``).
+
+Two sources per sweep, each labelled with its preset:
+- *this build*: runs/02_pretrain/<run id>/ made by ``coarsecrop sweep ... --preset P`` (``make book``
+  runs the table sweeps at its preset, quick by default);
+- *reference*: results/<preset>/02_pretrain/<run id>/ (metrics.json and run.json only), the committed
+  results of a longer sweep (cpu-full), written by ``coarsecrop tables export`` (``export_results``).
+
+A run belongs to a sweep when its id is one the sweep definition produces at that preset (the id hashes
+every effective parameter), so a changed sweep or notebook default silently drops nothing: its old
+results no longer match, and tests/test_tables.py says so.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from coarsecrop.io import write_atomic, write_text
+from coarsecrop.params import project_root, run_id_of
+from coarsecrop.runs.notebook import read_record
+from coarsecrop.runs.sweep import plan_sweep
+from coarsecrop.studies.pretrain import PretrainStudyParams
+
+NOTEBOOK = "02_pretrain"
+TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
+TRANSFER_SWEEPS = (TRANSFER_SWEEP, "transfer_finetune")  # mAP^l of every trunk; finetuned mAP / AP50 of Table 1
+TABLE_SWEEPS = ("table1", "table2", "table10", "table11", "table12_13", "table14", "table15")
+REFERENCE_PRESET = "cpu-full"
+# What the chapters show, from a run's metrics.json (dotted paths).
+MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top1",
+            "gain_linear": "metrics.gain_bn_linear_top1", "gain_knn": "metrics.gain_bn_knn_top1",
+            "objectness": "crops.objectness", "poor": "crops.poor", "precise": "crops.precise",
+            "crops_per_image": "crops.crops_per_image", "median_side": "crops.median_side",
+            "steps": "metrics.steps", "train_wall_s": "metrics.train_wall_s"}
+
+
+# From a transfer run's metrics.json: measure -> (task, metric), in % there, fractions here.
+TRANSFER_MEASURES = {"mAP_l": ("linear", "mAP_l"), "mAP": ("multilabel", "mAP"), "AP50": ("detection", "AP50_bbox")}
+
+
+def _dig(obj: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def sweep_points(sweep: str, preset: str, root: Path | None = None) -> list[dict]:
+    """The points of params/sweeps/<sweep>.yaml at ``preset``: [{"run_id", "params"(effective), "point"}]."""
+    root = Path(root or project_root()).resolve()
+    plan = plan_sweep(root / "params" / "sweeps" / f"{sweep}.yaml", root, preset)
+    return [{"run_id": p["run_dir"].name, "params": p["task"]["record"]["parameters"], "point": p["point"]}
+            for p in plan["points"]]
+
+
+def results_dir(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> Path:
+    return Path(root or project_root()) / "results" / preset / notebook
+
+
+def transfer_points(preset: str, root: Path | None = None) -> list[dict]:
+    """The points of the transfer sweeps at ``preset`` (those of the project's TRANSFER_SWEEPS files)."""
+    root = Path(root or project_root()).resolve()
+    return [point for sweep in TRANSFER_SWEEPS if (root / "params" / "sweeps" / f"{sweep}.yaml").is_file()
+            for point in sweep_points(sweep, preset, root)]
+
+
+def collect_transfer(preset: str, source: str = "build", root: Path | None = None,
+                     points: list[dict] | None = None) -> tuple[dict[str, dict], pd.DataFrame]:
+    """The transfer sweeps' complete runs at ``preset``: {pretraining run id: {measure: value}} for the
+    trunks, and a frame of the random-init runs (one row per seed and backbone, the measures of every
+    transfer sweep merged). Values are fractions (mAP^l 0.64)."""
+    root = Path(root or project_root()).resolve()
+    base = root / "runs" / TRANSFER_NOTEBOOK if source == "build" else results_dir(preset, root, TRANSFER_NOTEBOOK)
+    trunks, inits = {}, []
+    for point in points if points is not None else transfer_points(preset, root):
+        run = read_run(base / point["run_id"])
+        if run is None:
+            continue
+        checkpoint = (point["params"].get("checkpoints") or {}).get("pretrained")
+        row = "pretrained" if checkpoint else "random"
+        values = {}
+        for measure, (task, metric) in TRANSFER_MEASURES.items():
+            value = _dig(run["metrics"], f"tasks.{task}.rows.{row}.summary.{metric}.mean")
+            if value is not None:
+                values[measure] = value / 100
+        if checkpoint:  # runs/02_pretrain/<run id>/train/backbone.pt
+            trunks.setdefault(Path(checkpoint).parts[2], {}).update(values)
+        else:
+            inits.append({"seed": point["params"]["first_seed"], "backbone": point["params"]["backbone"], **values})
+    if not inits:
+        return trunks, pd.DataFrame(columns=["seed", "backbone"])
+    return trunks, pd.DataFrame(inits).groupby(["seed", "backbone"], as_index=False).first()
+
+
+def read_run(folder: Path) -> dict | None:
+    """metrics.json + run.json of a complete run, or None."""
+    metrics = folder / "metrics.json"
+    if not metrics.is_file() or read_record(folder).get("status") != "ok":
+        return None
+    return {"metrics": json.loads(metrics.read_text(encoding="utf-8")), "record": read_record(folder)}
+
+
+def collect(sweep: str, preset: str, source: str = "build", root: Path | None = None,
+            points: list[dict] | None = None, transfer: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per point of the sweep at ``preset`` that has a complete run: its parameters, the
+    MEASURES, the TRANSFER_MEASURES of its transfer run where there is one, and provenance.
+    source: "build" (runs/) or "reference" (results/<preset>/). points: the sweep's points when the
+    caller has planned them already (``sweep_points``); transfer: ``collect_transfer``'s first value."""
+    root = Path(root or project_root()).resolve()
+    if transfer is None:
+        transfer = collect_transfer(preset, source, root)[0]
+    base = root / "runs" / NOTEBOOK if source == "build" else results_dir(preset, root)
+    full = preset_epochs(preset, root)
+    rows = []
+    for point in points if points is not None else sweep_points(sweep, preset, root):
+        run = read_run(base / point["run_id"])
+        if run is None:
+            continue
+        m, p = run["metrics"], point["params"]
+        prov = m.get("provenance") or {}
+        row = {"run_id": point["run_id"], "strategy": p["strategy"], "method": p["method"], "seed": p["seed"],
+               "n": p["n"], "epochs": p["epochs"], "phi": p.get("phi", "random"),
+               "budget": ("full" if p["epochs"] == full else "half" if 2 * p["epochs"] == full
+                          else f"{p['epochs']} epochs"),
+               "multi_crop": int((p.get("method_params") or {}).get("local_views", 0)),
+               "rrc": bool((p.get("method_params") or {}).get("random_resized_crop", True)),
+               "preset": preset, "source": source, "commit": (prov.get("git_commit") or "")[:10],
+               "date": (run["record"].get("finished") or run["record"].get("started") or "")[:10]}
+        row.update({k: _dig(m, path) for k, path in MEASURES.items()})
+        row.update({k: transfer.get(point["run_id"], {}).get(k) for k in TRANSFER_MEASURES})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def preset_epochs(preset: str, root: Path | None = None) -> int | None:
+    """The pretraining epochs of a preset (its params/<preset>/02_pretrain.yaml, else the notebook's)."""
+    path = Path(root or project_root()) / "params" / preset / f"{NOTEBOOK}.yaml"
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return (values or {}).get("epochs", PretrainStudyParams().epochs)
+
+
+def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) -> str:
+    """'preset quick (this build): 28 of 28 runs, commit abc, 2026-11-26' for the runs ``df`` that
+    ``collect`` found among the sweep's ``points``."""
+    done, total = len(df), len({p["run_id"] for p in points})
+    where = "this build, runs/" if source == "build" else f"committed, results/{preset}/"
+    commits = ", ".join(sorted(set(df["commit"]) - {""})) if len(df) else "–"
+    dates = ", ".join(sorted(set(df["date"]) - {""})) if len(df) else "–"
+    return f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"
+
+
+def export_results(preset: str, source_root: Path, root: Path | None = None, sweeps=TABLE_SWEEPS) -> list[str]:
+    """Copy metrics.json and run.json of every complete run of the table sweeps at ``preset``, and of the
+    transfer sweep's runs on them, from source_root/runs/ to results/<preset>/ (small files: no
+    checkpoints, no notebooks). Returns the run ids copied."""
+    root = Path(root or project_root()).resolve()
+    copied = []
+    todo = [(NOTEBOOK, point) for sweep in sweeps for point in sweep_points(sweep, preset, root)]
+    todo += [(TRANSFER_NOTEBOOK, point) for point in transfer_points(preset, root)]
+    for notebook, point in todo:
+        src = Path(source_root) / "runs" / notebook / point["run_id"]
+        if read_run(src) is None:
+            continue
+        dst = results_dir(preset, root, notebook) / point["run_id"]
+        dst.mkdir(parents=True, exist_ok=True)
+        record = read_record(src)
+        if "finished" not in record:  # runs made before run.json recorded it
+            record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
+                                               time.localtime((src / "metrics.json").stat().st_mtime))
+        write_atomic(dst / "metrics.json", lambda f: f.write((src / "metrics.json").read_bytes()))
+        write_text(dst / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        copied.append(point["run_id"])
+    return sorted(set(copied))
+
+
+def committed_run_ids(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> list[str]:
+    folder = results_dir(preset, root, notebook)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def recomputed_run_id(folder: Path) -> str:
+    """The id the parameters recorded in a committed run hash to (must equal its folder name)."""
+    params = read_record(folder)["parameters"]
+    return run_id_of(params)

@@ -1,0 +1,29 @@
+"""The command line's book and tables subcommands, and their python -m aliases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from coarsecrop.cli import build_parser, main
+
+
+def test_book_and_tables_subcommands_parse():
+    args = build_parser().parse_args(["book", "run", "--preset", "smoke", "--notebook", "01_crops", "--force"])
+    assert (args.book_command, args.preset, args.notebook, args.force, args.all) == ("run", "smoke", ["01_crops"],
+                                                                                      True, False)
+    args = build_parser().parse_args(["book", "build", "--root", "elsewhere"])
+    assert (args.book_command, args.root) == ("build", "elsewhere")
+    args = build_parser().parse_args(["tables", "export", "--from", "/other/checkout"])
+    assert (args.tables_command, args.preset, args.source) == ("export", "cpu-full", "/other/checkout")
+
+
+def test_tables_export_of_an_unknown_preset_fails_cleanly(capsys):
+    assert main(["tables", "export", "--preset", "no_such_preset"]) == 2
+    assert "no_such_preset" in capsys.readouterr().err
+
+
+def test_python_m_aliases():
+    for module, words in (("coarsecrop.book", ["run", "--help"]), ("coarsecrop.tables", ["export", "--help"])):
+        out = subprocess.run([sys.executable, "-m", module, *words], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and "--preset" in out.stdout, out.stderr
