@@ -50,7 +50,7 @@ def _fake_detectron2(calls: dict, results: dict | None, eval_hook: bool = True) 
         def __init__(self):
             self.OUTPUT_DIR = "./output"
             self.SEED, self.CUDNN_BENCHMARK = -1, False
-            self.MODEL = _Node(WEIGHTS="", DEVICE="cuda", RESNETS=_Node(NORM="SyncBN"))
+            self.MODEL = _Node(WEIGHTS="", DEVICE="cuda", MASK_ON=False, RESNETS=_Node(NORM="SyncBN"))
             self.SOLVER = _Node(MAX_ITER=90000, IMS_PER_BATCH=16)
             self.DATASETS = _Node(TRAIN=("coco_2017_train",), TEST=("coco_2017_val",))
             self.TEST = _Node(EXPECTED_RESULTS=[])
@@ -59,7 +59,7 @@ def _fake_detectron2(calls: dict, results: dict | None, eval_hook: bool = True) 
 
         def merge_from_file(self, path):
             self.files.append(path)
-            for key in ("DATASETS.TRAIN", "DATASETS.TEST", "SOLVER.MAX_ITER"):  # what the tests look at
+            for key in ("DATASETS.TRAIN", "DATASETS.TEST", "SOLVER.MAX_ITER", "MODEL.MASK_ON"):  # what tests read
                 value = d2._config_value(Path(path).stem, key)
                 if value is not None:
                     self.merge_from_list([key, str(value)])
@@ -416,13 +416,25 @@ def test_the_trunk_must_fit_detectron2s_resnet(fake, tmp_path):
 
 def test_evaluator_follows_the_metadata_or_the_data_set_name_as_moco(fake):
     trainer = d2._trainer_class()
-    cfg = types.SimpleNamespace(OUTPUT_DIR="/tmp/x")
-    assert type(trainer.build_evaluator(cfg, "coco_2017_val")).__name__ == "COCOEvaluator"
+    cfg = types.SimpleNamespace(OUTPUT_DIR="/tmp/x", MODEL=types.SimpleNamespace(MASK_ON=True))
+    coco = trainer.build_evaluator(cfg, "coco_2017_val")
+    assert type(coco).__name__ == "COCOEvaluator" and coco.kw["tasks"] == ("bbox", "segm")  # even if none predicted
     assert type(trainer.build_evaluator(cfg, "voc_2007_test")).__name__ == "PascalVOCDetectionEvaluator"
     sys.modules["detectron2.data"].MetadataCatalog.get("mine").evaluator_type = "pascal_voc"
     assert type(trainer.build_evaluator(cfg, "mine")).__name__ == "PascalVOCDetectionEvaluator"
     with pytest.raises(ValueError, match="no evaluator for data set 'cityscapes'"):
         trainer.build_evaluator(cfg, "cityscapes")
+
+
+def test_no_detections_is_an_ap_of_zero_not_a_missing_number(tmp_path):
+    nan = float("nan")
+    results = {"bbox": {m: nan for m in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
+               "segm": {"AP": 3.0, "AP50": 9.0, "AP75": 1.0, "APl": nan}}
+    record = json.loads(d2.write_metrics(tmp_path, "c", [], results, {"test_sets": ["v"]}).read_text())
+    assert record["headline"]["AP_bbox"] == 0.0 and record["headline"]["AP50_bbox"] == 0.0
+    assert record["headline"]["APs_bbox"] is None and record["headline"]["APl_seg"] is None  # no such objects
+    assert record["headline"]["AP_seg"] == 3.0 and record["results"]["bbox"]["AP"] is None
+    assert "no detections above" in record["note"] and "bbox" in record["note"] and "segm" not in record["note"]
 
 
 def test_headline_of_one_or_several_test_sets():

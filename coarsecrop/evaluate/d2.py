@@ -33,6 +33,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 import pickle
 import statistics
@@ -224,7 +225,8 @@ def _trainer_class():
                 kind = "coco" if "coco" in dataset_name else "pascal_voc" if "voc" in dataset_name else None
             if kind == "coco":
                 # our own registrations are converted anew each time (never a stale cached json)
-                return COCOEvaluator(dataset_name, output_dir=output_folder,
+                tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)  # both, even with no predictions
+                return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder,
                                      allow_cached_coco=not dataset_name.startswith("coarsecrop_"))
             if kind == "pascal_voc":
                 return PascalVOCDetectionEvaluator(dataset_name)
@@ -325,9 +327,16 @@ def write_metrics(out: Path, config: str, options: list[str], results: dict | No
     """OUT/metrics.json (atomic): the config, the options, detectron2's results and the headline; a run
     without a test set says so ("note") instead of failing."""
     results = dict(results or {})
+    flat = headline(results)
+    empty = sorted({key.split("_")[1] for key in flat if key.startswith("AP_")
+                    if all(math.isnan(flat.get(f"{m}_{key.split('_')[1]}", math.nan)) for m in ("AP", "AP50", "AP75"))})
+    for task in empty:  # detectron2's "No predictions from the model!": NaN for what is an AP of 0
+        flat.update({f"{m}_{task}": 0.0 for m in ("AP", "AP50", "AP75")})
     body = {"engine": "detectron2", "config": config, "options": options,
-            "results": json.loads(json.dumps(results, default=float)), "headline": headline(results),
-            **(record or {})}
+            "results": json.loads(json.dumps(results, default=float)), "headline": flat, **(record or {})}
+    if empty:
+        body["note"] = (f"no detections above MODEL.ROI_HEADS.SCORE_THRESH_TEST for {', '.join(empty)}: detectron2 "
+                        "reports NaN, the headline the AP of an empty detection set, 0 (results keeps NaN as null)")
     if not results:
         body["note"] = ("no test results: the run had no test set (DATASETS.TEST is empty)" if not
                         body.get("test_sets", True) else "no test results: the evaluator returned none")

@@ -51,7 +51,8 @@ __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "
 
 MEASURE_NAMES = {"linear": "object probe, linear top-1", "knn": "object probe, kNN top-1",
                  "mAP_l": "mAP^l (linear multi-label probe)", "mAP": "mAP (finetuned multi-label)",
-                 "AP50": "detection AP50"}
+                 "AP50": "detection AP50 (torchvision's Faster R-CNN C4, toy scale)",
+                 "AP50_d2": "detection AP50 (detectron2, a shipped config)"}
 
 
 METHOD_NAMES = {"byol": "BYOL", "moco_v2": "MoCo-v2", "densecl": "DenseCL", "mae": "MAE"}

@@ -17,7 +17,7 @@ from coarsecrop.studies.results import TRANSFER_MEASURES
 
 LABELS = {"linear": "linear top-1", "knn": "kNN top-1", "gain_linear": "linear - init (BN)",
           "gain_knn": "kNN - init (BN)", "objectness": "objectness", "mAP_l": "mAP^l",
-          "mAP": "mAP (finetuned)", "AP50": "AP50"}
+          "mAP": "mAP (finetuned)", "AP50": "AP50 (torchvision)", "AP50_d2": "AP50 (detectron2)"}
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,11 @@ MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top
             "steps": "metrics.steps", "train_wall_s": "metrics.train_wall_s"}
 
 
-# From a transfer run's metrics.json: measure -> (task, metric), in % there, fractions here.
-TRANSFER_MEASURES = {"mAP_l": ("linear", "mAP_l"), "mAP": ("multilabel", "mAP"), "AP50": ("detection", "AP50_bbox")}
+# From a transfer run's metrics.json: measure -> (task, metric), in % there, fractions here. Detection has a
+# measure per engine (evaluate.ENGINE), so a table never mixes them: "AP50" is torchvision's Faster R-CNN at toy
+# scale, "AP50_d2" detectron2's (the task "detectron2", e.g. a GPU machine's transfer sweep), shown where present.
+TRANSFER_MEASURES = {"mAP_l": ("linear", "mAP_l"), "mAP": ("multilabel", "mAP"), "AP50": ("detection", "AP50_bbox"),
+                     "AP50_d2": ("detectron2", "AP50_bbox")}
 
 
 def _dig(obj: dict, dotted: str):
