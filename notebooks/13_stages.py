@@ -72,6 +72,18 @@ T.side_by_side(result["summaries"], ROWS, "table11", ["AP_bbox", "AP_seg"],
 T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 
 # %% [markdown]
+# ## What s5 and s6 train on
+#
+# `ours_coarse` ranks anchors by centre-surround contrast so that its crops stay coarse on a random phi's
+# broad maps. A phi learned by SSL gives peakier maps, and there the same rule picks small, tight crops:
+# the s6 row may train on *precise* crops, not coarse ones, which is not the paper's s6. The crops each row
+# trained on, measured (objectness: share of object pixels; poor / precise: Fig. 3's buckets; median side
+# in px of the scenes):
+
+# %%
+T.crop_quality(result, [r for r in ROWS if r.label.startswith(("s0", "s4", "s5", "s6"))])
+
+# %% [markdown]
 # ## The paper's claims, checked
 #
 # For each claim: the paper's difference (percentage points, in the paper's column named below), ours in

@@ -168,11 +168,18 @@ def test_scores_of_anchors_equal_naive_means():
     assert (means.double() - ref.double()).abs().max() < 1e-5
 
 
-def test_nms_then_top_n_keeps_best_non_overlapping():
-    import torchvision
+def test_ours_selection_is_nms_then_the_top_n():
+    """Our rule (OurCrop.select): NMS on the mean scores, then the n best survivors; ties kept in anchor
+    order (a stable sort), a box that overlaps a better one above nms_iou dropped, fewer than n survivors
+    of the pre-NMS window filled from the full set."""
+    from coarsecrop.crops.strategies import make_strategy
 
-    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5], [40, 40, 50, 50]]).float()
-    scores = torch.tensor([0.9, 0.95, 0.5, 0.8, 0.7])
-    keep = torchvision.ops.nms(boxes, scores, 0.5)
-    assert keep.tolist() == [1, 4, 2]  # sorted by score, overlapping boxes 0 and 3 suppressed by 1
-    assert keep[:2].tolist() == [1, 4]
+    strategy = make_strategy("ours", n=3, nms_iou=0.5)
+    boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5], [40, 40, 50, 50],
+                          [60, 60, 70, 70]]).float()
+    scores = torch.tensor([0.9, 0.95, 0.5, 0.8, 0.7, 0.7])  # 4 and 5 tie: anchor order decides
+    keep, kept = strategy.select(boxes, None, scores, None)
+    assert keep.tolist() == [1, 4, 5] and kept.tolist() == pytest.approx([0.95, 0.7, 0.7])
+    strategy = make_strategy("ours", n=5, nms_iou=0.5)
+    keep, _ = strategy.select(boxes, None, scores, None)
+    assert keep.tolist() == [1, 4, 5, 2]  # only 4 survive: all of them, best first

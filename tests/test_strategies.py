@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from coarsecrop.boxes import is_valid
 from coarsecrop.crops.quality import crop_objectness, crop_sides
@@ -351,3 +352,16 @@ def test_narrow_backbone_is_accepted_as_phi():
 
     (boxes, scores), = strategy([image], [Scene(id=1, file="x.jpg", width=96, height=64, annotated=False)])
     assert 1 <= len(boxes) <= 3 and is_valid(boxes, 96, 64)
+
+
+@pytest.mark.parametrize("name", ["selective_search", "edgebox"])
+def test_proposals_find_a_lone_object_and_are_seeded(name, built):
+    """A proposal method that works finds one bright object on a textured background: its best box
+    overlaps the object's with IoU >= 0.5, and rerunning the same image gives the same boxes."""
+    scene = make_scene("lone", 96, 128, [[40, 20, 100, 80]])
+    img = make_image(scene, seed=5)
+    boxes, _ = built[name]([img], [scene])[0]
+    best = float(torchvision.ops.box_iou(boxes, scene.boxes).max())
+    assert best >= 0.5, (name, boxes.tolist())
+    again, _ = built[name]([img], [scene])[0]
+    assert torch.equal(again, boxes)

@@ -41,6 +41,7 @@ from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESET, TABLE_SWEEPS
                                         sweep_points, transfer_points, export_results)
 
 __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "init_comparison", "header_markdown",
+           "crop_quality",
            "figure", "plot_rows", "plot_objectness", "MEASURE_NAMES", "METHOD_NAMES",
            # statistics and claims (coarsecrop.studies.claims)
            "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
@@ -162,6 +163,21 @@ def init_comparison(result: dict, rows: list[Row], measures=tuple(TRANSFER_MEASU
                          f"{gaps.idxmin()} {gaps.min():+.1f} points"
                          + (" (one seed: a direction only)" if seeds < 2 else f" ({seeds} or more seeds per row)"))
     return "\n".join(lines) if lines else "No transfer runs with a random-init baseline yet."
+
+
+def crop_quality(result: dict, rows: list[Row]) -> pd.DataFrame:
+    """What each row trained on, measured on its own crops (mean over seeds, per source): mean objectness,
+    the Poor and Precise shares (Fig. 3's buckets) and the median crop side in px."""
+    lines = []
+    for label, df in result["runs"].items():
+        for row in rows:
+            sel = row.select(df) if len(df) else df
+            if not len(sel):
+                continue
+            lines.append({"source": label, "row": row.label, "seeds": len(sel),
+                          **{k: round(float(sel[k].mean()), 3) if k in sel and sel[k].notna().any() else None
+                             for k in ("objectness", "poor", "precise", "median_side")}})
+    return pd.DataFrame(lines).set_index(["source", "row"]) if lines else pd.DataFrame()
 
 
 def header_markdown(result: dict) -> str:
