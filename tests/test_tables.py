@@ -118,3 +118,19 @@ def _headlines(metrics: dict) -> list[float]:
     """Every task's headline (mean over seeds, %) of every row of a transfer run."""
     return [row["summary"][record["headline"]]["mean"] for record in metrics["tasks"].values()
             for row in record["rows"].values()]
+
+
+def test_every_committed_run_says_how_to_rerun_it_from_the_repository(project_root):
+    """run.json names a sweep file of the repository and the point that makes the run (--point K), so a
+    committed number can be remade from the repository alone; the sweep that first made it may be gone."""
+    for preset in [p.name for p in (project_root / "results").iterdir() if p.is_dir()]:
+        plans = {}
+        for notebook in (T.NOTEBOOK, T.TRANSFER_NOTEBOOK):
+            for rid in T.committed_run_ids(preset, project_root, notebook):
+                record = json.loads((T.results_dir(preset, project_root, notebook) / rid / "run.json").read_text())
+                sweep = project_root / record["sweep"]
+                assert sweep.is_file(), f"{rid}: run.json names {record['sweep']}, not in the repository"
+                if sweep.stem not in plans:
+                    plans[sweep.stem] = T.sweep_points(sweep.stem, preset, project_root)
+                assert plans[sweep.stem][record["point"]]["run_id"] == rid, (rid, record["rerun"])
+                assert record["rerun"] == f"coarsecrop sweep {record['sweep']} --preset {preset} --point {record['point']}"

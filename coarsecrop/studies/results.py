@@ -22,7 +22,7 @@ import yaml
 
 from coarsecrop.io import write_atomic, write_text
 from coarsecrop.params import project_root, run_id_of
-from coarsecrop.runs.notebook import read_record
+from coarsecrop.runs.notebook import code_fingerprint, read_record
 from coarsecrop.runs.sweep import plan_sweep
 from coarsecrop.studies.pretrain import PretrainStudyParams
 
@@ -55,11 +55,12 @@ def _dig(obj: dict, dotted: str):
 
 
 def sweep_points(sweep: str, preset: str, root: Path | None = None) -> list[dict]:
-    """The points of params/sweeps/<sweep>.yaml at ``preset``: [{"run_id", "params"(effective), "point"}]."""
+    """The points of params/sweeps/<sweep>.yaml at ``preset``: [{"run_id", "params"(effective), "point",
+    "sweep", "index" (its K for ``coarsecrop sweep --point K``)}]."""
     root = Path(root or project_root()).resolve()
     plan = plan_sweep(root / "params" / "sweeps" / f"{sweep}.yaml", root, preset)
-    return [{"run_id": p["run_dir"].name, "params": p["task"]["record"]["parameters"], "point": p["point"]}
-            for p in plan["points"]]
+    return [{"run_id": p["run_dir"].name, "params": p["task"]["record"]["parameters"], "point": p["point"],
+             "sweep": sweep, "index": k} for k, p in enumerate(plan["points"])]
 
 
 def results_dir(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> Path:
@@ -134,6 +135,7 @@ def collect(sweep: str, preset: str, source: str = "build", root: Path | None = 
                "multi_crop": int((p.get("method_params") or {}).get("local_views", 0)),
                "rrc": bool((p.get("method_params") or {}).get("random_resized_crop", True)),
                "preset": preset, "source": source, "commit": (prov.get("git_commit") or "")[:10],
+               "code": run["record"].get("code", ""),
                "date": (run["record"].get("finished") or run["record"].get("started") or "")[:10]}
         row.update({k: _dig(m, path) for k, path in MEASURES.items()})
         row.update({k: transfer.get(point["run_id"], {}).get(k) for k in TRANSFER_MEASURES})
@@ -155,7 +157,14 @@ def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) 
     where = "this build, runs/" if source == "build" else f"committed, results/{preset}/"
     commits = ", ".join(sorted(set(df["commit"]) - {""})) if len(df) else "–"
     dates = ", ".join(sorted(set(df["date"]) - {""})) if len(df) else "–"
-    return f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"
+    line = f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"
+    if source == "reference" and len(df):
+        code = code_fingerprint(project_root() / "notebooks" / f"{NOTEBOOK}.py")
+        older = int((df["code"] != code).sum())
+        if older:
+            line += (f"; {older} of {done} made by other code than this build's (a code fingerprint that differs: "
+                     "their parameters give the same run ids, their numbers may not be what this code gives)")
+    return line
 
 
 def export_results(preset: str, source_root: Path, root: Path | None = None, sweeps=TABLE_SWEEPS) -> list[str]:
@@ -173,6 +182,7 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
         dst = results_dir(preset, root, notebook) / point["run_id"]
         dst.mkdir(parents=True, exist_ok=True)
         record = read_record(src)
+        record.update(rerun_record(point, preset))
         if "finished" not in record:  # runs made before run.json recorded it
             record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
                                                time.localtime((src / "metrics.json").stat().st_mtime))
@@ -180,6 +190,15 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
         write_text(dst / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
         copied.append(point["run_id"])
     return sorted(set(copied))
+
+
+def rerun_record(point: dict, preset: str) -> dict:
+    """What a committed run.json says to rerun its point from the repository alone: the sweep file of the
+    repository that plans it, its index at ``preset`` and the command (the sweep that made the run, when
+    another, stays as "made_by_sweep")."""
+    sweep = f"params/sweeps/{point['sweep']}.yaml"
+    return {"sweep": sweep, "point": point["index"],
+            "rerun": f"coarsecrop sweep {sweep} --preset {preset} --point {point['index']}"}
 
 
 def committed_run_ids(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> list[str]:
