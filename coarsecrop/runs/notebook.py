@@ -61,18 +61,27 @@ def notebook_defaults(ipynb: Path) -> dict:
     return defaults
 
 
-def read_preset(path: Path, defaults: dict) -> dict:
-    """A preset file (YAML mapping); every key must be a parameter of the notebook."""
+def yaml_mapping(path: Path, missing: str, not_mapping: str, valid, unknown_text: str) -> dict:
+    """A YAML file that must hold a mapping whose keys are all in ``valid``; each failure is one line
+    naming the file: ``missing`` (FileNotFoundError), ``not_mapping``, or ``unknown_text`` followed by the
+    valid keys (ValueError)."""
     if not path.is_file():
-        raise FileNotFoundError(f"no preset file {path}: every notebook needs one file per preset")
+        raise FileNotFoundError(missing)
     values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a preset file must be a YAML mapping of parameter: value")
-    unknown = sorted(set(values) - set(defaults))
+        raise ValueError(f"{path}: {not_mapping}")
+    unknown = sorted(set(values) - set(valid))
     if unknown:
-        raise ValueError(f"{path}: unknown parameter(s) {', '.join(unknown)}; the notebook's parameters "
-                         f"cell has: {', '.join(sorted(defaults))}")
+        raise ValueError(f"{path}: unknown {unknown_text[0]} {', '.join(unknown)}; {unknown_text[1]}: "
+                         f"{', '.join(valid)}")
     return values
+
+
+def read_preset(path: Path, defaults: dict) -> dict:
+    """A preset file (YAML mapping); every key must be a parameter of the notebook."""
+    return yaml_mapping(path, f"no preset file {path}: every notebook needs one file per preset",
+                        "a preset file must be a YAML mapping of parameter: value", sorted(defaults),
+                        ("parameter(s)", "the notebook's parameters cell has"))
 
 
 def code_fingerprint(source: Path) -> str:

@@ -46,14 +46,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from tqdm.auto import tqdm
 
 from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic
 from coarsecrop.params import NOT_HASHED, project_root
 from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_complete, notebook_defaults, notebook_task,
-                                      read_preset, read_record, write_record)
+                                      read_preset, read_record, write_record, yaml_mapping)
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
 PRETRAIN, TRANSFER = "02_pretrain", "03_transfer"  # checkpoints_of: the notebook that makes them, that reads them
@@ -67,15 +66,9 @@ INPUT_PATHS = ("scenes", "images", "manifest", "crop_checkpoint", "classify_root
 
 def read_sweep(sweep_file: Path) -> dict:
     """The sweep file as a dict with keys notebook, preset (or None), grid (dict of lists), fixed (dict)."""
-    if not sweep_file.is_file():
-        raise FileNotFoundError(f"no sweep file {sweep_file}")
-    spec = yaml.safe_load(sweep_file.read_text(encoding="utf-8")) or {}
-    if not isinstance(spec, dict):
-        raise ValueError(f"{sweep_file}: a sweep file must be a YAML mapping with keys {', '.join(SWEEP_KEYS)}")
-    unknown = sorted(set(spec) - set(SWEEP_KEYS))
-    if unknown:
-        raise ValueError(f"{sweep_file}: unknown key(s) {', '.join(unknown)}; a sweep file has: "
-                         f"{', '.join(SWEEP_KEYS)}")
+    spec = yaml_mapping(sweep_file, f"no sweep file {sweep_file}",
+                        f"a sweep file must be a YAML mapping with keys {', '.join(SWEEP_KEYS)}", SWEEP_KEYS,
+                        ("key(s)", "a sweep file has"))
     if not isinstance(spec.get("notebook"), str):
         raise ValueError(f"{sweep_file}: 'notebook' must name a notebook, e.g. notebook: 01_crops")
     grid, fixed = spec.get("grid") or {}, spec.get("fixed") or {}
