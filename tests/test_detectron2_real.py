@@ -3,8 +3,8 @@ otherwise: detectron2 is not on PyPI; README, "detectron2", says how to build it
 torch). On a CPU: export a random-init ResNet-50 -> 2 training iterations of Mask R-CNN R50-FPN on 96-px
 built-in scenes -> COCO evaluation -> metrics.json with AP_bbox and AP_seg; then the same run resumed in
 ``--eval-only``; the C4 config in ``--eval-only`` with few proposals (C4 trains very slowly on a CPU); a
-VOC root tested by two spawned processes (the data registered in each) with the VOC evaluator.
-About 2 minutes on 2 CPU cores."""
+VOC root tested by two spawned processes (the data registered in each) with the VOC evaluator; the
+transfer task's subprocess. 2 to 4 minutes on 2 CPU cores."""
 
 from __future__ import annotations
 
