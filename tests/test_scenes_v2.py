@@ -178,3 +178,16 @@ def test_cli_scenes_version(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli_main(["scenes", "--out", str(tmp_path / "t"), "--version", "3", "--quiet"])
     assert "invalid choice: 3" in capsys.readouterr().err
+
+
+def test_the_benchmark_chapter_checks_its_parameters_and_sets_the_paper_beside(tmp_path):
+    from coarsecrop.studies import benchmark as B
+
+    with pytest.raises(ValueError, match=r"versions must be a non-empty list of \(1, 2\)"):
+        B.run_benchmark(B.BenchmarkParams(versions=[3], out=str(tmp_path)))
+    result = B.run_benchmark(B.BenchmarkParams(num_images=24, scene_size=64, versions=[2], out=str(tmp_path)))
+    (row,) = result["versions"]
+    assert row["version"] == 2 and row["objects"] == len(result["sizes"]["2"]) and 0 < row["image_objectness"] < 1
+    table = B.gates_table(result)
+    assert list(table.index) == ["v2", "paper, VOC07 (Table 2)"] and table.loc["paper, VOC07 (Table 2)",
+                                                                          "Image-Crop objectness"] == "36.4"
