@@ -91,7 +91,7 @@ def gates_table(result: dict) -> pd.DataFrame:
               "objects / image": f"{r['objects_per_image']:.1f}", "median size": f"{r['median_size']:.3f}",
               f"share < {SMALL}": f"{100 * r['small_share']:.0f}%"} for r in result["versions"]]
     lines.append({"scenes": "paper, VOC07 (Table 2)", "Image-Crop objectness": f"{paper['image']:.1f}"})
-    return pd.DataFrame(lines).set_index("scenes").fillna("–")
+    return pd.DataFrame(lines).set_index("scenes").astype(object).fillna("–")
 
 
 def plot_sizes(result: dict) -> plt.Figure:
