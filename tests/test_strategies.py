@@ -341,8 +341,7 @@ def test_batched_selection_equals_the_per_image_rule():
     for b in range(6):
         keep, kept = strategy.select(anchors, shape_index, scores[b], None)
         assert torch.equal(batched[b][0], keep) and torch.equal(batched[b][1], kept)
-    coarse = make_strategy("ours_coarse", n=5, backbone="resnet18")
-    assert coarse.select_batch(anchors, shape_index, scores, None) is None  # its own rule, image by image
+    # the coarse variants have their own batched rule: test_batched_spread_selection_equals_the_per_image_rule
 
 
 def test_narrow_backbone_is_accepted_as_phi():
@@ -365,3 +364,37 @@ def test_proposals_find_a_lone_object_and_are_seeded(name, built):
     assert best >= 0.5, (name, boxes.tolist())
     again, _ = built[name]([img], [scene])[0]
     assert torch.equal(again, boxes)
+
+
+@pytest.mark.parametrize("top", [4, 256])
+def test_batched_spread_selection_equals_the_per_image_rule(top):
+    """suppress_batch (ours_coarse / ours_zscore on a whole batch, on the device) picks exactly what
+    suppress picks image by image: with many ties (ranks on a few levels), with both passes (containment,
+    then IoU alone where fewer than n survive), and when the window of the best boxes runs out (top=4)."""
+    from coarsecrop.crops.anchors import make_anchors
+    from coarsecrop.crops.strategies.ours import suppress, suppress_batch
+
+    g = torch.Generator().manual_seed(0)
+    for H, W, h, w, sizes in [(16, 16, 2, 2, (8, 16)), (64, 48, 4, 3, (16, 32, 64))]:
+        anchors, _ = make_anchors(H, W, h, w, sizes, (0.5, 1.0, 2.0), torch.device("cpu"))
+        for levels, n in [(3, 5), (0, 5), (50, 7), (3, 1)]:
+            ranks = torch.rand(6, len(anchors), generator=g, dtype=torch.float64)
+            ranks = (ranks * levels).floor() if levels else ranks
+            batched = suppress_batch(anchors, ranks, n, 0.5, 0.8, top=top)
+            for b in range(len(ranks)):
+                assert torch.equal(batched[b], suppress(anchors, ranks[b], n, 0.5, 0.8)), (H, levels, n, b)
+
+
+@pytest.mark.parametrize("name", ["ours_coarse", "ours_zscore"])
+def test_spread_variants_crop_a_batch_as_image_by_image(name, built, scenes):
+    s, imgs = scenes
+    strategy = built[name]
+    together = strategy(imgs, s)
+    original = type(strategy).select_batch
+    try:
+        type(strategy).select_batch = lambda self, *args: None  # the per-image rule
+        alone = strategy(imgs, s)
+    finally:
+        type(strategy).select_batch = original
+    for (b1, s1), (b2, s2) in zip(together, alone):
+        assert torch.equal(b1, b2) and torch.equal(s1, s2)
