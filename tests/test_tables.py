@@ -92,7 +92,7 @@ def test_committed_results_are_points_of_the_current_sweep_definitions(project_r
         stale = sorted(set(committed) - expected)
         assert not stale, (f"results/{preset}/ holds runs no sweep definition produces any more: {stale}; "
                            f"rerun `coarsecrop sweep params/sweeps/tableN.yaml --preset {preset}` and "
-                           f"`python -m coarsecrop.tables export --preset {preset}`, or remove them")
+                           f"`coarsecrop tables export --preset {preset}`, or remove them")
         for rid in committed:
             folder = T.results_dir(preset, project_root) / rid
             assert T.recomputed_run_id(folder) == rid, f"{folder}: run.json's parameters hash to another id"
