@@ -37,14 +37,16 @@ import math
 import os
 import pickle
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from coarsecrop.evaluate import d2_data
-from coarsecrop.evaluate.export import export_checkpoint
+from coarsecrop.evaluate.export import export_checkpoint, to_detectron2
 from coarsecrop.io import write_json
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -153,7 +155,7 @@ def _trunk_options(weights: Path, config: str, user: list[str]) -> list[str]:
     sets that disagrees, or a basic-block trunk for a C4 config (its res5 head is a bottleneck), fails."""
     with open(weights, "rb") as f:
         depth, block = trunk_layout(pickle.load(f)["model"])
-    given = dict(zip(user[::2], user[1::2]))
+    given = d2_data.option_pairs(user)
     if "MODEL.RESNETS.DEPTH" in given and int(given["MODEL.RESNETS.DEPTH"]) != depth:
         raise ValueError(f"--opt MODEL.RESNETS.DEPTH {given['MODEL.RESNETS.DEPTH']} disagrees with the weights "
                          f"({weights}: a ResNet-{depth}); leave the option out (it is read from the weights)")
@@ -169,8 +171,7 @@ def run_options(weights: str | Path, out: str | Path, opts: list[str] | None = N
     (OUT/detectron2: its checkpoints, events, log; OUT/metrics.json is ours), an optional total batch (with
     the learning rate scaled linearly from the config's 16 images at 0.02, as detectron2's configs are written
     for 8 GPUs x 2 images) and the user's own options last."""
-    if opts and len(opts) % 2:
-        raise ValueError(f"detectron2 options come in KEY VALUE pairs; got an odd list: {opts}")
+    d2_data.option_pairs(list(opts or []))
     options = ["MODEL.WEIGHTS", str(weights), "OUTPUT_DIR", str(Path(out) / "detectron2")]
     if ims_per_batch is not None:
         if ims_per_batch < 1:
@@ -348,7 +349,7 @@ def write_metrics(out: Path, config: str, options: list[str], results: dict | No
 def _schedule_options(config: str, user: list[str]) -> list[str]:
     """Precise BN over at most MAX_ITER batches (the configs' 200 is meant for 24k-90k iterations: a short
     run would spend longer re-estimating BN than training); a NUM_ITER the user sets wins."""
-    given = dict(zip(user[::2], user[1::2]))
+    given = d2_data.option_pairs(user)
     if "TEST.PRECISE_BN.NUM_ITER" in given:
         return []
     max_iter = int(given.get("SOLVER.MAX_ITER", _config_value(config, "SOLVER.MAX_ITER") or 40000))
@@ -356,7 +357,7 @@ def _schedule_options(config: str, user: list[str]) -> list[str]:
 
 
 def _device_options(user: list[str], num_gpus: int) -> list[str]:
-    given = dict(zip(user[::2], user[1::2]))
+    given = d2_data.option_pairs(user)
     cuda = torch.cuda.device_count()
     device = given.get("MODEL.DEVICE", "cuda" if cuda else "cpu")
     if device.startswith("cuda") and num_gpus > cuda:
@@ -395,8 +396,7 @@ def train_net(checkpoint: str | Path, config: str, out: str | Path, datasets: st
             raise FileNotFoundError(f"{datasets}: no such folder (it should hold VOC2007/, VOC2012/ or coco/)")
         os.environ["DETECTRON2_DATASETS"] = str(Path(datasets).resolve())  # read when detectron2 registers them
     user = list(opts or [])
-    if len(user) % 2:
-        raise ValueError(f"detectron2 options come in KEY VALUE pairs; got an odd list: {user}")
+    given = d2_data.option_pairs(user)
     data = None
     if scenes is not None:
         data = d2_data.describe(scenes, images, train_split, val_split, val_scenes, val_images, test=test)
@@ -406,7 +406,6 @@ def train_net(checkpoint: str | Path, config: str, out: str | Path, datasets: st
     weights = checkpoint
     if checkpoint.suffix != ".pkl":
         weights = export_checkpoint(checkpoint, "detectron2", out / "backbone.pkl", backbone=backbone)
-    given = dict(zip(user[::2], user[1::2]))
     mask_on = str(given.get("MODEL.MASK_ON", _config_value(config, "MODEL.MASK_ON"))).lower() == "true"
     data_opts = d2_data.options(data, user, mask_on) if data is not None else []
     base = run_options(weights, out, None, ims_per_batch)
@@ -447,18 +446,11 @@ def run_finetune(trunk: torch.nn.Module, data: dict, seed: int, device: torch.de
     headline (AP_bbox, AP50_bbox, ... AP_seg ... in %) and seconds per iteration; a failed run raises with
     the end of its log. A killed run starts again from the trunk (for resumable paper-scale runs use
     ``coarsecrop detectron2 --resume``)."""
-    import pickle
-    import subprocess
-    import tempfile
-
-    from coarsecrop.evaluate.export import to_detectron2
-
     if iterations < 1 or ims_per_batch < 1 or num_gpus < 1:
         raise ValueError(f"iterations, ims_per_batch and num_gpus must be >= 1; got {iterations}, {ims_per_batch}, "
                          f"{num_gpus}")
     opts = [str(v) for v in (opts or [])]
-    if len(opts) % 2:
-        raise ValueError(f"detectron2 options come in KEY VALUE pairs; got an odd list: {opts}")
+    d2_data.option_pairs(opts)
     exported = to_detectron2(trunk.state_dict())
     trunk_layout(exported["model"])  # a trunk detectron2 cannot hold fails here, not in the subprocess
     with tempfile.TemporaryDirectory(prefix="coarsecrop-d2-") as tmp:

@@ -94,12 +94,25 @@ def _name(fmt: str, part: tuple, role: str) -> str:
     return f"coarsecrop_{hashlib.sha1(key.encode()).hexdigest()[:10]}_{role}"
 
 
-def _coco_segmentations(scene_set: SceneSet) -> list:
-    """The segmentation (or None) of every non-crowd annotation of ``scene_set``'s images."""
-    ids = {s.id for s in scene_set.scenes}
-    data = json.loads(Path(scene_set.source).read_text(encoding="utf-8"))
-    return [a.get("segmentation") or None for a in data.get("annotations", [])
-            if a.get("image_id") in ids and not a.get("iscrowd", 0)]
+def option_pairs(opts: list) -> dict:
+    """detectron2's KEY VALUE ... options as {KEY: VALUE}; ValueError for an odd list."""
+    if len(opts) % 2:
+        raise ValueError(f"detectron2 options come in KEY VALUE pairs; got an odd list: {opts}")
+    return dict(zip(opts[::2], opts[1::2]))
+
+
+def _coco_segmentations(sets: list[SceneSet]) -> list:
+    """The segmentation (or None) of every non-crowd annotation of the images of ``sets`` (each annotation
+    file read once, also when train and val come from the same one)."""
+    ids: dict[str, set] = {}
+    for scene_set in sets:
+        ids.setdefault(scene_set.source, set()).update(s.id for s in scene_set.scenes)
+    segs = []
+    for source, wanted in ids.items():
+        data = json.loads(Path(source).read_text(encoding="utf-8"))
+        segs += [a.get("segmentation") or None for a in data.get("annotations", [])
+                 if a.get("image_id") in wanted and not a.get("iscrowd", 0)]
+    return segs
 
 
 def _mask_format(segs: list, source: str) -> str | None:
@@ -161,7 +174,7 @@ def describe(scenes: str | Path, images: str | Path | None = None, train_split: 
         if val is not None and tuple(val.categories[c] for c in sorted(val.categories)) != classes:
             raise ValueError(f"{val.source}: its categories differ from {train.source}'s; the test set must "
                              "have the train set's classes")
-        mask_format = _mask_format([seg for s in sets for seg in _coco_segmentations(s)], train.source)
+        mask_format = _mask_format(_coco_segmentations(sets), train.source)
     else:
         classes, mask_format = _voc_classes(sets), None
     train_part = _part(train)
@@ -178,7 +191,7 @@ def options(data: D2Data, user: list[str], mask_on: bool) -> list[str]:
     """KEY VALUE options for ``data`` over a config whose ``MODEL.MASK_ON`` is ``mask_on``: the data sets,
     the class count (a different one in ``user`` is an error), masks and their format, the input sizes
     (those ``user`` sets win). They go before the user's own, which keep the last word."""
-    given = dict(zip(user[::2], user[1::2]))
+    given = option_pairs(user)
     classes = len(data.classes)
     if "MODEL.ROI_HEADS.NUM_CLASSES" in given and int(given["MODEL.ROI_HEADS.NUM_CLASSES"]) != classes:
         raise ValueError(f"--opt MODEL.ROI_HEADS.NUM_CLASSES {given['MODEL.ROI_HEADS.NUM_CLASSES']} disagrees with "
