@@ -361,6 +361,9 @@ def test_bad_data_is_a_one_line_error_before_anything_trains(fake, r50_state, sc
     assert "no boxes: nothing to train a detector on" in capsys.readouterr().err
     assert cli_main(args + ["--datasets", str(tmp_path)]) == 2
     assert "not both" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert cli_main(args[:-1] + [str(tmp_path / "empty")]) == 2
+    assert "not a data set with boxes (no annotations.json, no VOC Annotations/)" in capsys.readouterr().err
     if torch.cuda.device_count() < 2:
         assert cli_main(args + ["--num-gpus", "2", "--opt", "MODEL.DEVICE", "cuda"]) == 2
         assert "--num-gpus 2 needs 2 CUDA devices" in capsys.readouterr().err

@@ -144,6 +144,11 @@ def describe(scenes: str | Path, images: str | Path | None = None, train_split: 
     in one line, naming the source, for a missing split, no boxes, mixed segmentations.
 
     The test set is ``val_split`` of ``val_scenes`` (default: of ``scenes``); ``test=False``: none."""
+    root = Path(scenes)
+    if root.is_dir() and not any((d / "annotations.json").is_file() or (d / "Annotations").is_dir()
+                                 for d in [root, *(c for c in root.iterdir() if c.is_dir())]):
+        raise ValueError(f"{root}: not a data set with boxes (no annotations.json, no VOC Annotations/); pass a "
+                         "COCO json, a VOC root or a folder made by `coarsecrop scenes`")
     train = open_scenes(scenes, images, train_split)
     val = open_scenes(val_scenes if val_scenes is not None else scenes,
                       val_images if val_scenes is not None else images, val_split) if test else None
