@@ -34,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_FULL_DECODE_PIXELS = 1 << 28  # 268 Mpx (~800 MB as RGB): the most we decode at full size
@@ -231,3 +232,20 @@ def load_image_or_reason(path: str | Path, max_side: int | None = None
 
 
 __all__ = ["BadImage", "load_image", "image_size", "load_image_or_reason", "MAX_FULL_DECODE_PIXELS"]
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """uint8 or float-in-0..255 [B, 3, H, W] -> float, torchvision mean/std normalised (in 0..255 units).
+
+    The transfer tasks' input (``coarsecrop.evaluate``). ``normalise_unit`` is the same map computed in
+    another order: the two differ by float rounding, and each keeps the committed numbers made with it."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
+    return (x.float() - mean) / std
+
+
+def normalise_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float: x / 255 first, then (x - mean) / std (the trainer's object-probe monitor)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x.float() / 255 - mean) / std

@@ -4,16 +4,18 @@ One module per task, each ``prepare_data(train, val, ...)`` (scenes from ``coars
 and ``run_*(trunk, data, seed, device, ...) -> dict`` of metrics in percent:
 
 - ``multilabel``   multi-label classification: end-to-end finetuning (mAP) and linear probe (mAP^l)
-- ``objects``      linear probe on frozen features of ground-truth object crops (top-1)
+- ``objects``      linear probe on frozen features of ground-truth object crops (top-1): the TRANSFER
+                   protocol of the object probe in ``coarsecrop.models.probe``
 - ``detection``    Faster R-CNN / Mask R-CNN (C4 or FPN) from torchvision, COCOeval AP (``coco``)
 - ``segmentation`` FCN head on a dilated trunk: mIoU, mAcc, aAcc
 - ``classify``     linear probe on a torchvision ImageFolder (Table 7)
 - ``detectron2``   the paper's detection engine (``d2.run_finetune``: a shipped config, as a subprocess; optional)
 
 Around them: ``checkpoints`` (trunk from a checkpoint or random init), ``export`` (torchvision state_dict,
-detectron2 pickle), ``d2`` (optional detectron2 glue and the shipped configs), ``metrics``, ``probe``,
-``features``, ``data``, ``coco``. A task over seeds with a random-init row, its metrics.json, tables and
-figures, and the parameters of notebooks/03_transfer.py are the transfer study's
+detectron2 pickle), ``d2`` (optional detectron2 glue and the shipped configs), ``metrics``,
+``features`` (trunk stages, the pooled frozen features), ``data``, ``coco``; the linear head ``fit_linear``
+is the object probe's (``coarsecrop.models.probe``). A task over seeds with a random-init row, its
+metrics.json, tables and figures, and the parameters of notebooks/03_transfer.py are the transfer study's
 (``coarsecrop.studies.transfer``), above this package.
 
 Nothing here imports detectron2 at module level: it stays optional.

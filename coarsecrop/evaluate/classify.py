@@ -17,7 +17,7 @@ from torchvision.datasets import ImageFolder
 from coarsecrop.evaluate.data import decode_images
 from coarsecrop.evaluate.features import pooled_features
 from coarsecrop.evaluate.metrics import top1
-from coarsecrop.evaluate.probe import fit_linear
+from coarsecrop.models.probe import fit_linear
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, load_image
+from coarsecrop.data.images import load_image, normalise  # noqa: F401  (the tasks import normalise from here)
 from coarsecrop.data.scenes import open_scenes
 
 # What each scene task needs from the annotations, and how to say it when it is missing.
@@ -87,12 +87,6 @@ def decode_images(files: Sequence[str], size: int, workers: int = 0) -> torch.Te
     loader = DataLoader(_Resized(files, size), batch_size=32, num_workers=workers)
     return torch.cat([batch for batch in loader]) if len(files) else torch.zeros(0, 3, size, size, dtype=torch.uint8)
 
-
-def normalise(x: torch.Tensor) -> torch.Tensor:
-    """uint8 or float-in-0..255 [B, 3, H, W] -> float, torchvision mean/std normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1) * 255
-    return (x.float() - mean) / std
 
 
 def augment(x: torch.Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.3, 1.0)) -> torch.Tensor:

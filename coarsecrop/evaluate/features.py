@@ -12,8 +12,8 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from coarsecrop.device import autocast, prepare
-from coarsecrop.evaluate.data import normalise
+from coarsecrop.device import prepare
+from coarsecrop.models.probe import TRANSFER, frozen_features
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 NAMES = ("res2", "res3", "res4", "res5")  # detectron2's names; strides 4, 8, 16, 32
@@ -63,17 +63,10 @@ class TrunkStages(nn.Module):
         return OrderedDict((str(i), outs[n]) for i, n in enumerate(self.names))
 
 
-@torch.no_grad()
-def pooled_features(trunk: nn.Module, images: torch.Tensor, device: torch.device,
-                    batch_size: int = 64) -> torch.Tensor:
-    """Frozen features: global average of res5, float32 [N, C5] on CPU. images: uint8 [N, 3, H, W]."""
+def pooled_features(trunk: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Frozen features: global average of res5, float32 [N, C5] on CPU. images: uint8 [N, 3, H, W].
+
+    The trunk is moved to ``device`` (channels_last on CUDA) and left in eval mode; the pass itself is
+    the object probe's TRANSFER protocol (``coarsecrop.models.probe.frozen_features``)."""
     trunk = prepare(trunk, device).eval()
-    feats = []
-    for start in range(0, len(images), batch_size):
-        x = normalise(images[start : start + batch_size].to(device))
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            f = stage_outputs(trunk, x)["res5"].float().mean((2, 3))
-        feats.append(f.cpu())
-    return torch.cat(feats) if feats else torch.zeros(0, 0)
+    return frozen_features(trunk, images, device, TRANSFER)

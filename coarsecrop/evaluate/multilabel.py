@@ -22,7 +22,7 @@ from coarsecrop.evaluate.data import augment, class_index, decode_images, multil
 from coarsecrop.device import autocast, prepare
 from coarsecrop.evaluate.features import pooled_features, stage_outputs
 from coarsecrop.evaluate.metrics import mean_ap, per_class_ap
-from coarsecrop.evaluate.probe import fit_linear
+from coarsecrop.models.probe import fit_linear
 
 
 @dataclass

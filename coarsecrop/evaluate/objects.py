@@ -1,26 +1,26 @@
-"""Object probe: a linear classifier on frozen features of ground-truth object crops (top-1, percent).
+"""The ``objects`` transfer task: the object probe's TRANSFER protocol (``coarsecrop.models.probe``), top-1 in percent.
 
-The sensitive measure at toy scale (issue 4): scene-level pooled features barely separate random from
-trained trunks on the synthetic scenes, object crops do. Each GT box is cut from the full-resolution
-image (exact box, no context) and resized to ``crop_size`` square.
+A linear classifier on frozen pooled res5 features of ground-truth object crops. The sensitive measure at
+toy scale (issue 4): scene-level pooled features barely separate random from trained trunks on the
+synthetic scenes, object crops do. Each GT box is cut from the full-resolution image (exact box, no
+context) and resized to ``crop_size`` square by ``coarsecrop.data.objects.object_crops``, the cutter the
+trainer's monitor uses too. Its decode-scale fix (this task used to ignore ``load_image``'s scale) changes
+nothing here: the images are decoded at full size (scale 1), and on such images the old cutter and
+``cut_crop`` give the same pixels (tests/test_probe.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from coarsecrop.data.images import load_image
+from coarsecrop.data.objects import object_crops
 from coarsecrop.evaluate.data import class_index
 from coarsecrop.evaluate.features import pooled_features
 from coarsecrop.evaluate.metrics import top1
-from coarsecrop.evaluate.probe import fit_linear
+from coarsecrop.models.probe import fit_linear
 
 
 @dataclass
@@ -34,46 +34,11 @@ class ObjectData:
     val_labels: torch.Tensor
 
 
-class _Crops(Dataset):
-    """All GT crops of one scene, resized: (uint8 [K, 3, s, s], int64 [K])."""
-
-    def __init__(self, scenes: Sequence, index: dict[int, int], size: int):
-        self.scenes, self.index, self.size = list(scenes), index, size
-
-    def __len__(self) -> int:
-        return len(self.scenes)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        scene = self.scenes[i]
-        if len(scene.boxes) == 0:
-            return torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
-        image, _ = load_image(scene.file)
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()  # [3, H, W]
-        h, w = x.shape[1:]
-        crops = []
-        for x1, y1, x2, y2 in scene.boxes.tolist():
-            c0, r0 = min(int(x1), w - 1), min(int(y1), h - 1)
-            c1, r1 = max(c0 + 1, min(w, int(np.ceil(x2)))), max(r0 + 1, min(h, int(np.ceil(y2))))
-            crop = F.interpolate(x[None, :, r0:r1, c0:c1], size=(self.size, self.size), mode="bilinear",
-                                 antialias=True, align_corners=False)
-            crops.append(crop[0].round().clamp(0, 255).to(torch.uint8))
-        labels = torch.tensor([self.index[int(c)] for c in scene.labels.tolist()], dtype=torch.long)
-        return torch.stack(crops), labels
-
-
-def _collect(scenes: Sequence, index: dict[int, int], size: int, workers: int) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = DataLoader(_Crops(scenes, index, size), batch_size=None, num_workers=workers)
-    crops, labels = zip(*loader) if len(scenes) else ((), ())
-    if not crops:
-        return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.long)
-    return torch.cat(crops), torch.cat(labels)
-
-
 def prepare_data(train, val, crop_size: int = 64, workers: int = 0) -> ObjectData:
-    """Cut and resize every GT object of both splits."""
+    """Cut and resize every GT object of both splits (an undecodable image raises its BadImage)."""
     index = class_index(train.categories)
-    train_crops, train_labels = _collect(train.scenes, index, crop_size, workers)
-    val_crops, val_labels = _collect(val.scenes, index, crop_size, workers)
+    train_crops, train_labels = object_crops(train.scenes, crop_size, index=index, workers=workers)
+    val_crops, val_labels = object_crops(val.scenes, crop_size, index=index, workers=workers)
     return ObjectData([train.categories[c] for c in sorted(index)], train_crops, train_labels, val_crops, val_labels)
 
 

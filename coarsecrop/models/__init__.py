@@ -1,1 +1,2 @@
-"""Backbones (torchvision ResNets) and checkpoint loading."""
+"""Backbones (torchvision and narrow ResNets, ViTs), SSL heads, checkpoint loading, and the object probe
+(``probe``: frozen features + classifiers, shared by the trainer's monitor and the ``objects`` task)."""
