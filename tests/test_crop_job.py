@@ -118,7 +118,9 @@ def test_changed_configuration_is_refused(scenes, reference, capsys):
 @pytest.mark.slow
 def test_killed_job_resumes_byte_identical(scenes, reference, tmp_path):
     out = tmp_path / "job"
-    cmd = [sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1")]
+    # windows of 2 shards: the writer thread writes shards while the job runs (the default window would
+    # hold all 15 of these tiny shards until the end)
+    cmd = [sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1", "--size-window", "8")]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
