@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="larger images are decoded down to this side (boxes stay in original pixels)")
     p.add_argument("--size-window", type=int, default=None, metavar="IMAGES",
                    help="images batched by size together, in whole shards (default 4096): larger fills more "
-                        "batches and holds more lines in memory; never changes the manifest")
+                        "batches and holds more lines in memory; under torchrun the ranks split these windows. "
+                        "Like --batch-size, resume with the value the job was started with")
     p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

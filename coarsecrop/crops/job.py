@@ -11,15 +11,24 @@ and fsyncs happen on the writer thread (``manifest.ShardWriter``), so on a GPU t
 uploaded while the last one is written. ``finish`` runs after the writer has drained.
 
 Batches that fill: images of equal recorded size share one backbone forward, so batches are formed
-by size across a window of ``ceil(size_window / shard_size)`` consecutive shards of this process's
-*pending* shards (a resumed job forms its windows from the shards still missing, so its batches differ
-from an uninterrupted job's), not inside one shard. Lines of at most one window wait in memory; a shard
-is written as soon as it is complete and every earlier pending shard is written. Nothing in a line
-depends on the batch it was in: the manifest's bytes are the same for any batch size, window, worker
-count, rank count or resume point.
+by size across a window of W = ``ceil(size_window / shard_size)`` shards, not inside one shard. Windows
+are fixed: window w holds shards [w W, (w + 1) W), whatever the rank count or the shards already
+written, so every image meets the same batch companions in an uninterrupted job, a resumed one and any
+number of ranks. A resumed job crops every image of each window that still has a missing shard (so
+the missing shards get the bytes they would have had) but writes only the missing shards; at most one
+window of work is redone per window a kill interrupted. Lines of at most one window wait in memory; a
+shard is written as soon as it is complete and every earlier shard of this process is written.
+
+What the batches may change: a network's float results can depend on the batch they were computed in
+(on CPU, oneDNN takes another path for fewer than 4 images of one size; scores then differ in the 6th
+decimal). So ``ours`` writes the same bytes for the same ``--batch-size`` and ``--size-window`` (resume
+with the values the job was started with); strategies that crop image by image (grid, random, gt,
+selective_search, ...) write the same bytes for any batch size and window. Workers and ranks never
+change the bytes.
 
 Many processes (``torchrun``: RANK / WORLD_SIZE / LOCAL_RANK) split one data set with no coordination
-but the file system: shard k belongs to rank k % world_size, every shard is written atomically, and
+but the file system: window w (its shards) belongs to rank w % world_size, every shard is written
+atomically, and
 whoever finds all shards present writes ``manifest.json`` (see coarsecrop.crops.manifest). On M
 machines of K GPUs each (no process group is needed; the ranks only share the --out folder)::
 
@@ -207,18 +216,27 @@ def window_shards(size_window: int, shard_size: int) -> int:
 
 def shard_batches(shards: list[int], sizes: list[tuple[int, int]], shard_size: int, batch_size: int,
                   window: int = 1) -> list[list[int]]:
-    """Batches of scene indices, grouped by recorded size (height, width) within each window of
-    ``window`` consecutive entries of ``shards``; a batch never crosses a window.
+    """Batches of the scene indices of ``shards``, grouped by recorded size (height, width) within each
+    window (shards ``k`` with equal ``k // window``); a batch never crosses a window.
 
     Images of one size meet in one batch and share one backbone forward (the strategies group equal
     sizes), also when they sit in neighbouring shards; the scenes of a window are ordered by (size,
-    index), so batches are full except the last of each size. Lines are still written in scene order."""
+    index) and cut into batches of ``batch_size``, so only a window's last batch is short. Lines are
+    still written in scene order."""
+    windows: dict[int, list[int]] = {}
+    for k in shards:
+        windows.setdefault(k // window, []).extend(range(k * shard_size, min((k + 1) * shard_size, len(sizes))))
     batches = []
-    for w in range(0, len(shards), window):
-        idx = sorted((i for k in shards[w:w + window] for i in range(k * shard_size, min((k + 1) * shard_size, len(sizes)))),
-                     key=lambda i: (sizes[i], i))
+    for w in sorted(windows):
+        idx = sorted(windows[w], key=lambda i: (sizes[i], i))
         batches += [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
     return batches
+
+
+def window_cover(shards: list[int], window: int, total: int) -> list[int]:
+    """Every shard of each window that holds one of ``shards`` (what must be cropped so ``shards`` get
+    the batches of an uninterrupted job)."""
+    return [k for w in sorted({k // window for k in shards}) for k in range(w * window, min((w + 1) * window, total))]
 
 
 # ---------------------------------------------------------------- cropping
@@ -353,14 +371,14 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
                       "by each may differ")
 
     total = mf.num_shards(len(ordered), shard_size)
-    mine = [k for k in range(total) if k % world == rank]
+    window = window_shards(size_window, shard_size)
+    mine = [k for k in range(total) if (k // window) % world == rank]
     mf.remove_stale_temporaries(out, mine)
     pending = mf.missing_shards(out, total)
-    pending = [k for k in pending if k % world == rank]
+    pending = [k for k in pending if (k // window) % world == rank]
     setup_s = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
-    window = window_shards(size_window, shard_size)
     stats = process_shards(strat, ordered, files, out, pending, shard_size, batch_size, workers, max_side,
                            dev, progress and rank == 0, f"crops {strat.name}", window)
     seconds = time.perf_counter() - t0
@@ -395,10 +413,13 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
                    desc: str, window: int = 1) -> dict:
     """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
-    ``window`` shards; the writer thread writes each shard, in order, when complete. Returns the
-    counts of the images processed (when it returns, every shard is written)."""
+    ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
+    thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
+    ``shards`` (when it returns, every shard is written)."""
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
-    batches = shard_batches(shards, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size,
+    wanted = {i for k in shards for i in range(k * shard_size, min((k + 1) * shard_size, len(scenes)))}
+    cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
+    batches = shard_batches(cover, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size,
                             window)
     if not batches:
         return stats
@@ -425,9 +446,10 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                     raise RuntimeError(f"the crop strategy failed on each of the first {failed_before_success} "
                                        f"images ({first}); that is a bug or a bad setting, not bad images")
                 results.update(cropped)
-            for i in (item[0] for item in batch):
+            mine = [i for i, _, _ in batch if i in wanted]  # not the images of shards already written
+            for i in mine:
                 count(stats, results[i])
-            writer.put([(item[0], results[item[0]]) for item in batch])
+            writer.put([(i, results[i]) for i in mine])
             bar.update(len(batch))
             bar.set_postfix(skipped=stats["skipped"], refresh=False)
     return stats
