@@ -40,7 +40,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         strategy=args.strategy, n=args.n, strategy_params=dict(args.param or []),
         checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
         batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-        max_side=args.max_side, progress=not args.quiet,
+        max_side=args.max_side, size_window=args.size_window, progress=not args.quiet,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -194,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard-size", type=int, default=256, help="images per manifest shard")
     p.add_argument("--max-side", type=int, default=1333,
                    help="larger images are decoded down to this side (boxes stay in original pixels)")
+    p.add_argument("--size-window", type=int, default=None, metavar="IMAGES",
+                   help="images batched by size together, in whole shards (default 4096): larger fills more "
+                        "batches and holds more lines in memory; under torchrun the ranks split these windows. "
+                        "Like --batch-size, resume with the value the job was started with")
     p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

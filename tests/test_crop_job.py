@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -118,7 +120,9 @@ def test_changed_configuration_is_refused(scenes, reference, capsys):
 @pytest.mark.slow
 def test_killed_job_resumes_byte_identical(scenes, reference, tmp_path):
     out = tmp_path / "job"
-    cmd = [sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1")]
+    # windows of 2 shards: the writer thread writes shards while the job runs (the default window would
+    # hold all 15 of these tiny shards until the end)
+    cmd = [sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1", "--size-window", "8")]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -151,13 +155,15 @@ def test_ranks_split_the_shards_and_merge_byte_identical(scenes, reference, tmp_
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    first = run_crop_job(scenes, out=out, workers=0, **JOB)
+    # windows of one shard (--size-window 4): rank r owns the shards k with k % 2 == r
+    first = run_crop_job(scenes, out=out, workers=0, size_window=SHARD, **JOB)
     assert not first["complete"] and first["rank"] == 1 and first["shards_written"] == 7
     assert sorted(p.name for p in out.glob("shard-*")) == [mf.shard_name(k) for k in range(1, 15, 2)]
     assert not (out / mf.MANIFEST_NAME).exists()
     with pytest.raises(RuntimeError, match="8 of 15 shards missing"):
         mf.read_manifest(out)
-    res = subprocess.run([sys.executable, "-m", "coarsecrop", *_crops_cli(scenes, out, "--workers", "1")],
+    res = subprocess.run([sys.executable, "-m", "coarsecrop",
+                          *_crops_cli(scenes, out, "--workers", "1", "--size-window", str(SHARD))],
                          env=_env(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0"), capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -174,6 +180,20 @@ def test_batches_stay_in_their_shard_and_group_sizes():
     batches = job_module.shard_batches([0, 1], sizes, shard_size=5, batch_size=2)
     assert batches == [[3, 0], [2, 1], [4], [5, 6]]
     assert job_module.shard_batches([1], sizes, shard_size=5, batch_size=8) == [[5, 6]]
+
+
+def test_batches_fill_across_a_window_of_shards():
+    sizes = [(48, 64), (64, 48), (48, 64), (10, 10), (64, 48), (48, 64), (48, 64), (64, 48), (10, 10)]
+    # shards of 3: [0 1 2] [3 4 5] [6 7 8]; a window of 2 shards lets same sizes of shards 0 and 1 meet
+    assert job_module.shard_batches([0, 1, 2], sizes, shard_size=3, batch_size=2, window=2) == [
+        [3, 0], [2, 5], [1, 4], [8, 6], [7]]
+    # windows are fixed: shards 0 and 2 are in windows 0 and 1, whichever shards are still missing
+    assert job_module.shard_batches([0, 2], sizes, shard_size=3, batch_size=4, window=2) == [
+        [0, 2, 1], [8, 6, 7]]
+    assert job_module.window_cover([2, 3, 7], window=2, total=9) == [2, 3, 6, 7]
+    assert job_module.window_cover([8], window=4, total=9) == [8]
+    assert job_module.window_shards(4096, 256) == 16 and job_module.window_shards(10, 256) == 1
+    assert job_module.window_shards(9, 4) == 3
 
 
 def test_rank_environment(monkeypatch):
@@ -198,6 +218,148 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no GPU"):
             resolve_device("cuda:0")
+
+
+# ---------------------------------------------------------------- batches that fill, the writer thread
+
+MIXED_SIZES = [(64, 48), (48, 64), (64, 64), (56, 40)]  # (width, height)
+NUM_MIXED = 22
+
+
+@pytest.fixture(scope="module")
+def mixed_scenes(tmp_path_factory) -> Path:
+    """A COCO data set of 22 images in 4 sizes in random order, so every shard of 4 holds several sizes."""
+    root = tmp_path_factory.mktemp("mixed")
+    (root / "images").mkdir()
+    rng = np.random.default_rng(5)
+    images, annotations = [], []
+    for i in range(NUM_MIXED):
+        w, h = MIXED_SIZES[rng.integers(len(MIXED_SIZES))]
+        pixels = np.clip(_pattern(w, h, seed=i).astype(int) + rng.integers(-30, 30, (h, w, 3)), 0, 255)
+        _save_jpeg(root / f"images/{i:03d}.jpg", Image.fromarray(pixels.astype(np.uint8)))
+        images.append({"id": i + 1, "file_name": f"images/{i:03d}.jpg", "width": w, "height": h})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0,
+                            "bbox": [w / 4, h / 4, w / 2, h / 2], "area": w * h / 4})
+    ann = root / "annotations.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": [{"id": 1, "name": "thing"}]}))
+    return ann
+
+
+def _spy_batches(monkeypatch) -> list[list[tuple[int, tuple]]]:
+    """Record (scene index, decoded shape) of every batch the job hands to the strategy."""
+    seen: list[list[tuple[int, tuple]]] = []
+    real_crop_batch = job_module.crop_batch
+
+    def spy(strat, items, scenes, files):
+        seen.append([(i, tuple(img.shape)) for i, img, _ in items])
+        return real_crop_batch(strat, items, scenes, files)
+
+    monkeypatch.setattr(job_module, "crop_batch", spy)
+    return seen
+
+
+@pytest.mark.slow
+def test_manifest_bytes_do_not_depend_on_batch_size_window_or_workers(mixed_scenes, tmp_path, monkeypatch):
+    """A strategy that crops image by image: the job's batching, windows and writer thread never move a
+    line, whatever batches the images travelled in."""
+    seen = _spy_batches(monkeypatch)
+    job = dict(strategy="random", strategy_params={"sizes": [8, 16, 32, 64]}, shard_size=SHARD, progress=False)
+    one = tmp_path / "one"
+    summary = run_crop_job(mixed_scenes, out=one, workers=0, batch_size=1, size_window=1, **job)
+    assert summary["complete"] and summary["done"] == NUM_MIXED and summary["shards"] == 6
+    reference = _files(one)
+    for batch_size, size_window, workers in ((5, 12, 1), (8, None, 0)):
+        seen.clear()
+        out = tmp_path / f"b{batch_size}w{size_window}"
+        run_crop_job(mixed_scenes, out=out, workers=workers, batch_size=batch_size, size_window=size_window, **job)
+        assert _files(out) == reference, (batch_size, size_window, workers)
+        assert any(len({i // SHARD for i, _ in batch}) > 1 for batch in seen)  # batches cross shards
+    # the default window holds all 6 shards: full batches, each size in one run of images
+    assert [len(batch) for batch in seen] == [8, 8, NUM_MIXED - 16]
+    order = [shape for batch in seen for _, shape in batch]
+    assert len(set(order)) == len(MIXED_SIZES) and sum(a != b for a, b in zip(order, order[1:])) == 3
+
+
+@pytest.mark.slow
+def test_resumed_and_two_rank_jobs_meet_the_same_batches(mixed_scenes, tmp_path, monkeypatch):
+    """ours (whose float scores depend on the batch, see the job's docstring) with windows of 2 shards:
+    a job resumed with shards 0, 3, 5 present and a job of 2 ranks write the uninterrupted job's bytes."""
+    job = {**JOB, "batch_size": 4, "size_window": 2 * SHARD}
+    seen = _spy_batches(monkeypatch)
+    one = tmp_path / "one"
+    assert run_crop_job(mixed_scenes, out=one, workers=0, **job)["complete"]
+    first_batches = [list(b) for b in seen]
+    assert any(len({i // SHARD for i, _ in batch}) > 1 for batch in first_batches)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(one, resumed)
+    for k in (1, 2, 4):
+        (resumed / mf.shard_name(k)).unlink()
+    (resumed / mf.MANIFEST_NAME).unlink()
+    seen.clear()
+    summary = run_crop_job(mixed_scenes, out=resumed, workers=1, **job)
+    assert summary["complete"] and summary["shards_written"] == 3 and summary["shards_already_done"] == 3
+    assert summary["this_run"]["processed"] == 3 * SHARD  # counts: the images of the shards written now
+    assert seen == first_batches  # every window had a missing shard: all of it was cropped again
+    assert _files(resumed) == _files(one)
+    ranks = tmp_path / "ranks"
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        summary = run_crop_job(mixed_scenes, out=ranks, workers=0, **job)
+        assert summary["shards_written"] == (2 if rank == 1 else 4) and summary["complete"] == (rank == 0)
+    assert _files(ranks) == _files(one)
+
+
+def test_writer_thread_error_stops_the_job_with_its_message(scenes, tmp_path, monkeypatch):
+    real_write_shard = mf.write_shard
+
+    def full_disk(folder, k, records):
+        if k == 2:
+            raise OSError(28, "No space left on device (test)")
+        return real_write_shard(folder, k, records)
+
+    monkeypatch.setattr(mf, "write_shard", full_disk)
+    out = tmp_path / "job"
+    job = dict(strategy="grid", shard_size=4, size_window=4, workers=0, progress=False)
+    with pytest.raises(OSError, match=re.escape("No space left on device (test)")):
+        run_crop_job(scenes, out=out, **job)
+    assert sorted(p.name for p in out.glob("shard-*")) == [mf.shard_name(0), mf.shard_name(1)]
+    assert not (out / mf.MANIFEST_NAME).exists() and not list(out.glob(f"*{mf.TMP_MARK}*"))
+    monkeypatch.setattr(mf, "write_shard", real_write_shard)
+    summary = run_crop_job(scenes, out=out, **job)
+    assert summary["complete"] and summary["shards_written"] == 13 and summary["done"] == NUM_SCENES
+
+
+@pytest.mark.slow
+def test_corrupt_jpegs_in_a_batch_of_good_ones(scenes, reference, tmp_path, monkeypatch):
+    copy = tmp_path / "scenes"
+    shutil.copytree(scenes, copy)
+    images = sorted((copy / "images").glob("*.jpg"))
+    data = images[5].read_bytes()
+    images[5].write_bytes(data[: len(data) // 2])  # a truncated JPEG
+    images[6].write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())  # garbage
+    seen = []
+    real_crop_batch = job_module.crop_batch
+
+    def spy(strat, items, scenes, files):
+        seen.append([i for i, _, _ in items])
+        return real_crop_batch(strat, items, scenes, files)
+
+    monkeypatch.setattr(job_module, "crop_batch", spy)
+    summary = run_crop_job(copy, out=tmp_path / "job", workers=1, **{**JOB, "batch_size": 16})
+    assert summary["complete"] and summary["done"] == NUM_SCENES - 2 and summary["skipped"] == 2
+    assert summary["skip_reasons"] == {"truncated image": 1, "not an image": 1}
+    assert seen[0] == [0, 1, 2, 3, 4, *range(7, 16)]  # the batch of 16 went on without its 2 bad images
+    lines = [line for k in range(15) for line in (tmp_path / "job" / mf.shard_name(k)).read_text().splitlines()]
+    expected = [line for k in range(15) for line in (reference / mf.shard_name(k)).read_text().splitlines()]
+    truncated, garbage = json.loads(lines[5]), json.loads(lines[6])
+    assert truncated["file"] == "images/" + images[5].name and garbage["file"] == "images/" + images[6].name
+    assert re.fullmatch(r"truncated image file \(image file is truncated \(\d+ bytes not processed\)\)",
+                        truncated["skipped"]), truncated
+    assert garbage["skipped"] == "not an image (unrecognised file format)"
+    assert lines[:5] + lines[7:] == expected[:5] + expected[7:]  # the good ones: the same boxes as ever
 
 
 # ---------------------------------------------------------------- bad input

@@ -153,3 +153,66 @@ def test_reader_errors_say_what_to_do(tmp_path):
     assert f"coarsecrop crops --scenes {tmp_path / 'data'}" in str(err.value) and f"--out {out}" in str(err.value)
     with pytest.raises(RuntimeError, match="1 of 3 shards missing"):
         mf.write_manifest(out)
+
+
+# ---------------------------------------------------------------- the writer thread
+
+def _line(i: int, payload) -> dict:
+    return mf.skipped_line(i, f"images/{i}.jpg", f"reason {payload}")
+
+
+def test_shard_writer_writes_shards_in_order_whatever_order_lines_come(tmp_path, monkeypatch):
+    order = []
+    real_write_shard = mf.write_shard
+
+    def spy(folder, k, records):
+        order.append(k)
+        return real_write_shard(folder, k, records)
+
+    monkeypatch.setattr(mf, "write_shard", spy)
+    # shards 1, 3, 4 of a 9-image job in shards of 2 (shard 4 holds one image); lines arrive backwards
+    with mf.ShardWriter(tmp_path, [1, 3, 4], 2, 9, _line, max_pending=1) as writer:
+        for i in (8, 7, 6, 3):
+            writer.put([(i, i * 10)])
+        while not writer.queue.empty():
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert not list(tmp_path.glob("shard-*"))  # shards 3 and 4 are complete but wait for shard 1
+        writer.put([(2, 20)])
+    assert order == [1, 3, 4] and writer.written == [1, 3, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [mf.shard_name(k) for k in (1, 3, 4)]
+    assert (tmp_path / mf.shard_name(3)).read_text() == "".join(mf.dumps_line(_line(i, i * 10)) for i in (6, 7))
+    assert (tmp_path / mf.shard_name(4)).read_text() == mf.dumps_line(_line(8, 80))
+
+
+def test_shard_writer_error_is_raised_in_the_callers_thread(tmp_path):
+    def bad_line(i, payload):
+        if i == 3:
+            raise ValueError("cannot format scene 3")
+        return _line(i, payload)
+
+    with pytest.raises(ValueError, match="cannot format scene 3"):
+        with mf.ShardWriter(tmp_path, [0, 1, 2], 2, 6, bad_line, max_pending=1) as writer:
+            for i in range(6):  # the error comes back at a later put or at the exit, whichever is first
+                writer.put([(i, i)])
+    assert [p.name for p in tmp_path.iterdir()] == [mf.shard_name(0)]  # shard 1 was never completed
+
+
+def test_shard_writer_refuses_missing_or_repeated_lines(tmp_path):
+    with pytest.raises(RuntimeError, match="shard 1 is missing 1 of 2 lines"):
+        with mf.ShardWriter(tmp_path, [0, 1], 2, 4, _line) as writer:
+            writer.put([(0, 0), (1, 1), (2, 2)])
+    with pytest.raises(RuntimeError, match="twice or outside its shards"):
+        with mf.ShardWriter(tmp_path / "b", [0], 2, 4, _line) as writer:
+            writer.put([(0, 0), (0, 0)])
+    with pytest.raises(RuntimeError, match="twice or outside its shards"):
+        with mf.ShardWriter(tmp_path / "c", [0], 2, 4, _line) as writer:
+            writer.put([(3, 0)])
+
+
+def test_shard_writer_stops_without_writing_when_the_caller_fails(tmp_path):
+    with pytest.raises(KeyError):
+        with mf.ShardWriter(tmp_path, [0, 1], 2, 4, _line) as writer:
+            writer.put([(0, 0)])
+            raise KeyError("the main loop failed")
+    assert not list(tmp_path.iterdir()) and not writer._thread.is_alive()

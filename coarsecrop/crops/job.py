@@ -1,11 +1,40 @@
 """A crop job: one strategy over a whole scene set, into a sharded, resumable manifest.
 
     scenes --open_scenes--> sorted scene list --shard_size--> shards --rank k % world--> this process
-      --DataLoader(workers decode, max_side)--> batches --strategy--> boxes in original pixels --> shard files
+      --windows of consecutive pending shards, batched by image size--> batch sampler
+      --DataLoader(workers decode, max_side)--> decoded batch [(index, uint8 [3, H, W] | None, scale | reason)]
+      --strategy (CPU tensors, one host copy per batch)--> results
+      --bounded queue--> writer thread: lines in original pixels (JSON), shard files (atomic, fsync, in order)
+
+The main loop only decodes (in workers), runs the strategy and hands its CPU tensors over; formatting
+and fsyncs happen on the writer thread (``manifest.ShardWriter``), so on a GPU the next batch is
+uploaded while the last one is written. ``finish`` runs after the writer has drained.
+
+Batches that fill: images of equal recorded size share one backbone forward, so batches are formed
+by size across a window of W = ``ceil(size_window / shard_size)`` shards, not inside one shard. Windows
+are fixed: window w holds shards [w W, (w + 1) W), whatever the rank count or the shards already
+written, so every image meets the same batch companions in an uninterrupted job, a resumed one and any
+number of ranks. A resumed job crops every image of each window that still has a missing shard (so
+the missing shards get the bytes they would have had) but writes only the missing shards; at most one
+window of work is redone per window a kill interrupted. Lines of at most one window wait in memory; a
+shard is written as soon as it is complete and every earlier shard of this process is written.
+
+What the batches may change: a network's float results can depend on the batch they were computed in
+(on CPU, oneDNN takes another path for fewer than 4 images of one size; scores then differ in the 6th
+decimal). So ``ours`` writes the same bytes for the same ``--batch-size`` and ``--size-window`` (resume
+with the values the job was started with); strategies that crop image by image (grid, random, gt,
+selective_search, ...) write the same bytes for any batch size and window. Workers and ranks never
+change the bytes.
 
 Many processes (``torchrun``: RANK / WORLD_SIZE / LOCAL_RANK) split one data set with no coordination
-but the file system: shard k belongs to rank k % world_size, every shard is written atomically, and
-whoever finds all shards present writes ``manifest.json`` (see coarsecrop.crops.manifest).
+but the file system: window w (its shards) belongs to rank w % world_size, every shard is written
+atomically, and
+whoever finds all shards present writes ``manifest.json`` (see coarsecrop.crops.manifest). On M
+machines of K GPUs each (no process group is needed; the ranks only share the --out folder)::
+
+    torchrun --nnodes=M --nproc_per_node=K --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT \\
+        -m coarsecrop crops --scenes ... --strategy ours --out SHARED/crops-ours
+
 Bad images never stop a job: they become ``skipped`` lines with the reason.
 """
 
@@ -14,10 +43,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +64,18 @@ from coarsecrop.device import resolve_device
 from coarsecrop.io import file_sha256
 
 DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
+DEFAULT_SIZE_WINDOW = 4096  # images batched by size together (whole shards, at least one)
 STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
 
 
 # ---------------------------------------------------------------- setup
 
-def check_job_args(n: int, batch_size: int, workers: int, shard_size: int, max_side: int) -> None:
+def check_job_args(n: int, batch_size: int, workers: int, shard_size: int, max_side: int,
+                   size_window: int = DEFAULT_SIZE_WINDOW) -> None:
     """Fail at once, with the option's name, on values that cannot work."""
     for name, value, least in (("n", n, 1), ("batch_size", batch_size, 1), ("shard_size", shard_size, 1),
-                               ("workers", workers, 0), ("max_side", max_side, 32)):
+                               ("workers", workers, 0), ("max_side", max_side, 32),
+                               ("size_window", size_window, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
 
@@ -175,26 +209,70 @@ def _as_list(batch):
     return batch
 
 
-def shard_batches(shards: list[int], sizes: list[tuple[int, int]], shard_size: int,
-                  batch_size: int) -> list[list[int]]:
-    """Batches of scene indices that never cross a shard, so a resumed shard sees the same batches.
+def window_shards(size_window: int, shard_size: int) -> int:
+    """Shards per batching window: enough to hold ``size_window`` images, at least one."""
+    return max(1, math.ceil(size_window / shard_size))
 
-    Within a shard, scenes are batched by recorded size (height, width), so images of one size meet
-    in one batch and share one backbone forward (the strategies group equal sizes); lines are still
-    written in scene order."""
-    batches = []
+
+def shard_batches(shards: list[int], sizes: list[tuple[int, int]], shard_size: int, batch_size: int,
+                  window: int = 1) -> list[list[int]]:
+    """Batches of the scene indices of ``shards``, grouped by recorded size (height, width) within each
+    window (shards ``k`` with equal ``k // window``); a batch never crosses a window.
+
+    Images of one size meet in one batch and share one backbone forward (the strategies group equal
+    sizes), also when they sit in neighbouring shards; the scenes of a window are ordered by (size,
+    index) and cut into batches of ``batch_size``, so only a window's last batch is short. Lines are
+    still written in scene order."""
+    windows: dict[int, list[int]] = {}
     for k in shards:
-        idx = sorted(range(k * shard_size, min((k + 1) * shard_size, len(sizes))), key=lambda i: (sizes[i], i))
+        windows.setdefault(k // window, []).extend(range(k * shard_size, min((k + 1) * shard_size, len(sizes))))
+    batches = []
+    for w in sorted(windows):
+        idx = sorted(windows[w], key=lambda i: (sizes[i], i))
         batches += [idx[j:j + batch_size] for j in range(0, len(idx), batch_size)]
     return batches
 
 
+def window_cover(shards: list[int], window: int, total: int) -> list[int]:
+    """Every shard of each window that holds one of ``shards`` (what must be cropped so ``shards`` get
+    the batches of an uninterrupted job)."""
+    return [k for w in sorted({k // window for k in shards}) for k in range(w * window, min((w + 1) * window, total))]
+
+
 # ---------------------------------------------------------------- cropping
 
-def original_size(scene, image: torch.Tensor, scale: float) -> tuple[int, int]:
+@dataclass(frozen=True)
+class Cropped:
+    """A strategy's checked output for one image, on its way to the writer thread (CPU tensors only;
+    the decoded image itself is not kept)."""
+
+    decoded_hw: tuple[int, int]  # (H, W) of the decoded image the boxes refer to
+    scale: float  # original long side / decoded long side (1.0: decoded at full size)
+    boxes: torch.Tensor  # [M, 4] decoded pixels
+    scores: torch.Tensor  # [M]
+
+
+def checked(image: torch.Tensor, scale: float, boxes: torch.Tensor, scores: torch.Tensor) -> Cropped:
+    """The strategy's boxes and scores for ``image`` checked (CPU, as many scores as boxes, finite).
+
+    Strategies return CPU tensors after one device-to-host copy per batch; a tensor still on a device
+    is refused rather than copied here image by image."""
+    for name, t in (("boxes", boxes), ("scores", scores)):
+        if t.device.type != "cpu":
+            raise ValueError(f"strategy returned {name} on {t.device}; strategies return CPU tensors")
+    boxes, scores = boxes.detach().reshape(-1, 4), scores.detach().reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError(f"strategy returned {len(boxes)} boxes but {len(scores)} scores")
+    if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
+        raise ValueError("strategy returned non-finite boxes or scores")
+    h, w = image.shape[-2:]
+    return Cropped((int(h), int(w)), float(scale), boxes, scores)
+
+
+def original_size(scene, decoded_hw: tuple[int, int], scale: float) -> tuple[int, int]:
     """(width, height) of the original image: the decoded size, or the recorded one when the image
     was decoded smaller and the record agrees (decoded size x scale is off by rounding)."""
-    h, w = image.shape[-2:]
+    h, w = decoded_hw
     if scale == 1.0:
         return int(w), int(h)
     width, height = round(w * scale), round(h * scale)
@@ -204,35 +282,35 @@ def original_size(scene, image: torch.Tensor, scale: float) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def crop_record(scene, file: str, image: torch.Tensor, scale: float, boxes: torch.Tensor,
-                scores: torch.Tensor) -> dict:
-    """Strategy output (decoded pixels) -> manifest line (original pixels, clipped, rounded).
+def crop_record(scene, file: str, cropped: Cropped) -> dict:
+    """Strategy output (decoded pixels) -> manifest line (original pixels, clipped, rounded); runs on
+    the writer thread.
 
     An image decoded smaller is a resize of the whole original, so each axis maps back by its own
     factor (original size / decoded size): exact on both axes, where one ``scale`` is exact only
     along the long side."""
-    width, height = original_size(scene, image, scale)
-    boxes = boxes.detach().to("cpu", torch.float64).reshape(-1, 4)
-    scores = scores.detach().to("cpu", torch.float32).reshape(-1)
-    if len(scores) != len(boxes):
-        raise ValueError(f"strategy returned {len(boxes)} boxes but {len(scores)} scores")
-    if not (torch.isfinite(boxes).all() and torch.isfinite(scores).all()):
-        raise ValueError("strategy returned non-finite boxes or scores")
-    if scale != 1.0:
-        h, w = image.shape[-2:]
+    width, height = original_size(scene, cropped.decoded_hw, cropped.scale)
+    boxes = cropped.boxes.to(torch.float64)
+    if cropped.scale != 1.0:
+        h, w = cropped.decoded_hw
         boxes = boxes * torch.tensor([width / w, height / h, width / w, height / h], dtype=torch.float64)
-    return mf.crop_line(scene.id, file, width, height, clip_boxes(boxes, width, height), scores)
+    return mf.crop_line(scene.id, file, width, height, clip_boxes(boxes, width, height), cropped.scores)
 
 
-def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[int, dict]:
-    """Run the strategy on one batch of decoded images; returns scene index -> manifest line.
+def manifest_line(scenes: list, files: list[str], i: int, result: "Cropped | dict") -> dict:
+    """The line of scene ``i``: a skipped line as it is, a crop made into one (writer thread)."""
+    return result if isinstance(result, dict) else crop_record(scenes[i], files[i], result)
+
+
+def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[int, Cropped | dict]:
+    """Run the strategy on one batch of decoded images; returns scene index -> Cropped (CPU tensors,
+    made into a line by the writer thread) or a skipped line.
 
     When the batch fails, each image is retried alone, and an image the strategy cannot handle becomes
     a skipped line (one strange image must not cost the whole job)."""
     try:
         results = strategy([img for _, img, _ in items], [scenes[i] for i, _, _ in items])
-        return {i: crop_record(scenes[i], files[i], img, s, b, sc)
-                for (i, img, s), (b, sc) in zip(items, results, strict=True)}
+        return {i: checked(img, s, b, sc) for (i, img, s), (b, sc) in zip(items, results, strict=True)}
     except Exception as err:  # noqa: BLE001
         if len(items) == 1:
             i = items[0][0]
@@ -248,15 +326,19 @@ def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[in
 
 def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5, strategy_params=None,
                  checkpoint=None, backbone="resnet50", device="auto", batch_size=8, workers=2,
-                 shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE) -> dict:
+                 shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE, size_window=None) -> dict:
     """Run ``strategy`` over the scene set at ``scenes`` into the manifest folder ``out``; resumable.
+
+    ``size_window`` (images, default DEFAULT_SIZE_WINDOW): images batched by size together, in whole
+    shards; it changes speed and memory, never the manifest's bytes.
 
     Returns a JSON-able summary: ``done`` / ``skipped`` / ``boxes`` / ``skip_reasons`` over all finished
     shards (the whole data set once ``complete``), this process's ``images_per_s`` and ``seconds``,
     shard counts, and ``this_run`` (the same counts for the images this process cropped now)."""
     if out is None:
         raise ValueError("--out is required: the folder of the crop manifest")
-    check_job_args(n, batch_size, workers, shard_size, max_side)
+    size_window = DEFAULT_SIZE_WINDOW if size_window is None else size_window
+    check_job_args(n, batch_size, workers, shard_size, max_side, size_window)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {checkpoint}: no such file")
     t_start = time.perf_counter()
@@ -289,22 +371,23 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
                       "by each may differ")
 
     total = mf.num_shards(len(ordered), shard_size)
-    mine = [k for k in range(total) if k % world == rank]
+    window = window_shards(size_window, shard_size)
+    mine = [k for k in range(total) if (k // window) % world == rank]
     mf.remove_stale_temporaries(out, mine)
     pending = mf.missing_shards(out, total)
-    pending = [k for k in pending if k % world == rank]
+    pending = [k for k in pending if (k // window) % world == rank]
     setup_s = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
     stats = process_shards(strat, ordered, files, out, pending, shard_size, batch_size, workers, max_side,
-                           dev, progress and rank == 0, f"crops {strat.name}")
+                           dev, progress and rank == 0, f"crops {strat.name}", window)
     seconds = time.perf_counter() - t0
 
     manifest = finish(out, total)
     this_run = {**stats, "seconds": round(seconds, 3), "setup_seconds": round(setup_s, 3),
                 "images_per_s": round(stats["processed"] / seconds, 3) if seconds > 0 and stats["processed"] else 0.0}
     mf.append_timing(out, {"rank": rank, "world_size": world, "device": str(dev), "batch_size": batch_size,
-                           "workers": workers, "shards_written": len(pending), "unix_time": round(time.time()),
+                           "workers": workers, "window_shards": window, "shards_written": len(pending), "unix_time": round(time.time()),
                            **this_run})
     totals = manifest["counts"] if manifest is not None else mf.folder_counts(out, total)
     return {"out": str(out), "strategy": strat.name, "complete": manifest is not None,
@@ -328,54 +411,60 @@ def check_annotations(strategy, scene_set, source) -> None:
 
 def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: list[int], shard_size: int,
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
-                   desc: str) -> dict:
-    """Decode (DataLoader workers) and crop the given shards in order, writing each when complete."""
+                   desc: str, window: int = 1) -> dict:
+    """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
+    ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
+    thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
+    ``shards`` (when it returns, every shard is written)."""
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
-    batches = shard_batches(shards, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size)
+    wanted = {i for k in shards for i in range(k * shard_size, min((k + 1) * shard_size, len(scenes)))}
+    cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
+    batches = shard_batches(cover, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size,
+                            window)
     if not batches:
         return stats
     loader = torch.utils.data.DataLoader(
         DecodeScenes([s.file for s in scenes], max_side), batch_sampler=batches, collate_fn=_as_list,
         num_workers=workers, pin_memory=device.type == "cuda")
-    records: dict[int, dict] = {}
     failed_before_success = 0  # a strategy that fails on the first images is broken, not the images
     bar = tqdm(total=sum(len(b) for b in batches), unit="img", desc=desc, disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
-    with bar:
-        for batch in loader:
+    writer = mf.ShardWriter(out, shards, shard_size, len(scenes),
+                            lambda i, result: manifest_line(scenes, files, i, result))
+    with bar, writer:
+        for batch in loader:  # the decoded batch: [(scene index, uint8 [3, H, W] or None, scale or reason)]
+            results = {i: mf.skipped_line(scenes[i].id, files[i], reason)
+                       for i, image, reason in batch if image is None}
             good = [item for item in batch if item[1] is not None]
-            for i, _, reason in (item for item in batch if item[1] is None):
-                records[i] = mf.skipped_line(scenes[i].id, files[i], reason)
             if good:
-                lines = crop_batch(strategy, good, scenes, files)
-                failed = sum("skipped" in line for line in lines.values())
+                cropped = crop_batch(strategy, good, scenes, files)
+                failed = sum(isinstance(r, dict) for r in cropped.values())
                 if failed_before_success >= 0:
                     failed_before_success = failed_before_success + failed if failed == len(good) else -1
                 if failed_before_success >= 8:
-                    first = next(iter(lines.values()))["skipped"]
+                    first = next(iter(cropped.values()))["skipped"]
                     raise RuntimeError(f"the crop strategy failed on each of the first {failed_before_success} "
                                        f"images ({first}); that is a bug or a bad setting, not bad images")
-                records.update(lines)
-            for i in (item[0] for item in batch):
-                count(stats, records[i])
+                results.update(cropped)
+            mine = [i for i, _, _ in batch if i in wanted]  # not the images of shards already written
+            for i in mine:
+                count(stats, results[i])
+            writer.put([(i, results[i]) for i in mine])
             bar.update(len(batch))
             bar.set_postfix(skipped=stats["skipped"], refresh=False)
-            k = batch[0][0] // shard_size
-            end = min((k + 1) * shard_size, len(scenes))
-            if all(i in records for i in range(k * shard_size, end)):
-                mf.write_shard(out, k, [records.pop(i) for i in range(k * shard_size, end)])
     return stats
 
 
-def count(stats: dict, line: dict) -> None:
+def count(stats: dict, result: Cropped | dict) -> None:
+    """Add one image's result (a Cropped or a skipped line) to the counts."""
     stats["processed"] += 1
-    if "skipped" in line:
+    if isinstance(result, dict):
         stats["skipped"] += 1
-        kind = mf.skip_kind(line["skipped"])
+        kind = mf.skip_kind(result["skipped"])
         stats["skip_reasons"][kind] = stats["skip_reasons"].get(kind, 0) + 1
     else:
         stats["done"] += 1
-        stats["boxes"] += len(line["boxes"])
+        stats["boxes"] += len(result.boxes)
 
 
 def finish(out: Path, total: int) -> dict | None:

@@ -25,11 +25,13 @@ import hashlib
 import json
 import math
 import os
+import queue
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -128,6 +130,101 @@ def write_shard(folder: str | Path, k: int, records: list[dict]) -> Path:
     path = Path(folder) / shard_name(k)
     write_text(path, "".join(dumps_line(r) for r in records))
     return path
+
+
+class ShardWriter:
+    """One background thread that turns results into lines and writes the shards, so the caller's loop
+    (decode, crop) never waits for JSON formatting or an fsync.
+
+    ``put(items)`` hands over ``[(scene index, payload)]`` through a bounded queue (at most ``max_pending``
+    hand-overs wait; a caller that runs ahead blocks). The thread makes each line with
+    ``make_line(index, payload)`` and writes shard ``k`` of ``shards`` with ``write_shard`` (atomic) as
+    soon as all its lines are in and every shard before it in ``shards`` is written: shards appear in
+    order, each whole, holding the same bytes whatever order the lines came in.
+
+    Use it as a context manager. Leaving normally waits until the queue is drained and every shard is
+    written (a shard still missing lines then is a RuntimeError). An exception in the thread is raised
+    again in the caller's thread, the same exception object with its message, at the next ``put`` or at
+    the exit. Leaving with an exception stops the thread; shards it had not completed are not written
+    (a resumed job redoes them)."""
+
+    def __init__(self, folder: str | Path, shards: list[int], shard_size: int, num_images: int,
+                 make_line: Callable[[int, Any], dict], max_pending: int = 8):
+        self.folder = Path(folder)
+        self.shards = list(shards)
+        self.shard_size = shard_size
+        self.num_images = num_images
+        self.make_line = make_line
+        self.queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self.error: BaseException | None = None
+        self.written: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="crop-shard-writer", daemon=True)
+
+    def _range(self, k: int) -> range:
+        return range(k * self.shard_size, min((k + 1) * self.shard_size, self.num_images))
+
+    def __enter__(self) -> "ShardWriter":
+        self._thread.start()
+        return self
+
+    def put(self, items: list[tuple[int, Any]]) -> None:
+        """Hand over one batch of results; blocks while the queue is full; raises the thread's error."""
+        self._hand_over(list(items))
+
+    def _hand_over(self, obj) -> None:
+        while True:
+            self._raise_error()
+            if not self._thread.is_alive():
+                raise RuntimeError("the shard writer thread is not running")
+            try:
+                self.queue.put(obj, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._stop.set()
+            self._thread.join()
+            return
+        self._hand_over(None)  # the end: the thread drains the queue, writes, and stops
+        self._thread.join()
+        self._raise_error()
+
+    def _run(self) -> None:
+        try:
+            missing = {k: len(self._range(k)) for k in self.shards}
+            owner = {i: k for k in self.shards for i in self._range(k)}
+            lines: dict[int, dict] = {}
+            next_shard = 0
+            while not self._stop.is_set():
+                try:
+                    items = self.queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if items is None:
+                    if next_shard < len(self.shards):
+                        k = self.shards[next_shard]
+                        raise RuntimeError(f"shard {k} is missing {missing[k]} of {len(self._range(k))} "
+                                           "lines at the end of the job")
+                    return
+                for i, payload in items:
+                    if i not in owner or i in lines or missing[owner[i]] == 0:
+                        raise RuntimeError(f"scene {i} handed to the shard writer twice or outside its shards")
+                    lines[i] = self.make_line(i, payload)
+                    missing[owner[i]] -= 1
+                while next_shard < len(self.shards) and missing[self.shards[next_shard]] == 0:
+                    k = self.shards[next_shard]
+                    write_shard(self.folder, k, [lines.pop(i) for i in self._range(k)])
+                    self.written.append(k)
+                    next_shard += 1
+        except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
+            self.error = err
 
 
 def skip_kind(reason: str) -> str:
