@@ -20,7 +20,7 @@ persistent workers prefetch the next epoch's first batches while one ends); the 
 device and are read once per log window (``StepLosses``: the NaN check and the epoch's line happen
 there); the stop vote and the checkpoint's RNG gather are CPU collectives (gloo); checkpoints are
 copied to host memory and written by a background thread (``CheckpointWriter``). The object probe,
-when configured, does wait (it scores the trunk): its seconds are logged as ``probe_s``. The run
+when configured, does wait (it scores the trunk): its seconds are in the monitor line (``probe_s``). The run
 records its whole-run rate (``RunClock``: first step done to final checkpoint written) beside the
 steady rate (median log window) in the end line of metrics.jsonl and the summary.
 
@@ -454,10 +454,10 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 if probe is not None and (epoch_done % params.monitor_every == 0 or epoch_done == params.epochs):
                     probe_start = time.time()
                     scores = probe.score(method.backbone)  # a measured probe: it waits for the device
-                    scores["probe_s"] = time.time() - probe_start
-                    line["scores"] = scores
+                    line["scores"], line["probe_s"] = scores, time.time() - probe_start
                     monitor_state["history"].append({"epoch": epoch_done, "step": step, **scores})
                     log.write({"kind": "monitor", "step": step, "epoch": epoch_done, **scores,
+                               "probe_s": line["probe_s"],
                                **{f"init_{k}": v for k, v in monitor_state["init"].items()
                                   if not k.endswith("_seeds")}})
                 if d.is_main:
@@ -565,7 +565,8 @@ def _print_epoch(line: dict, losses: StepLosses, params: PretrainParams, total_s
     text = (f"epoch {line['epoch']}/{params.epochs} step {line['step']}/{total_steps} "
             f"loss {loss_sum / max(1, steps):.4f} lr {line['lr']:.4g} {line['images_per_s']:.0f} img/s")
     if line["scores"]:
-        text += f"; object probe {_fmt(line['scores'])} (random init {_fmt(monitor_state['init'])})"
+        text += (f"; object probe {_fmt(line['scores'])} (random init {_fmt(monitor_state['init'])}; "
+                 f"the probe took {line['probe_s']:.1f} s)")
     (bar.write if bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
 
 
