@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from coarsecrop.train import load_pretrain_params, make_params, pretrain
+from coarsecrop.train import TrainingDiverged, load_pretrain_params, make_params, pretrain
 from coarsecrop.train.checkpoint import load_checkpoint
 from coarsecrop.train.optim import LARS, CosineSchedule, build_optimizer, scaled_lr
 from coarsecrop.train.sampler import GlobalBatchSampler
@@ -170,6 +170,33 @@ def test_sampler_order_is_independent_of_world_size_and_resumable():
     assert list(late) != one and all(e == 1 for batch in late for e, _ in batch)
 
 
+def test_one_iteration_through_epochs_gives_the_per_epoch_batches():
+    """The trainer takes one loader iterator for the whole run: the same batches as one per epoch."""
+    per_epoch = []
+    for epoch in range(3):
+        sampler = GlobalBatchSampler(50, 8, seed=1)
+        sampler.set_epoch(epoch, start_step=2 if epoch == 0 else 0)
+        per_epoch += list(sampler)
+    through = GlobalBatchSampler(50, 8, seed=1)
+    through.set_epoch(0, start_step=2, through=3)
+    assert len(through) == len(per_epoch) == 3 * 6 - 2 and list(through) == per_epoch
+    # persistent workers prefetching across the epoch ends deliver them in the same order
+    loader = torch.utils.data.DataLoader(_Indexed(), batch_sampler=through, num_workers=2,
+                                         persistent_workers=True, prefetch_factor=4,
+                                         collate_fn=lambda items: [index for _, index in items])
+    assert list(loader) == [[index for _, index in batch] for batch in per_epoch]
+    with pytest.raises(ValueError, match="through=1 must come after epoch 1"):
+        through.set_epoch(1, through=1)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __len__(self):
+        return 50
+
+    def __getitem__(self, item):  # (epoch, index) -> the item itself, as the pseudo-image set takes it
+        return item
+
+
 # ---------------------------------------------------------------- training and resume
 
 def test_run_writes_checkpoint_backbone_metrics(reference):
@@ -201,6 +228,40 @@ def test_resume_gives_exactly_the_uninterrupted_run(data, reference, tmp_path):
     want, got = losses(reference), losses(out)
     assert got == want  # every step's loss, before and after the resume, bit for bit
     assert_same_weights(final_weights(out), final_weights(reference))
+
+
+def test_workers_prefetching_across_epochs_train_exactly_the_reference(data, reference, tmp_path):
+    """Two persistent workers, one iterator through both epochs, losses read every 3 steps: the same
+    losses at the logged steps and the same final weights as the in-process reference."""
+    out = tmp_path / "workers"
+    summary = pretrain(params(data, out, workers=2, log_every=3))
+    want, got = losses(reference), losses(out)
+    assert got and all(got[s] == want[s] for s in got) and max(got) == summary["total_steps"]
+    assert_same_weights(final_weights(out), final_weights(reference))
+
+
+def test_run_records_its_whole_run_rate_beside_the_steady_rate(reference):
+    end = json.loads((reference / "metrics.jsonl").read_text().splitlines()[-1])
+    total = load_checkpoint(reference / "checkpoint.pt")["resolved"]["total_steps"]
+    assert end["run_images"] == (total - 1) * 8  # after the first step, through the final checkpoint
+    assert end["run_images_per_s"] == pytest.approx(end["run_images"] / end["run_s"])
+    assert 0 < end["run_s"] < end["wall_s"] and end["steady_images_per_s"] > 0
+
+
+def test_divergence_names_the_first_bad_step_whenever_the_losses_are_read(data, tmp_path):
+    """The losses are read once per log window: the error still names the first non-finite step."""
+    named = []
+    for log_every in (1, 4):
+        out = tmp_path / f"nan{log_every}"
+        with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf|-inf) at step \d+ \(epoch"):
+            try:
+                pretrain(params(data, out, lr=1e12, epochs=4, log_every=log_every))
+            except TrainingDiverged as err:
+                named.append(int(str(err).split(" at step ")[1].split()[0]))
+                raise
+        logged = losses(out)
+        assert all(math.isfinite(v) for v in logged.values()) and max(logged, default=0) < named[-1]
+    assert named[0] == named[1]
 
 
 def test_resume_refuses_another_architecture_or_changed_parameters(data, reference, tmp_path):

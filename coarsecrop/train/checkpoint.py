@@ -5,11 +5,19 @@ so it loads anywhere with ``weights_only=True``:
   format, arch {method, backbone, image_size}, params (PretrainParams as a dict), resolved (optimiser
   settings, world size, lr scaling actually used), model, optimizer, schedule, scaler, step, epoch,
   sampler, rng (one entry per process), monitor (random-init and per-epoch probe scores).
+
+``CheckpointWriter`` takes checkpoints off the training stream: the state is copied to host memory
+once, right after the step (on CUDA: non-blocking copies into pinned buffers kept between
+checkpoints, then one event), and a background thread waits for that event and writes the files
+(atomically: temporary + fsync + rename, ``coarsecrop.io.save_torch``) while training goes on. One
+write at most is in flight: the next checkpoint first waits for the previous one; an error in the
+writer is raised in the training thread at the next checkpoint or at ``wait``.
 """
 
 from __future__ import annotations
 
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +103,90 @@ def export_backbone(backbone: nn.Module, path: str | Path) -> Path:
     ``coarsecrop.models.backbones.build_backbone(name, checkpoint=path)`` loads it as phi."""
     state = {k: v.detach().to("cpu").clone() for k, v in backbone.state_dict().items()}
     return save_torch(state, path)
+
+
+class HostCopy:
+    """Copies of a checkpoint's tensors in host memory, taken without waiting for the device.
+
+    CPU tensors are cloned. CUDA tensors are copied (non_blocking) into pinned buffers that are kept
+    and reused by the next checkpoint (the same tree of names, shapes, dtypes); ``ready`` records one
+    event after the copies, which the writer thread waits for. Containers are rebuilt, so the copy does
+    not change when training goes on mutating the live dicts and lists."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._queued = False  # a CUDA copy was queued since the last ``ready``
+
+    def __call__(self, obj, name: str = ""):
+        if isinstance(obj, torch.Tensor):
+            return self._tensor(obj.detach(), name)
+        if isinstance(obj, dict):
+            return {k: self(v, f"{name}/{k}") for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self(v, f"{name}/{i}") for i, v in enumerate(obj))
+        return obj  # ints, floats, strings, None: immutable
+
+    def _tensor(self, t: torch.Tensor, name: str) -> torch.Tensor:
+        if t.device.type != "cuda":
+            return t.clone()
+        buffer = self._buffers.get(name)
+        if buffer is None or (buffer.shape, buffer.stride(), buffer.dtype) != (t.shape, t.stride(), t.dtype):
+            # the same strides (channels_last weights stay channels_last); the buffers are kept
+            buffer = self._buffers[name] = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, pin_memory=True)
+        self._queued = True
+        return buffer.copy_(t, non_blocking=True)
+
+    def ready(self):
+        """An event after the copies queued so far on the current CUDA stream (None: nothing queued)."""
+        if not self._queued:
+            return None
+        self._queued = False
+        event = torch.cuda.Event()
+        event.record()
+        return event
+
+
+class CheckpointWriter:
+    """Writes checkpoints (and the exported trunk beside them) on one background thread.
+
+    ``submit`` waits for the previous write (raising its error, if any), copies the state to host
+    memory and returns; ``wait`` waits for the write in flight (the run calls it before it returns).
+    A process killed during a write leaves the previous checkpoint in place (the rename is atomic)."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+        self._copy = HostCopy()
+
+    def submit(self, state: dict, path: str | Path, backbone_path: str | Path | None = None,
+               backbone_prefix: str = "backbone.") -> None:
+        """Queue ``state`` for ``path``; with ``backbone_path``, also the trunk: the entries of
+        ``state["model"]`` under ``backbone_prefix``, as ``export_backbone`` writes them."""
+        self.wait()  # one write in flight at most; the host buffers are free again after this
+        host = self._copy(state)
+        event = self._copy.ready()
+        trunk = None
+        if backbone_path is not None:
+            trunk = {k[len(backbone_prefix):]: v for k, v in host["model"].items() if k.startswith(backbone_prefix)}
+        self._pending = self._pool.submit(self._write, host, Path(path), trunk, backbone_path, event)
+
+    @staticmethod
+    def _write(state, path, trunk, backbone_path, event) -> None:
+        if event is not None:
+            event.synchronize()  # the copies are done (this thread waits; training does not)
+        save_torch(state, path)
+        if trunk is not None:
+            save_torch(trunk, backbone_path)
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; raise the error it met."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the write in flight, then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)

@@ -3,6 +3,10 @@
 gloo on CPU, NCCL on CUDA. Under torchrun each process takes ``cuda:LOCAL_RANK``, and a process
 group is formed even for a world of one (``torchrun --nproc_per_node=1``), so one GPU runs the same
 DDP / SyncBN / NCCL path as many. Nothing here assumes a GPU is present.
+
+The host-side agreements (the stop vote every step, the RNG states of a checkpoint, the logged loss
+mean) go over a gloo group on CPU tensors, beside NCCL: a collective on the NCCL group would queue
+behind the step's kernels and make the host wait for the GPU.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Dist:
     local_rank: int
     device: torch.device
     backend: str | None  # None when running as a single process without a process group
+    host_group: object = None  # gloo group for CPU-tensor collectives (None: the default group, gloo itself)
 
     @property
     def is_main(self) -> bool:
@@ -52,7 +57,8 @@ def init_distributed(device_name: str) -> Dist:
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
                                 device_id=device if device.type == "cuda" else None)
-    return Dist(rank, world_size, local_rank, device, backend)
+    host_group = dist.new_group(backend="gloo") if backend == "nccl" else None
+    return Dist(rank, world_size, local_rank, device, backend, host_group)
 
 
 def shutdown(d: Dist) -> None:
@@ -64,16 +70,16 @@ def any_true(flag: bool, d: Dist) -> bool:
     """True on every process when any process's flag is true (a stop request seen by one stops all)."""
     if not d.active:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=d.device if d.backend == "nccl" else "cpu")
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=d.host_group)  # CPU, gloo: no wait on the GPU
     return bool(t.item() > 0)
 
 
 def mean_over_ranks(value: float, d: Dist) -> float:
     if not d.active:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=d.device if d.backend == "nccl" else "cpu")
-    dist.all_reduce(t)
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t, group=d.host_group)
     return float(t.item() / d.world_size)
 
 
@@ -82,7 +88,7 @@ def gather_objects(obj, d: Dist) -> list:
     if not d.active:
         return [obj]
     out = [None] * d.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=d.host_group)
     return out
 
 

@@ -15,6 +15,15 @@ writing metrics lines, a checkpoint every ``checkpoint_every`` epochs (and at th
 SIGTERM / SIGINT arrives: the current step finishes, the checkpoint is written, the process exits),
 and the exported trunk ``backbone.pt`` beside each checkpoint.
 
+Nothing waits for the device at an epoch end: one DataLoader iterator runs through all epochs (the
+persistent workers prefetch the next epoch's first batches while one ends); the losses stay on the
+device and are read once per log window (``StepLosses``: the NaN check and the epoch's line happen
+there); the stop vote and the checkpoint's RNG gather are CPU collectives (gloo); checkpoints are
+copied to host memory and written by a background thread (``CheckpointWriter``). The object probe,
+when configured, does wait (it scores the trunk): its seconds are in the monitor line (``probe_s``). The run
+records its whole-run rate (``RunClock``: first step done to final checkpoint written) beside the
+steady rate (median log window) in the end line of metrics.jsonl and the summary.
+
 Exact resume on CPU: the data order and every sample's augmentations are functions of
 (seed, epoch, index) (``GlobalBatchSampler``, ``PseudoImageDataset``), the DataLoader has a private
 generator, and each process's RNG states are saved with the model, optimiser and step.
@@ -48,7 +57,7 @@ from coarsecrop.data.pseudo import PseudoImageDataset
 from coarsecrop.data.views import method_views
 from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
-from coarsecrop.train.distributed import (Dist, any_true, barrier, gather_objects, init_distributed,
+from coarsecrop.train.distributed import (Dist, any_true, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
 from coarsecrop.train.monitor import ObjectProbe
 from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
@@ -359,103 +368,206 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                    "channels_last": d.device.type == "cuda", "bf16_autocast": d.device.type == "cuda" and params.amp,
                    "monitor_init": monitor_state["init"]})
 
+    writer = ckpt_io.CheckpointWriter() if d.is_main else None
+    spe = sampler.steps_per_epoch
+
     def save(epoch_done: int) -> None:
-        rng = gather_objects(ckpt_io.rng_state(d.device), d)
+        """Queue a checkpoint of the state after ``step`` (the files are written in the background)."""
+        rng = gather_objects(ckpt_io.rng_state(d.device), d)  # over gloo: no wait on the GPU
         if d.is_main:
+            position = {**sampler.state_dict(), "epoch": step // spe, "start_step": step % spe}  # the next batch
             state = {"format": ckpt_io.FORMAT, "arch": arch, "params": params.to_dict(),
                      "resolved": resolved.to_dict(), "model": method.state_dict(),
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict(), "step": step, "epoch": epoch_done,
-                     "sampler": sampler.state_dict(), "rng": rng, "monitor": monitor_state}
-            save_torch(state, out / ckpt_io.CHECKPOINT)
-            ckpt_io.export_backbone(method.backbone, out / ckpt_io.BACKBONE)
-        barrier(d)
+                     "sampler": position, "rng": rng, "monitor": monitor_state}
+            writer.submit(state, out / ckpt_io.CHECKPOINT, out / ckpt_io.BACKBONE)
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and params.amp
                 else contextlib.nullcontext())
     bar = _progress_bar(params, d, total_steps, step)
+    losses, epoch_lines, window_rates = StepLosses(), [], []
     interrupted, start_time = None, time.time()
+    first_epoch = step // spe
+    if first_epoch < params.epochs:  # one iterator for the whole run: the workers prefetch across epoch ends
+        sampler.set_epoch(first_epoch, start_step=step - first_epoch * spe, through=params.epochs)
+        batches = iter(loader)
+    run = RunClock(d.device)
+    window_start, window_steps = time.time(), 0
+
+    def read_losses() -> None:
+        """The one host wait of a log window: every loss since the last read; then the finished epochs' lines."""
+        losses.read()
+        while epoch_lines and epoch_lines[0]["step"] <= losses.read_through:
+            _print_epoch(epoch_lines.pop(0), losses, params, total_steps, monitor_state, bar, d)
+
     method.train()
-    with StopRequest() as stop:
-        for epoch in range(step // sampler.steps_per_epoch, params.epochs):
-            sampler.set_epoch(epoch, start_step=step - epoch * sampler.steps_per_epoch)
-            epoch_loss, epoch_steps, epoch_start = 0.0, 0, time.time()
-            window_start, window_steps = epoch_start, 0  # images/s leaves out the epoch-end probe and checkpoint
-            for views in loader:
-                lr = schedule.apply(optimizer, step)
-                views = [v.to(d.device, non_blocking=True, memory_format=torch.channels_last)
-                         if d.device.type == "cuda" else v for v in views]
-                if finish_views is not None:
-                    views = [finish(v) for finish, v in zip(finish_views, views)]
-                with autocast:
-                    out_dict = model(views)
-                loss = out_dict["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                method.momentum_update(progress=(step + 1) / total_steps)
-                step += 1
-                window_steps += 1
-
-                loss_value = float(loss.detach())
-                epoch_loss, epoch_steps = epoch_loss + loss_value, epoch_steps + 1
-                if not math.isfinite(loss_value):
-                    raise TrainingDiverged(f"loss is {loss_value} at step {step} (epoch {epoch}, lr {lr:.4g}): "
-                                           f"lower lr or raise warmup_epochs")
-                if step % params.log_every == 0 or step == total_steps:
-                    mean_loss = mean_over_ranks(loss_value, d)
-                    elapsed = time.time() - window_start
-                    record = {"kind": "step", "step": step, "epoch": epoch, "loss": mean_loss, "lr": lr,
-                              "momentum": current_momentum(method, out_dict),
-                              "images_per_s": window_steps * params.batch_size / max(elapsed, 1e-9),
-                              **_floats(out_dict)}
-                    log.write(record)
-                    window_start, window_steps = time.time(), 0
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.3g}", epoch=epoch)
-                requested = stop.signum is not None or step == params.stop_at_step
-                if any_true(requested, d):
-                    interrupted = signal.Signals(stop.signum).name if stop.signum else "stop_at_step"
+    try:
+        with StopRequest() as stop:
+            for epoch in range(first_epoch, params.epochs):
+                epoch_start, epoch_steps = time.time(), 0
+                for _ in range(step - epoch * spe, spe):  # the steps left in this epoch
+                    views = next(batches)
+                    lr = schedule.apply(optimizer, step)
+                    views = [v.to(d.device, non_blocking=True, memory_format=torch.channels_last)
+                             if d.device.type == "cuda" else v for v in views]
+                    if finish_views is not None:
+                        views = [finish(v) for finish, v in zip(finish_views, views)]
+                    with autocast:
+                        out_dict = model(views)
+                    loss = out_dict["loss"]
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    method.momentum_update(progress=(step + 1) / total_steps)
+                    step += 1
+                    epoch_steps += 1
+                    window_steps += 1
+                    losses.add(step, epoch, lr, loss.detach())  # stays on the device
+                    run.stepped(step)
+                    if step % params.log_every == 0 or step == total_steps:
+                        read_losses()
+                        elapsed = time.time() - window_start
+                        rate = window_steps * params.batch_size / max(elapsed, 1e-9)
+                        window_rates.append(rate)
+                        record = {"kind": "step", "step": step, "epoch": epoch,
+                                  "loss": mean_over_ranks(losses.last, d), "lr": lr,
+                                  "momentum": current_momentum(method, out_dict), "images_per_s": rate,
+                                  **_floats(out_dict)}
+                        log.write(record)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{losses.last:.4f}", lr=f"{lr:.3g}", epoch=epoch)
+                        window_start, window_steps = time.time(), 0
+                    if bar is not None:
+                        bar.update(1)
+                    requested = stop.signum is not None or step == params.stop_at_step
+                    if any_true(requested, d):  # a CPU collective: the host does not wait for the GPU
+                        interrupted = signal.Signals(stop.signum).name if stop.signum else "stop_at_step"
+                        break
+                if interrupted:
+                    save(epoch)
                     break
-            if interrupted:
-                save(epoch)
-                break
 
-            epoch_done, scores = epoch + 1, None
-            if probe is not None and (epoch_done % params.monitor_every == 0 or epoch_done == params.epochs):
-                scores = probe.score(method.backbone)
-                monitor_state["history"].append({"epoch": epoch_done, "step": step, **scores})
-                log.write({"kind": "monitor", "step": step, "epoch": epoch_done, **scores,
-                           **{f"init_{k}": v for k, v in monitor_state["init"].items() if not k.endswith("_seeds")}})
-            if d.is_main:
-                line = (f"epoch {epoch_done}/{params.epochs} step {step}/{total_steps} "
-                        f"loss {epoch_loss / max(1, epoch_steps):.4f} lr {lr:.4g} "
-                        f"{epoch_steps * params.batch_size / max(time.time() - epoch_start, 1e-9):.0f} img/s")
-                if scores:
-                    line += f"; object probe {_fmt(scores)} (random init {_fmt(monitor_state['init'])})"
-                (bar.write if bar is not None else lambda text: print(text, file=sys.stderr, flush=True))(line)
-            barrier(d)
-            if epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
-                save(epoch_done)
+                epoch_done, scores = epoch + 1, None
+                line = {"epoch": epoch_done, "step": step, "lr": lr, "scores": None,
+                        "images_per_s": epoch_steps * params.batch_size / max(time.time() - epoch_start, 1e-9)}
+                if probe is not None and (epoch_done % params.monitor_every == 0 or epoch_done == params.epochs):
+                    probe_start = time.time()
+                    scores = probe.score(method.backbone)  # a measured probe: it waits for the device
+                    line["scores"], line["probe_s"] = scores, time.time() - probe_start
+                    monitor_state["history"].append({"epoch": epoch_done, "step": step, **scores})
+                    log.write({"kind": "monitor", "step": step, "epoch": epoch_done, **scores,
+                               "probe_s": line["probe_s"],
+                               **{f"init_{k}": v for k, v in monitor_state["init"].items()
+                                  if not k.endswith("_seeds")}})
+                if d.is_main:
+                    epoch_lines.append(line)
+                if scores is not None:  # the probe waited for the device: reading the losses is free now
+                    read_losses()
+                    window_start, window_steps = time.time(), 0  # the windows' img/s leave out the probe
+                if epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
+                    save(epoch_done)
+            read_losses()
+            if writer is not None:
+                writer.wait()  # the final checkpoint is on disk before the run returns
+            run.finished(step)
+    except BaseException:
+        if writer is not None:
+            with contextlib.suppress(Exception):  # the error that stopped the run is the one to see
+                writer.close()
+        raise
+    if writer is not None:
+        writer.close()
     if bar is not None:
         bar.close()
 
     wall = time.time() - start_time
+    steady = float(np.median(window_rates)) if window_rates else None
     fingerprints = gather_objects(weights_sha256(method), d)  # DDP must leave every process with the same weights
     summary = {"out": str(out), "step": step, "total_steps": total_steps, "interrupted": interrupted,
                "wall_s": wall, "resolved": resolved.to_dict(), "monitor": monitor_state,
                "checkpoint": str(out / ckpt_io.CHECKPOINT), "backbone": str(out / ckpt_io.BACKBONE),
-               "weights_sha256": fingerprints, "ranks_in_sync": len(set(fingerprints)) == 1}
+               "weights_sha256": fingerprints, "ranks_in_sync": len(set(fingerprints)) == 1,
+               **run.summary(params.batch_size), "steady_images_per_s": steady}
     if d.is_main:
         log.write({"kind": "end", "step": step, "interrupted": interrupted, "wall_s": wall,
-                   "ranks_in_sync": summary["ranks_in_sync"], "weights_sha256": fingerprints})
+                   "ranks_in_sync": summary["ranks_in_sync"], "weights_sha256": fingerprints,
+                   **run.summary(params.batch_size), "steady_images_per_s": steady})
+        if summary["run_images_per_s"] is not None:
+            print(f"whole run {summary['run_images_per_s']:.0f} img/s ({summary['run_images']} images, first step "
+                  f"done to final checkpoint written, epoch ends included); steady {steady:.0f} img/s (median "
+                  f"log window)", file=sys.stderr, flush=True)
         if not summary["ranks_in_sync"]:
             print("warning: the processes ended with different weights (DDP out of sync)", file=sys.stderr)
         if interrupted:
             print(f"stopped at step {step}/{total_steps} ({interrupted}); checkpoint {out / ckpt_io.CHECKPOINT}; "
                   f"continue with --resume", file=sys.stderr, flush=True)
     return summary
+
+
+class StepLosses:
+    """The steps' losses, kept on the device until a log window reads them all in one transfer.
+
+    ``add`` after each step (no host wait); ``read`` brings every loss since the last read to the host
+    at once, checks them in step order (the first NaN / inf raises TrainingDiverged naming its step,
+    epoch and lr) and sums each epoch's losses in step order, as Python floats (the epoch line)."""
+
+    def __init__(self):
+        self._queued: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss [])
+        self.last: float | None = None  # the loss of the last step read
+        self.read_through = 0  # the last step read
+        self.epoch_sums: dict[int, list] = {}  # epoch -> [sum, steps]
+
+    def add(self, step: int, epoch: int, lr: float, loss: torch.Tensor) -> None:
+        self._queued.append((step, epoch, lr, loss))
+
+    def read(self) -> None:
+        if not self._queued:
+            return
+        values = torch.stack([q[3] for q in self._queued]).tolist()  # the host waits here, once
+        queued, self._queued = self._queued, []
+        for (step, epoch, lr, _), value in zip(queued, values):
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss is {value} at step {step} (epoch {epoch}, lr {lr:.4g}): "
+                                       f"lower lr or raise warmup_epochs")
+            total = self.epoch_sums.setdefault(epoch, [0.0, 0])
+            total[0], total[1] = total[0] + value, total[1] + 1
+            self.last, self.read_through = value, step
+
+
+class RunClock:
+    """The whole-run rate: images over the wall time from the end of the first step (one device sync
+    there; it leaves out worker start-up and cuDNN autotuning) to the final checkpoint on disk."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.first_step, self.start, self.end, self.end_step = device, None, None, None, None
+
+    def stepped(self, step: int) -> None:
+        if self.first_step is None:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.first_step, self.start = step, time.time()
+
+    def finished(self, step: int) -> None:
+        self.end, self.end_step = time.time(), step
+
+    def summary(self, batch_size: int) -> dict:
+        if self.end is None or self.first_step is None or self.end_step <= self.first_step:
+            return {"run_images": 0, "run_s": None, "run_images_per_s": None}
+        images, seconds = (self.end_step - self.first_step) * batch_size, self.end - self.start
+        return {"run_images": images, "run_s": seconds, "run_images_per_s": images / max(seconds, 1e-9)}
+
+
+def _print_epoch(line: dict, losses: StepLosses, params: PretrainParams, total_steps: int, monitor_state: dict,
+                 bar, d: Dist) -> None:
+    """An epoch's line on stderr, once all its losses are read (at the log window after it)."""
+    loss_sum, steps = losses.epoch_sums.get(line["epoch"] - 1, [0.0, 0])
+    text = (f"epoch {line['epoch']}/{params.epochs} step {line['step']}/{total_steps} "
+            f"loss {loss_sum / max(1, steps):.4f} lr {line['lr']:.4g} {line['images_per_s']:.0f} img/s")
+    if line["scores"]:
+        text += (f"; object probe {_fmt(line['scores'])} (random init {_fmt(monitor_state['init'])}; "
+                 f"the probe took {line['probe_s']:.1f} s)")
+    (bar.write if bar is not None else lambda t: print(t, file=sys.stderr, flush=True))(text)
 
 
 def weights_sha256(model: nn.Module) -> str:
