@@ -377,18 +377,23 @@ def _nms_drops(a: torch.Tensor, b: torch.Tensor, iou: float) -> torch.Tensor:
     return _overlaps(a, b)[1].double() > iou
 
 
-def _greedy(alive: torch.Tensor, drop: torch.Tensor, picks: list[torch.Tensor], n: int) -> torch.Tensor:
+def _greedy(alive: torch.Tensor, drop_of, picks: list[torch.Tensor], n: int) -> torch.Tensor:
     """Append up to n - len(picks) greedy picks per image: the first alive candidate in rank order, then
-    every candidate ``drop`` marks for it is dropped. alive [B, k] bool, drop [B, k, k] bool; a pick of -1
-    means none was left. Returns the alive mask after the picks."""
-    rows = torch.arange(alive.shape[0], device=alive.device)
+    every candidate it drops is dropped. alive [B, k] bool; ``drop_of(i)``, i [B] candidate indices -> [B, k]
+    bool, the candidates candidate i drops (only the picks' rows are computed: n x k, not k x k, per image);
+    a pick of -1 means none was left. Returns the alive mask after the picks."""
     while len(picks) < n:
         has = alive.any(dim=1)
         first = alive.to(torch.uint8).argmax(dim=1)  # the first True: the best rank, ties to the lower index
         picks.append(torch.where(has, first, torch.full_like(first, -1)))
-        alive = alive & ~(drop[rows, first] & has[:, None])
+        alive = alive & ~(drop_of(first) & has[:, None])
         alive = alive.scatter(1, first[:, None], False)
     return alive
+
+
+def _rows(window: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """The boxes [B, P, 4] at window indices picks [B, P] (-1 read as 0) of window [B, k, 4]."""
+    return window.gather(1, picks.clamp_min(0)[..., None].expand(-1, -1, 4))
 
 
 def _alive_outside(picks: torch.Tensor, order: torch.Tensor, boxes: torch.Tensor, count: int, drops) -> torch.Tensor:
@@ -414,7 +419,8 @@ def nms_batch(boxes: torch.Tensor, scores: torch.Tensor, n: int, iou: float,
     last; redo bool [B]). No host synchronisation.
 
     The ``top`` best boxes per image (a stable sort: ties keep the lower index first, as torchvision's
-    CPU NMS orders them), their IoU as a [B, k, k] mask (``_nms_drops``), then n vectorised greedy steps.
+    CPU NMS orders them), then n vectorised greedy steps, each with the IoU of the pick and the window's
+    boxes (``_nms_drops``).
     Greedy NMS decides each box from better-scored boxes alone, so these are the full set's first n
     survivors unless fewer than n survive in the window while a box outside it survives the picks: then
     ``redo`` (``select`` runs NMS on all boxes for that image)."""
@@ -423,7 +429,8 @@ def nms_batch(boxes: torch.Tensor, scores: torch.Tensor, n: int, iou: float,
     order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
     window = boxes[order]  # [B, k, 4]
     picks: list[torch.Tensor] = []
-    _greedy(torch.ones(b, k, dtype=torch.bool, device=scores.device), _nms_drops(window, window, iou), picks, n)
+    _greedy(torch.ones(b, k, dtype=torch.bool, device=scores.device),
+            lambda i: _nms_drops(_rows(window, i[:, None]), window, iou)[:, 0], picks, n)
     picked = torch.stack(picks, dim=1)  # [B, n] window indices
     redo = torch.zeros(b, dtype=torch.bool, device=scores.device)
     if k < count:
@@ -438,8 +445,8 @@ def suppress_batch(boxes: torch.Tensor, ranks: torch.Tensor, n: int, iou: float,
     (picks int64 [B, n]: box indices in pick order, -1 after the last; redo bool [B]), as ``nms_batch``.
 
     The ``top`` best boxes per image (a stable sort, so ties keep the lower index first, as ``suppress``'s
-    argmax does), their IoU and containment as [B, k, k] masks, then n vectorised greedy steps with both
-    rules and, where fewer than n were picked, steps with the IoU rule alone: no host synchronisation.
+    argmax does), then n vectorised greedy steps with both rules (IoU and containment of the pick and the
+    window's boxes) and, where fewer than n were picked, steps with the IoU rule alone: no host synchronisation.
     Greedy picks depend only on better-ranked boxes, so the window gives the full set's picks unless a
     pass runs out of candidates inside it while a box outside the window would still have been picked;
     such an image is marked ``redo`` (``suppress`` on all its boxes decides)."""
@@ -447,17 +454,20 @@ def suppress_batch(boxes: torch.Tensor, ranks: torch.Tensor, n: int, iou: float,
     k = min(top, count)
     order = torch.argsort(ranks, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
     window = boxes[order]  # [B, k, 4]
-    by_iou, by_both = _drops(window, window, iou, containment)
+
+    def drops_of(i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # window indices [B, P] -> 2 x [B, P, k]
+        return _drops(_rows(window, i), window, iou, containment)
+
     picks: list[torch.Tensor] = []
-    _greedy(torch.ones(b, k, dtype=torch.bool, device=ranks.device), by_both, picks, n)
+    _greedy(torch.ones(b, k, dtype=torch.bool, device=ranks.device), lambda i: drops_of(i[:, None])[1][:, 0], picks, n)
     first_phase = torch.stack(picks, dim=1) if picks else torch.zeros(b, 0, dtype=torch.long, device=ranks.device)
     alive = torch.ones(b, k, dtype=torch.bool, device=ranks.device)
-    rows = torch.arange(b, device=ranks.device)
-    for p in picks:  # the IoU rule alone around what was kept, as suppress's second pass
+    by_iou = drops_of(first_phase)[0]  # [B, n, k]
+    for j, p in enumerate(picks):  # the IoU rule alone around what was kept, as suppress's second pass
         valid, at = p >= 0, p.clamp_min(0)[:, None]
-        alive = alive & ~(by_iou[rows, at[:, 0]] & valid[:, None])
+        alive = alive & ~(by_iou[:, j] & valid[:, None])
         alive = alive.scatter(1, at, alive.gather(1, at) & ~valid[:, None])
-    picked = _fill(alive, by_iou, first_phase, n) if n else first_phase
+    picked = _fill(alive, lambda i: drops_of(i[:, None])[0][:, 0], first_phase, n) if n else first_phase
     redo = torch.zeros(b, dtype=torch.bool, device=ranks.device)
     if k < count and n:
         short1, short2 = (first_phase < 0).any(dim=1), (picked < 0).any(dim=1)
@@ -467,13 +477,13 @@ def suppress_batch(boxes: torch.Tensor, ranks: torch.Tensor, n: int, iou: float,
     return _anchor_picks(order, picked), redo
 
 
-def _fill(alive: torch.Tensor, by_iou: torch.Tensor, first_phase: torch.Tensor, n: int) -> torch.Tensor:
+def _fill(alive: torch.Tensor, by_iou_of, first_phase: torch.Tensor, n: int) -> torch.Tensor:
     """suppress's second pass: each image's first-pass picks (-1 for none) followed by IoU-only greedy picks
-    into the places left, as [B, n] (-1 where nothing was left)."""
+    (``by_iou_of`` as ``_greedy``'s ``drop_of``) into the places left, as [B, n] (-1 where nothing was left)."""
     b = alive.shape[0]
     got = (first_phase >= 0).sum(dim=1)  # [B] picks of the first pass (they come first, no gaps)
     extra: list[torch.Tensor] = []
-    _greedy(alive, by_iou, extra, n)
+    _greedy(alive, by_iou_of, extra, n)
     extra_t = torch.stack(extra, dim=1)  # [B, n] candidates of the second pass, in order
     slots = torch.arange(n, device=alive.device)[None, :].expand(b, n)
     from_extra = extra_t.gather(1, (slots - got[:, None]).clamp_min(0))
