@@ -9,15 +9,17 @@ import torch
 def clip_boxes(boxes: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Clip to the image and widen degenerate boxes to 1 px (kept inside the image).
 
-    Images narrower or shorter than 1 px do not exist, so every box comes out valid."""
-    boxes = boxes.to(torch.float32).reshape(-1, 4).clone()
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    Images narrower or shorter than 1 px do not exist, so every box comes out valid. Element-wise only
+    (no masked assignment), so on a GPU it never waits for the device."""
+    boxes = boxes.to(torch.float32).reshape(-1, 4)
+    sides = []
     for lo, hi, limit in ((0, 2, width), (1, 3, height)):
-        short = boxes[:, hi] - boxes[:, lo] < 1
-        boxes[short, hi] = torch.clamp(boxes[short, lo] + 1, max=limit)
-        boxes[short, lo] = boxes[short, hi] - 1
-    return boxes
+        a, b = boxes[:, lo].clamp(0, limit), boxes[:, hi].clamp(0, limit)
+        short = b - a < 1
+        b = torch.where(short, torch.clamp(a + 1, max=limit), b)
+        sides.append((torch.where(short, b - 1, a), b))
+    (x1, x2), (y1, y2) = sides
+    return torch.stack([x1, y1, x2, y2], dim=1)
 
 
 def is_valid(boxes: torch.Tensor, width: int, height: int) -> bool:

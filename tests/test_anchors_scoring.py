@@ -56,6 +56,27 @@ def test_anchors_are_clipped_to_the_image():
     assert boxes[3].tolist() == [0, 0, 60, 100]
 
 
+def test_clip_boxes_widens_short_boxes_inside_the_image():
+    """clip_boxes (element-wise, no masked assignment): clamp, then a side under 1 px becomes [lo, lo + 1],
+    or [limit - 1, limit] at the far edge; the same values as the masked-assignment rule it replaced."""
+    from coarsecrop.boxes import clip_boxes
+
+    boxes = torch.tensor([[-5, -5, 200, 200], [3.25, 4, 3.75, 4.5], [59.5, 99.9, 70, 120], [10, 10, 9, 9],
+                          [0, 0, 0.2, 50]], dtype=torch.float64)
+    assert clip_boxes(boxes, 60, 100).tolist() == [[0, 0, 60, 100], [3.25, 4, 4.25, 5], [59, 99, 60, 100],
+                                                   [10, 10, 11, 11], [0, 0, 1, 50]]
+    g = torch.Generator().manual_seed(0)
+    boxes = (torch.rand(5000, 4, generator=g) * 1.4 - 0.2) * torch.tensor([60, 100, 60, 100])
+    boxes[::3, 2] = boxes[::3, 0] + torch.rand(len(boxes[::3]), generator=g)
+    masked = boxes.clone()
+    masked[:, 0::2], masked[:, 1::2] = masked[:, 0::2].clamp(0, 60), masked[:, 1::2].clamp(0, 100)
+    for lo, hi, limit in ((0, 2, 60), (1, 3, 100)):
+        short = masked[:, hi] - masked[:, lo] < 1
+        masked[short, hi] = torch.clamp(masked[short, lo] + 1, max=limit)
+        masked[short, lo] = masked[short, hi] - 1
+    assert torch.equal(clip_boxes(boxes, 60, 100), masked)
+
+
 @pytest.mark.parametrize("H, W", [(1, 1), (3, 300), (300, 3), (20, 17)])
 def test_anchors_valid_for_tiny_and_thin_images(H, W):
     h, w = feature_size(H, W)

@@ -328,8 +328,13 @@ def test_pre_nms_top_k_keeps_the_same_crops_as_full_nms():
         assert torch.equal(keep, full) and torch.equal(kept, scores[full])
 
 
+def _per_image(picks, redo, rule):
+    """Device picks [B, n] (-1 padded) and redo [B] -> one index tensor per image, ``rule(b)`` where redo."""
+    return [rule(b) if redo[b] else p[p >= 0] for b, p in enumerate(picks)]
+
+
 def test_batched_selection_equals_the_per_image_rule():
-    """OurCrop.select_batch (one NMS for the whole batch) picks what select picks image by image."""
+    """OurCrop.select_batch (nms_batch: the whole batch on the device) picks what select picks image by image."""
     from coarsecrop.crops.anchors import make_anchors
 
     strategy = make_strategy("ours", n=5, backbone="resnet18")
@@ -337,11 +342,195 @@ def test_batched_selection_equals_the_per_image_rule():
     g = torch.Generator().manual_seed(1)
     scores = torch.rand(6, len(anchors), generator=g)
     scores[3] = torch.rand(len(anchors), generator=g).round(decimals=1)  # many ties
-    batched = strategy.select_batch(anchors, shape_index, scores, None)
+    picks, kept, redo = strategy.select_batch(anchors, shape_index, scores, None)
+    assert picks.shape == kept.shape == (6, 5) and kept.dtype == torch.float32 and not redo.any()
     for b in range(6):
-        keep, kept = strategy.select(anchors, shape_index, scores[b], None)
-        assert torch.equal(batched[b][0], keep) and torch.equal(batched[b][1], kept)
+        keep, kept_b = strategy.select(anchors, shape_index, scores[b], None)
+        assert torch.equal(picks[b], keep) and torch.equal(kept[b], kept_b)
     # the coarse variants have their own batched rule: test_batched_spread_selection_equals_the_per_image_rule
+
+
+def test_torchvision_nms_orders_ties_by_index_and_suppresses_at_the_threshold_in_double():
+    """What nms_batch reproduces, pinned: torchvision's CPU NMS takes equal scores lower index first, and
+    compares the float32 IoU with the threshold as a double (3/5 as float32 is 0.6000000238 > 0.6)."""
+    from coarsecrop.crops.strategies.ours import nms_batch
+
+    apart = torch.tensor([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5], [6, 6, 7, 7]]).float()
+    tied = torch.tensor([1.0, 2.0, 1.0, 2.0])
+    assert torchvision.ops.nms(apart, tied, 0.5).tolist() == [1, 3, 0, 2]
+    assert nms_batch(apart, tied[None], 4, 0.5)[0].tolist() == [[1, 3, 0, 2]]
+    # IoU 3/5 at 0.6, 3/10 at 0.3, 2/6 at 1/3 (float32 rounds up): suppressed; 7/10 at 0.7 (rounds down), 3/5 at
+    # 0.7, 3/10 at 0.31: kept
+    for boxes, iou, suppressed in [([[0, 0, 4, 1], [1, 0, 5, 1]], 0.6, True), ([[0, 0, 3, 1], [0, 0, 10, 1]], 0.3, True),
+                                   ([[0, 0, 4, 1], [1, 0, 5, 1]], 0.7, False), ([[0, 0, 3, 1], [0, 0, 10, 1]], 0.31, False),
+                                   ([[0, 0, 7, 1], [0, 0, 10, 1]], 0.7, False), ([[0, 0, 4, 1], [2, 0, 6, 1]], 1 / 3, True)]:
+        boxes, scores = torch.tensor(boxes).float(), torch.tensor([2.0, 1.0])
+        expected = [0] if suppressed else [0, 1]
+        assert torchvision.ops.nms(boxes, scores, iou).tolist() == expected, (boxes, iou)
+        assert nms_batch(boxes, scores[None], 2, iou)[0].tolist() == [expected + [-1] * (2 - len(expected))]
+    # a chain of equal scores: 0 suppresses 1, so 2 (overlapping 1 only) survives
+    chain = torch.tensor([[0, 0, 4, 4], [1, 0, 5, 4], [3, 0, 7, 4]]).float()
+    assert torchvision.ops.nms(chain, torch.ones(3), 0.5).tolist() == [0, 2]
+    assert nms_batch(chain, torch.ones(1, 3), 3, 0.5)[0].tolist() == [[0, 2, -1]]
+
+
+@pytest.mark.parametrize("top", [4, 256])
+def test_nms_batch_equals_full_torchvision_nms(top):
+    """nms_batch over random batches (many seeds, score ties, IoU thresholds whose float32 rounds up or
+    down, images with fewer anchors than the window, n above what survives): every image not marked redo
+    gets exactly torchvision's NMS on ALL its anchors, first n; an image is marked redo only where full
+    NMS finds more than the window did (a box outside it survives)."""
+    from coarsecrop.crops.anchors import make_anchors
+    from coarsecrop.crops.strategies.ours import nms_batch
+
+    g = torch.Generator().manual_seed(top)
+    layouts = [(16, 16, 1, 1, (8, 16)), (16, 16, 2, 2, (8, 16)), (64, 48, 4, 3, (16, 32, 64)),
+               (96, 128, 3, 4, (16, 32, 64, 128)), (480, 640, 15, 20, (32, 64, 128, 256))]
+    redone = 0
+    for seed in range(40):
+        H, W, h, w, sizes = layouts[seed % len(layouts)]
+        anchors, _ = make_anchors(H, W, h, w, sizes, (0.5, 1.0, 2.0), "cpu")
+        levels = [0, 2, 5, 50][seed % 4]
+        iou = [0.5, 0.3, 0.6, 0.7, 0.45][seed % 5]
+        n = [5, 1, 7, 40][seed % 4]
+        scores = torch.rand(4, len(anchors), generator=g)
+        scores = (scores * levels).floor() / levels if levels else scores
+        picks, redo = nms_batch(anchors, scores, n, iou, top=top)
+        assert picks.shape == (4, n)
+        for b in range(4):
+            full = torchvision.ops.nms(anchors, scores[b], iou)[:n]
+            mine = picks[b][picks[b] >= 0]
+            assert (picks[b][len(mine):] == -1).all()
+            if redo[b]:
+                redone += 1
+                assert top < len(anchors) and len(full) > len(mine), (seed, b)
+            else:
+                assert torch.equal(mine, full), (seed, b, H, levels, iou, n)
+    assert redone > 0 if top == 4 else redone == 0
+
+
+@pytest.mark.parametrize("top", [4, 256])
+def test_batched_spread_selection_equals_the_per_image_rule(top):
+    """suppress_batch (ours_coarse / ours_zscore on a whole batch, on the device) picks exactly what
+    suppress picks image by image: with many ties (ranks on a few levels), with both passes (containment,
+    then IoU alone where fewer than n survive), and when the window of the best boxes runs out (top=4)."""
+    from coarsecrop.crops.anchors import make_anchors
+    from coarsecrop.crops.strategies.ours import suppress, suppress_batch
+
+    g = torch.Generator().manual_seed(0)
+    for H, W, h, w, sizes in [(16, 16, 2, 2, (8, 16)), (64, 48, 4, 3, (16, 32, 64))]:
+        anchors, _ = make_anchors(H, W, h, w, sizes, (0.5, 1.0, 2.0), torch.device("cpu"))
+        for levels, n in [(3, 5), (0, 5), (50, 7), (3, 1)]:
+            ranks = torch.rand(6, len(anchors), generator=g, dtype=torch.float64)
+            ranks = (ranks * levels).floor() if levels else ranks
+            picks, redo = suppress_batch(anchors, ranks, n, 0.5, 0.8, top=top)
+            batched = _per_image(picks, redo, lambda b: suppress(anchors, ranks[b], n, 0.5, 0.8))
+            for b in range(len(ranks)):
+                assert torch.equal(batched[b], suppress(anchors, ranks[b], n, 0.5, 0.8)), (H, levels, n, b)
+
+
+class CoarsePhi(torch.nn.Module):
+    """A fake phi whose stride-32 map is the image's own pixels, quantised to a few levels: each image's
+    map depends on that image alone (element-wise), and equal levels give tied box scores."""
+
+    def __init__(self, levels=2.0):
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, x):
+        return (x[:, :, ::32, ::32] * self.levels).round()
+
+
+def _random_images(seed, sizes):
+    g = torch.Generator().manual_seed(seed)
+    images = []
+    for H, W in sizes:
+        img = torch.randint(0, 256, (3, H, W), generator=g, dtype=torch.uint8)
+        if seed % 2:  # flat patches: equal map values over whole anchors
+            img[:, : H // 2] = 128
+        images.append(img)
+    return images
+
+
+@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("params, window", [({}, None), ({"nms_iou": 0.6, "n": 7}, None), ({}, 12), ({"n": 7}, 40)])
+def test_crop_batch_equals_image_by_image_crop(name, params, window, monkeypatch):
+    """crop_batch (several image sizes in one call, one host copy, select_batch on the device) returns for
+    every image exactly what crop (one image, the per-image select) returns: boxes and scores, over many
+    random images with tied scores, images smaller than the window, and a window small enough
+    (PRE_NMS_TOP 12 / 40) that some images run out of candidates and are redone by the per-image rule."""
+    from coarsecrop.crops.strategies import ours
+
+    if window:
+        monkeypatch.setattr(ours, "PRE_NMS_TOP", window)
+    strategy = make_strategy(name, sizes=[16, 32, 64, 128], **params)
+    strategy.phi = CoarsePhi()
+    sizes = [(96, 128), (40, 40), (96, 128), (33, 70), (160, 224), (96, 128), (20, 17)]
+    for seed in range(6):
+        images = _random_images(seed, sizes)
+        scenes = [make_scene(i, H, W, []) for i, (H, W) in enumerate(sizes)]
+        together = strategy.crop_batch(images, scenes)
+        for (b1, s1), image, scene in zip(together, images, scenes):
+            b2, s2 = strategy.crop(image, scene)
+            assert b1.dtype == b2.dtype == s1.dtype == s2.dtype == torch.float32
+            assert torch.equal(b1, b2) and torch.equal(s1, s2), (name, params, window, seed, image.shape)
+
+
+SYNCS = {"nonzero", "_local_scalar_dense", "masked_select", "is_nonzero", "equal", "_unique2", "unique_dim",
+         "unique_consecutive", "repeat_interleave", "item"}
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_batch_selection_never_reads_the_device(name):
+    """From the uint8 batch to the packed picks, Our-Crop's batch path runs no operator that makes a GPU
+    wait for the host (item / bool / nonzero / masked indexing ...): recorded on the CPU at the operator
+    level, the same operators run on CUDA."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from coarsecrop.crops.strategies.ours import _pack
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.bad = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            op = func._schema.name.split("::")[-1]
+            indices = args[1] if op.startswith("index") and len(args) > 1 else []
+            masks = [i for i in indices or [] if isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)]
+            if op in SYNCS or masks:
+                self.bad.append(op)
+            return func(*args, **(kwargs or {}))
+
+    strategy = make_strategy(name, sizes=[16, 32, 64, 128])
+    strategy.phi = CoarsePhi()
+    batch = torch.stack(_random_images(1, [(96, 128)] * 3))
+    with Record() as record:
+        anchors, shape_index, scores, table = strategy.scored_anchors(batch)
+        picks, kept, redo = strategy.select_batch(anchors, shape_index, scores, table)
+        packed = _pack(anchors, picks, kept, redo)
+    assert packed.shape == (3, 5, 7)
+    assert record.bad == [], record.bad
+
+
+def test_random_crops_a_batch_as_image_by_image_with_the_same_anchors(scenes):
+    """random: the cached anchors, the same boxes in a batch as one image at a time, and the boxes of the
+    rule itself (the per-image generator's permutation of make_anchors' boxes)."""
+    from coarsecrop.crops.anchors import cached_anchors, make_anchors
+    from coarsecrop.crops.strategies.base import _generator
+
+    s, imgs = scenes
+    strategy = make_strategy("random", sizes=[16, 32, 64, 128], seed=3)
+    together = strategy(imgs, s)
+    for (boxes, scores), img, scene in zip(together, imgs, s):
+        alone, _ = strategy([img], [scene])[0]
+        H, W = img.shape[-2:]
+        anchors, _ = make_anchors(H, W, -(-H // 32), -(-W // 32), [16, 32, 64, 128])
+        expected = anchors[torch.randperm(len(anchors), generator=_generator(3, scene.id))[:5]]
+        assert torch.equal(boxes, alone) and torch.equal(boxes, expected) and scores.tolist() == [1.0] * 5
+    first = cached_anchors(96, 128, 3, 4, [16, 32], [1.0])
+    assert cached_anchors(96, 128, 3, 4, (16, 32), (1.0,))[0] is first[0]  # built once
+    assert all(torch.equal(a, b) for a, b in zip(first, make_anchors(96, 128, 3, 4, (16, 32), (1.0,))))
 
 
 def test_narrow_backbone_is_accepted_as_phi():
@@ -364,25 +553,6 @@ def test_proposals_find_a_lone_object_and_are_seeded(name, built):
     assert best >= 0.5, (name, boxes.tolist())
     again, _ = built[name]([img], [scene])[0]
     assert torch.equal(again, boxes)
-
-
-@pytest.mark.parametrize("top", [4, 256])
-def test_batched_spread_selection_equals_the_per_image_rule(top):
-    """suppress_batch (ours_coarse / ours_zscore on a whole batch, on the device) picks exactly what
-    suppress picks image by image: with many ties (ranks on a few levels), with both passes (containment,
-    then IoU alone where fewer than n survive), and when the window of the best boxes runs out (top=4)."""
-    from coarsecrop.crops.anchors import make_anchors
-    from coarsecrop.crops.strategies.ours import suppress, suppress_batch
-
-    g = torch.Generator().manual_seed(0)
-    for H, W, h, w, sizes in [(16, 16, 2, 2, (8, 16)), (64, 48, 4, 3, (16, 32, 64))]:
-        anchors, _ = make_anchors(H, W, h, w, sizes, (0.5, 1.0, 2.0), torch.device("cpu"))
-        for levels, n in [(3, 5), (0, 5), (50, 7), (3, 1)]:
-            ranks = torch.rand(6, len(anchors), generator=g, dtype=torch.float64)
-            ranks = (ranks * levels).floor() if levels else ranks
-            batched = suppress_batch(anchors, ranks, n, 0.5, 0.8, top=top)
-            for b in range(len(ranks)):
-                assert torch.equal(batched[b], suppress(anchors, ranks[b], n, 0.5, 0.8)), (H, levels, n, b)
 
 
 @pytest.mark.parametrize("name", ["ours_coarse", "ours_zscore"])

@@ -18,6 +18,7 @@ The paper's sizes 32 .. 256 were chosen for COCO images (~640 px). For smaller i
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -62,6 +63,21 @@ def make_anchors(
     boxes = (centres + half).reshape(-1, 4)  # [h*w*A, 4]
     shape_index = torch.arange(shapes.shape[0], device=device).repeat(feat_h * feat_w)
     return clip_boxes(boxes, width, height), shape_index
+
+
+def cached_anchors(
+    height: int, width: int, feat_h: int, feat_w: int, sizes=SIZES, ratios=RATIOS, device="cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``make_anchors``, built once per (H, W, h, w, sizes, ratios, device) and then shared (the batch path
+    of ``ours`` and ``random`` asks for the same anchors for every batch of one image size; building them
+    costs ~20 small kernels on a GPU). The tensors are shared: callers must not modify them in place."""
+    return _anchors(int(height), int(width), int(feat_h), int(feat_w), tuple(sizes), tuple(ratios),
+                    torch.device(device))
+
+
+@lru_cache(maxsize=256)  # ~100 kB per 640 x 480 entry
+def _anchors(height, width, feat_h, feat_w, sizes, ratios, device):
+    return make_anchors(height, width, feat_h, feat_w, sizes, ratios, device)
 
 
 def scaled_anchor_sizes(image_side: float, reference_side: float = 640, sizes=SIZES) -> tuple[float, ...]:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 from coarsecrop.boxes import clip_boxes
-from coarsecrop.crops.anchors import FEATURE_STRIDE, RATIOS, SIZES, feature_size, make_anchors
+from coarsecrop.crops.anchors import FEATURE_STRIDE, RATIOS, SIZES, cached_anchors, feature_size
 from coarsecrop.crops.quality import crop_objectness
 from coarsecrop.crops.strategies.base import (Strategy, _check_anchor_params, _check_int, _check_range, _generator,
                                               _ones, _positive_int, phi_input_size, register)
@@ -182,7 +182,7 @@ class RandomCrop(Strategy):
     def crop(self, image, scene):
         H, W = image.shape[-2:]
         h, w = feature_size(*phi_input_size(H, W, self.params["input_size"]), FEATURE_STRIDE)
-        anchors, _ = make_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"])
+        anchors, _ = cached_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"])
         pick = torch.randperm(len(anchors), generator=_generator(self.params["seed"], scene.id))[: self.n]
         return anchors[pick], _ones(len(pick))
 

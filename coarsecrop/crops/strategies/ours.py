@@ -5,6 +5,7 @@ standardised mean)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 
 from coarsecrop.boxes import clip_boxes
-from coarsecrop.crops.anchors import RATIOS, SIZES, make_anchors
+from coarsecrop.crops.anchors import RATIOS, SIZES, cached_anchors
 from coarsecrop.crops.objectness import objectness_maps
 from coarsecrop.crops.scoring import box_means, box_sums, summed_area_table
 from coarsecrop.crops.strategies.base import (Strategy, _check_anchor_params, _check_int, _check_range,
@@ -89,8 +90,7 @@ class OurCrop(Strategy):
     def features(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, H, W] -> phi's last feature map [B, d, h, w] (float)."""
         x = batch.to(self.device, non_blocking=True).float().div_(255)
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        mean, std = _imagenet_stats(self.device)
         x = (x - mean) / std
         size = phi_input_size(x.shape[-2], x.shape[-1], self.params["input_size"])
         if size != tuple(x.shape[-2:]):
@@ -110,58 +110,75 @@ class OurCrop(Strategy):
         """The objectness map of each image: list of float32 [H, W] CPU tensors in [0, 1]."""
         out = [None] * len(images)
         for idx in _same_size_groups(images):
-            maps, _ = self.maps(torch.stack([images[i] for i in idx]))
+            maps, _ = self.maps(_stack([images[i] for i in idx], self.device))
+            maps = maps.cpu()  # one copy per image size
             for b, i in enumerate(idx):
-                out[i] = maps[b].cpu()
+                out[i] = maps[b]
         return out
 
     # crops ----------------------------------------------------------------------------------------
+    def scored_anchors(self, batch: torch.Tensor):
+        """uint8 [B, 3, H, W] -> (anchors [N, 4], shape index [N], mean objectness [B, N], summed-area
+        table [B, H + 1, W + 1]), all on the table's device; the anchors are cached per image size."""
+        H, W = batch.shape[-2:]
+        maps, (h, w) = self.maps(batch)  # [B, H, W]
+        table = summed_area_table(maps)  # [B, H + 1, W + 1] float64 (on the CPU for MPS)
+        anchors, shape_index = cached_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"], table.device)
+        return anchors, shape_index, box_means(table, anchors), table
+
+    def crop(self, image, scene):
+        """One image by the per-image rule (``select``): what ``crop_batch`` equals (tested)."""
+        anchors, shape_index, scores, table = self.scored_anchors(image[None])
+        return self._crop_one(anchors, shape_index, scores[0], table[0])
+
+    def _crop_one(self, anchors, shape_index, scores, table):
+        keep, kept = self.select(anchors, shape_index, scores, table)
+        return anchors[keep].cpu(), kept.cpu()
+
     def crop_batch(self, images, scenes):
+        """Images of equal size share phi's forward pass and ``select_batch``; the picks of all images
+        stay on the device until ONE copy to the host per call (boxes, scores, and which images the
+        per-image rule must redo), so a GPU never waits for the host inside a batch."""
         results = [None] * len(images)
+        groups, packed = [], []
         for idx in _same_size_groups(images):
-            batch = torch.stack([images[i] for i in idx])  # [B, 3, H, W]
-            H, W = batch.shape[-2:]
-            maps, (h, w) = self.maps(batch)  # [B, H, W]
-            table = summed_area_table(maps)  # [B, H + 1, W + 1] float64 (on the CPU for MPS)
-            anchors, shape_index = make_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"], table.device)
-            scores = box_means(table, anchors)  # [B, N]
-            picks = self.select_batch(anchors, shape_index, scores, table)
+            anchors, shape_index, scores, table = self.scored_anchors(_stack([images[i] for i in idx], self.device))
+            chosen = self.select_batch(anchors, shape_index, scores, table)
+            if chosen is None:  # a variant without a batched rule: image by image
+                for b, i in enumerate(idx):
+                    results[i] = self._crop_one(anchors, shape_index, scores[b], table[b])
+                continue
+            picks, kept, redo = chosen
+            packed.append(_pack(anchors, picks, kept, redo))
+            groups.append((idx, anchors, shape_index, scores, table))
+        if not packed:
+            return results
+        host = torch.cat(packed).cpu()  # [images, n, 7]: the one copy to the host
+        rows = iter(host)
+        for idx, anchors, shape_index, scores, table in groups:
             for b, i in enumerate(idx):
-                keep, kept_scores = picks[b] if picks is not None else \
-                    self.select(anchors, shape_index, scores[b], table[b])
-                results[i] = (anchors[keep].cpu(), kept_scores.cpu())
+                row = next(rows)
+                if row[0, 6] > 0:  # the window ran out: the per-image rule decides (see select_batch)
+                    results[i] = self._crop_one(anchors, shape_index, scores[b], table[b])
+                else:
+                    valid = row[:, 5] > 0
+                    results[i] = row[valid, :4], row[valid, 4]
         return results
 
     def select_batch(self, anchors, shape_index, scores, table):
-        """``select`` for every image of a batch at once, or None where a variant has no batched rule.
+        """``select`` for every image of a batch at once, on the device, or None where a variant has no
+        batched rule. Returns (picks int64 [B, n]: anchor indices in pick order, -1 after the last;
+        their scores float32 [B, n]; redo bool [B]: the images ``select`` itself must decide).
 
-        One stable sort, one NMS over the PRE_NMS_TOP best anchors of all images (each image's boxes
-        offset by image index x (image side + 1) in float64, so boxes of different images never overlap
-        and IoUs within an image are unchanged), one copy to the host: on a GPU the per-image rule's
-        kernel launches and host syncs cost more than phi's forward. An image with fewer than n
-        survivors falls back to ``select`` (full NMS), as ``select`` itself does."""
+        ``nms_batch``: greedy NMS on the PRE_NMS_TOP best anchors of each image as n vectorised steps,
+        exactly torchvision's CPU NMS (tested, ties and IoUs at the threshold included); no host
+        synchronisation: on a GPU the per-image rule's kernel launches and host syncs cost more than
+        phi's forward. ``redo`` marks an image whose window yields fewer than n picks while a box outside
+        it would still be picked, as ``select`` then runs NMS on all anchors."""
         if type(self).select is not OurCrop.select:
             return None
-        b, n_anchors = scores.shape
-        k = min(PRE_NMS_TOP, n_anchors)
-        order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
-        boxes = anchors[order].double()  # [B, k, 4]
-        side = float(anchors.max()) + 1.0
-        offset = (torch.arange(b, device=boxes.device, dtype=torch.float64) * side).view(b, 1, 1)
-        top_scores = torch.gather(scores, 1, order)  # [B, k]
-        kept = torchvision.ops.nms((boxes + offset).reshape(-1, 4), top_scores.reshape(-1).double(),
-                                   self.params["nms_iou"])  # indices into [B * k], by descending score
-        image_of = (kept // k).cpu()
-        kept, order_cpu = kept.cpu(), order.cpu()
-        picks = []
-        for i in range(b):
-            mine = kept[image_of == i][: self.n]
-            if len(mine) < self.n and k < n_anchors:
-                picks.append(self.select(anchors, shape_index, scores[i], table[i]))
-                continue
-            keep = order_cpu[i, mine % k].to(anchors.device)
-            picks.append((keep, scores[i, keep]))
-        return picks
+        picks, redo = nms_batch(anchors, scores, self.n, self.params["nms_iou"], top=PRE_NMS_TOP)
+        return picks, scores.gather(1, picks.clamp_min(0)), redo
 
     def select(self, anchors, shape_index, scores, table):
         """The paper's rule: NMS on the mean scores, then the top n. Returns (indices, scores).
@@ -204,13 +221,14 @@ class _SpreadSelection(OurCrop):
         return keep, rank[keep].float()
 
     def select_batch(self, anchors, shape_index, scores, table):
-        """``select`` for every image of a batch at once (``suppress_batch``): the ranks per image, then
-        the greedy picks as a few vectorised steps on the best ``PRE_NMS_TOP`` anchors, one copy to the
-        host; equal to ``select`` (tested, ties included)."""
+        """``select`` for every image of a batch at once, on the device (``suppress_batch``: the greedy
+        picks as a few vectorised steps on the best ``PRE_NMS_TOP`` anchors), as ``OurCrop.select_batch``
+        returns it; equal to ``select`` (tested, ties included)."""
         ranks = torch.stack([self.box_scores(anchors, shape_index, scores[b], table[b])
                              for b in range(scores.shape[0])])  # per image: the same arithmetic as select
-        keeps = suppress_batch(anchors, ranks, self.n, self.params["nms_iou"], self.params["containment"])
-        return [(keep, ranks[b, keep].float()) for b, keep in enumerate(keeps)]
+        picks, redo = suppress_batch(anchors, ranks, self.n, self.params["nms_iou"], self.params["containment"],
+                                     top=PRE_NMS_TOP)
+        return picks, ranks.gather(1, picks.clamp_min(0)).float(), redo
 
 
 @register
@@ -269,14 +287,16 @@ class OurZScoreCrop(_SpreadSelection):
     name = "ours_zscore"
 
     def box_scores(self, anchors, shape_index, scores, table):
-        return standardise_per_shape(scores, shape_index)
+        return standardise_per_shape(scores, shape_index, shapes=len(self.params["sizes"]) * len(self.params["ratios"]))
 
 
-def standardise_per_shape(scores: torch.Tensor, shape_index: torch.Tensor, min_std: float = 1e-3) -> torch.Tensor:
+def standardise_per_shape(scores: torch.Tensor, shape_index: torch.Tensor, min_std: float = 1e-3,
+                          shapes: int | None = None) -> torch.Tensor:
     """z-score of each box among the boxes of the same anchor shape: [N] -> float64 [N].
 
-    Relies on the anchor layout (location-major, shape-minor), i.e. shape_index = arange(A) repeated."""
-    A = int(shape_index.max()) + 1 if shape_index.numel() else 1
+    Relies on the anchor layout (location-major, shape-minor), i.e. shape_index = arange(A) repeated;
+    ``shapes`` gives A (else read from shape_index, a host sync on a GPU)."""
+    A = shapes or (int(shape_index.max()) + 1 if shape_index.numel() else 1)
     s = scores.to(torch.float64).reshape(-1, A)  # [h * w, A]
     z = (s - s.mean(0, keepdim=True)) / s.std(0, unbiased=False, keepdim=True).clamp_min(min_std)
     return z.reshape(-1)
@@ -329,96 +349,169 @@ def suppress(boxes: torch.Tensor, scores: torch.Tensor, n: int, iou: float, cont
     return torch.tensor(keep, dtype=torch.long, device=boxes.device)
 
 
-def _drops(a: torch.Tensor, b: torch.Tensor, iou: float, containment: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(by IoU, by IoU or containment) [B, P, Q]: whether box a[:, p] drops box b[:, q], with ``suppress``'s
-    arithmetic element by element (a [B, P, 4], b [B, Q, 4])."""
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(intersection, IoU, area of a, area of b) of box a[:, p] with box b[:, q] as [B, P, Q] (areas [B, P],
+    [B, Q]), with the float arithmetic of ``suppress`` and of torchvision's CPU NMS, element by element
+    (a [B, P, 4], b [B, Q, 4])."""
     area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
     lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
     rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(dim=-1)
-    by_iou = inter / (area_a[:, :, None] + area_b[:, None, :] - inter) > iou
+    return inter, inter / (area_a[:, :, None] + area_b[:, None, :] - inter), area_a, area_b
+
+
+def _drops(a: torch.Tensor, b: torch.Tensor, iou: float, containment: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(by IoU, by IoU or containment) [B, P, Q]: whether box a[:, p] drops box b[:, q], with ``suppress``'s
+    arithmetic element by element (a [B, P, 4], b [B, Q, 4])."""
+    inter, ratio, area_a, area_b = _overlaps(a, b)
+    by_iou = ratio > iou
     contained = inter / torch.minimum(area_b[:, None, :], area_a[:, :, None]).clamp_min(1e-12) > containment
     return by_iou, by_iou | contained
 
 
-def _greedy(alive: torch.Tensor, drop: torch.Tensor, picks: list[torch.Tensor], n: int) -> torch.Tensor:
+def _nms_drops(a: torch.Tensor, b: torch.Tensor, iou: float) -> torch.Tensor:
+    """[B, P, Q]: whether box a[:, p] suppresses box b[:, q] in torchvision's CPU NMS, which compares the
+    float32 IoU with the threshold as a double (an IoU of 0.6f = 0.6000000238 exceeds 0.6 there, not in
+    a float32 comparison)."""
+    return _overlaps(a, b)[1].double() > iou
+
+
+def _greedy(alive: torch.Tensor, drop_of, picks: list[torch.Tensor], n: int) -> torch.Tensor:
     """Append up to n - len(picks) greedy picks per image: the first alive candidate in rank order, then
-    every candidate ``drop`` marks for it is dropped. alive [B, k] bool, drop [B, k, k] bool; a pick of -1
-    means none was left. Returns the alive mask after the picks."""
-    rows = torch.arange(alive.shape[0], device=alive.device)
+    every candidate it drops is dropped. alive [B, k] bool; ``drop_of(i)``, i [B] candidate indices -> [B, k]
+    bool, the candidates candidate i drops (only the picks' rows are computed: n x k, not k x k, per image);
+    a pick of -1 means none was left. Returns the alive mask after the picks."""
     while len(picks) < n:
         has = alive.any(dim=1)
         first = alive.to(torch.uint8).argmax(dim=1)  # the first True: the best rank, ties to the lower index
         picks.append(torch.where(has, first, torch.full_like(first, -1)))
-        alive = alive & ~(drop[rows, first] & has[:, None])
-        alive[rows, first] = False
+        alive = alive & ~(drop_of(first) & has[:, None])
+        alive = alive.scatter(1, first[:, None], False)
     return alive
 
 
-def _alive_outside(picks: torch.Tensor, order: torch.Tensor, boxes: torch.Tensor, outside: torch.Tensor,
-                   drop: int, iou: float, containment: float) -> torch.Tensor:
-    """[B]: whether some box outside the window survives the picks (window indices [B, n], -1 for none);
-    ``drop`` 0: by IoU, 1: by IoU or containment."""
+def _rows(window: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """The boxes [B, P, 4] at window indices picks [B, P] (-1 read as 0) of window [B, k, 4]."""
+    return window.gather(1, picks.clamp_min(0)[..., None].expand(-1, -1, 4))
+
+
+def _alive_outside(picks: torch.Tensor, order: torch.Tensor, boxes: torch.Tensor, count: int, drops) -> torch.Tensor:
+    """[B]: whether some box outside the window ``order`` [B, k] of ``count`` boxes survives the picks
+    (window indices [B, n], -1 for none); ``drops(a, b)`` -> [B, P, Q] is the rule."""
     b = picks.shape[0]
     valid = picks >= 0
+    outside = torch.ones(b, count, dtype=torch.bool, device=order.device).scatter_(1, order, False)
     chosen = boxes[order.gather(1, picks.clamp_min(0))]  # [B, n, 4]
-    dropped = _drops(chosen, boxes[None].expand(b, -1, -1), iou, containment)[drop]  # [B, n, N]
+    dropped = drops(chosen, boxes[None].expand(b, -1, -1))  # [B, n, N]
     return (outside & ~(dropped & valid[:, :, None]).any(dim=1)).any(dim=1)
 
 
+def _anchor_picks(order: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
+    """Window indices [B, n] (-1 for none) -> indices into all boxes, -1 kept."""
+    return torch.where(picks >= 0, order.gather(1, picks.clamp_min(0)), picks)
+
+
+def nms_batch(boxes: torch.Tensor, scores: torch.Tensor, n: int, iou: float,
+              top: int = PRE_NMS_TOP) -> tuple[torch.Tensor, torch.Tensor]:
+    """``OurCrop.select`` (torchvision NMS, then the first n) for B images sharing ``boxes`` [N, 4], with
+    scores [B, N], on the device: returns (picks int64 [B, n]: box indices in pick order, -1 after the
+    last; redo bool [B]). No host synchronisation.
+
+    The ``top`` best boxes per image (a stable sort: ties keep the lower index first, as torchvision's
+    CPU NMS orders them), then n vectorised greedy steps, each with the IoU of the pick and the window's
+    boxes (``_nms_drops``).
+    Greedy NMS decides each box from better-scored boxes alone, so these are the full set's first n
+    survivors unless fewer than n survive in the window while a box outside it survives the picks: then
+    ``redo`` (``select`` runs NMS on all boxes for that image)."""
+    b, count = scores.shape
+    k = min(top, count)
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
+    window = boxes[order]  # [B, k, 4]
+    picks: list[torch.Tensor] = []
+    _greedy(torch.ones(b, k, dtype=torch.bool, device=scores.device),
+            lambda i: _nms_drops(_rows(window, i[:, None]), window, iou)[:, 0], picks, n)
+    picked = torch.stack(picks, dim=1)  # [B, n] window indices
+    redo = torch.zeros(b, dtype=torch.bool, device=scores.device)
+    if k < count:
+        redo = (picked < 0).any(dim=1) & _alive_outside(picked, order, boxes, count,
+                                                        lambda p, q: _nms_drops(p, q, iou))
+    return _anchor_picks(order, picked), redo
+
+
 def suppress_batch(boxes: torch.Tensor, ranks: torch.Tensor, n: int, iou: float, containment: float,
-                   top: int = PRE_NMS_TOP) -> list[torch.Tensor]:
-    """``suppress`` for B images that share ``boxes`` [N, 4], with ranks [B, N]: the same picks.
+                   top: int = PRE_NMS_TOP) -> tuple[torch.Tensor, torch.Tensor]:
+    """``suppress`` for B images that share ``boxes`` [N, 4], with ranks [B, N], on the device: returns
+    (picks int64 [B, n]: box indices in pick order, -1 after the last; redo bool [B]), as ``nms_batch``.
 
     The ``top`` best boxes per image (a stable sort, so ties keep the lower index first, as ``suppress``'s
-    argmax does), their IoU and containment as [B, k, k] masks, then n vectorised greedy steps with both
-    rules and, where fewer than n were picked, steps with the IoU rule alone: no host synchronisation
-    until the one copy of the picks. Greedy picks depend only on better-ranked boxes, so the window gives
-    the full set's picks unless a pass runs out of candidates inside it while a box outside the window
-    would still have been picked; such an image is redone by ``suppress`` on all its boxes."""
+    argmax does), then n vectorised greedy steps with both rules (IoU and containment of the pick and the
+    window's boxes) and, where fewer than n were picked, steps with the IoU rule alone: no host synchronisation.
+    Greedy picks depend only on better-ranked boxes, so the window gives the full set's picks unless a
+    pass runs out of candidates inside it while a box outside the window would still have been picked;
+    such an image is marked ``redo`` (``suppress`` on all its boxes decides)."""
     b, count = ranks.shape
     k = min(top, count)
     order = torch.argsort(ranks, dim=1, descending=True, stable=True)[:, :k]  # [B, k]
     window = boxes[order]  # [B, k, 4]
-    by_iou, by_both = _drops(window, window, iou, containment)
+
+    def drops_of(i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # window indices [B, P] -> 2 x [B, P, k]
+        return _drops(_rows(window, i), window, iou, containment)
+
     picks: list[torch.Tensor] = []
-    _greedy(torch.ones(b, k, dtype=torch.bool, device=ranks.device), by_both, picks, n)
+    _greedy(torch.ones(b, k, dtype=torch.bool, device=ranks.device), lambda i: drops_of(i[:, None])[1][:, 0], picks, n)
     first_phase = torch.stack(picks, dim=1) if picks else torch.zeros(b, 0, dtype=torch.long, device=ranks.device)
     alive = torch.ones(b, k, dtype=torch.bool, device=ranks.device)
-    rows = torch.arange(b, device=ranks.device)
-    for p in picks:  # the IoU rule alone around what was kept, as suppress's second pass
-        valid = p >= 0
-        alive = alive & ~(by_iou[rows, p.clamp_min(0)] & valid[:, None])
-        alive[rows[valid], p[valid]] = False
-    picked = _fill(alive, by_iou, first_phase, n) if n else first_phase
+    by_iou = drops_of(first_phase)[0]  # [B, n, k]
+    for j, p in enumerate(picks):  # the IoU rule alone around what was kept, as suppress's second pass
+        valid, at = p >= 0, p.clamp_min(0)[:, None]
+        alive = alive & ~(by_iou[:, j] & valid[:, None])
+        alive = alive.scatter(1, at, alive.gather(1, at) & ~valid[:, None])
+    picked = _fill(alive, lambda i: drops_of(i[:, None])[0][:, 0], first_phase, n) if n else first_phase
     redo = torch.zeros(b, dtype=torch.bool, device=ranks.device)
     if k < count and n:
-        outside = torch.ones(b, count, dtype=torch.bool, device=ranks.device).scatter_(1, order, False)
         short1, short2 = (first_phase < 0).any(dim=1), (picked < 0).any(dim=1)
-        redo = (short1 & _alive_outside(first_phase, order, boxes, outside, 1, iou, containment)) | \
-               (short2 & _alive_outside(picked, order, boxes, outside, 0, iou, containment))
-    picked, redo, order_cpu = picked.cpu(), redo.cpu(), order.cpu()
-    out = []
-    for i in range(b):
-        if bool(redo[i]):  # the window ran out before the full set would have: the full set decides
-            out.append(suppress(boxes, ranks[i], n, iou, containment))
-            continue
-        out.append(order_cpu[i, picked[i][picked[i] >= 0]].to(boxes.device))
-    return out
+        redo = (short1 & _alive_outside(first_phase, order, boxes, count,
+                                        lambda p, q: _drops(p, q, iou, containment)[1])) | \
+               (short2 & _alive_outside(picked, order, boxes, count, lambda p, q: _drops(p, q, iou, containment)[0]))
+    return _anchor_picks(order, picked), redo
 
 
-def _fill(alive: torch.Tensor, by_iou: torch.Tensor, first_phase: torch.Tensor, n: int) -> torch.Tensor:
+def _fill(alive: torch.Tensor, by_iou_of, first_phase: torch.Tensor, n: int) -> torch.Tensor:
     """suppress's second pass: each image's first-pass picks (-1 for none) followed by IoU-only greedy picks
-    into the places left, as [B, n] (-1 where nothing was left)."""
+    (``by_iou_of`` as ``_greedy``'s ``drop_of``) into the places left, as [B, n] (-1 where nothing was left)."""
     b = alive.shape[0]
     got = (first_phase >= 0).sum(dim=1)  # [B] picks of the first pass (they come first, no gaps)
     extra: list[torch.Tensor] = []
-    _greedy(alive, by_iou, extra, n)
+    _greedy(alive, by_iou_of, extra, n)
     extra_t = torch.stack(extra, dim=1)  # [B, n] candidates of the second pass, in order
     slots = torch.arange(n, device=alive.device)[None, :].expand(b, n)
     from_extra = extra_t.gather(1, (slots - got[:, None]).clamp_min(0))
     return torch.where(slots < got[:, None], first_phase, from_extra)
+
+
+def _pack(anchors: torch.Tensor, picks: torch.Tensor, kept: torch.Tensor, redo: torch.Tensor) -> torch.Tensor:
+    """One float32 [B, n, 7] tensor for the single copy to the host: per pick its box (4), score, whether it
+    is a pick (1 / 0), and whether the image must be redone (1 / 0, the same on every row)."""
+    b, n = picks.shape
+    return torch.cat([anchors[picks.clamp_min(0)], kept.float()[..., None], (picks >= 0).float()[..., None],
+                      redo.float()[:, None, None].expand(b, n, 1)], dim=2)
+
+
+def _stack(images: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The uint8 batch [B, 3, H, W]; in pinned memory when it goes to a GPU (torch.stack of pinned images
+    returns pageable memory, from which a ``non_blocking`` copy is synchronous)."""
+    if device.type != "cuda" or images[0].device.type != "cpu":
+        return torch.stack(images)
+    out = torch.empty((len(images), *images[0].shape), dtype=images[0].dtype, pin_memory=True)
+    return torch.stack(images, out=out)
+
+
+@lru_cache(maxsize=None)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std [1, 3, 1, 1] on a device, made once (a copy to a GPU waits for the host)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    return mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
 
 
 def _same_size_groups(images: list[torch.Tensor]) -> list[list[int]]:
