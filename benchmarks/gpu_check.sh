@@ -26,8 +26,8 @@ step() { echo; echo "=== $* ($(date +%T), $(( $(date +%s) - START )) s in)"; }
 run() {
     local limit=$1 left; shift
     left=$(( BUDGET_S - ($(date +%s) - START) ))
+    if (( left < 10 )); then echo "SKIPPED (budget of $BUDGET_S s spent): $*" >&3; return 124; fi
     (( left < limit )) && limit=$left
-    if (( limit < 10 )); then echo "SKIPPED (budget of $BUDGET_S s spent): $*" >&3; return 124; fi
     timeout --kill-after=10 "$limit" "$@"
     local rc=$?
     (( rc == 124 || rc == 137 )) && echo "TIMED OUT after $limit s: $*" >&3
@@ -51,17 +51,18 @@ $PY -m coarsecrop scenes --out $W/scenes --num-images ${N_SCENES:-512} --size 25
 CROPS=(--scenes $W/scenes --split train --strategy ours_coarse --backbone resnet50 --device cuda --decode auto
        --batch-size 64 --shard-size 64 --quiet)
 t0=$(date +%s.%N)
-run 60 $PY -W ignore::DeprecationWarning -m coarsecrop crops "${CROPS[@]}" --workers 8 --out $W/crops \
-    | grep -E '"(done|skipped|boxes|images_per_s|setup_seconds|device|decode|gpu|cpu|bad)"'
+run 60 $PY -W ignore::DeprecationWarning -m coarsecrop crops "${CROPS[@]}" --workers 8 --out $W/crops 2>&1 \
+    | tee "$OUT/crops_one_process.txt" | grep -E '"(done|skipped|boxes|images_per_s|setup_seconds|device|decode|gpu|cpu|bad)"'
 echo "one process: wall $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
 t0=$(date +%s.%N)
 run 90 torchrun --standalone --nproc_per_node=2 -m coarsecrop crops "${CROPS[@]}" --workers 4 --out $W/crops2 \
-    2>&1 | grep -E '"(rank|shards_written|images_per_s|decode)"'
+    2>&1 | tee "$OUT/crops_two_processes.txt" | grep -E '"(rank|shards_written|images_per_s|decode)"'
 echo "two processes: wall $(echo "$(date +%s.%N) - $t0" | bc 2>/dev/null || echo '?') s"
 if diff -r -x timing.jsonl $W/crops $W/crops2 >/dev/null && cmp $W/crops/manifest.json $W/crops2/manifest.json; then
     echo "PASS  two-process manifest == one-process manifest (every file but timing.jsonl)"
 else
-    echo "FAIL  two-process manifest differs from the one-process one:"; diff -rq -x timing.jsonl $W/crops $W/crops2 | head -5
+    echo "FAIL  two-process manifest differs from the one-process one (logs: $OUT/crops_*.txt):"
+    diff -rq -x timing.jsonl $W/crops $W/crops2 2>&1 | head -5
 fi
 
 step "4a. trainer: pretraining speed on cuda (model only, and MoCo-v2 with data loading)"
