@@ -40,7 +40,7 @@ def _cmd_crops(args: argparse.Namespace) -> int:
         strategy=args.strategy, n=args.n, strategy_params=dict(args.param or []),
         checkpoint=args.checkpoint, backbone=args.backbone, device=args.device,
         batch_size=args.batch_size, workers=args.workers, shard_size=args.shard_size,
-        max_side=args.max_side, size_window=args.size_window, progress=not args.quiet,
+        max_side=args.max_side, size_window=args.size_window, progress=not args.quiet, decode=args.decode,
     )
     print(json.dumps(summary, indent=2))
     return 0
@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images batched by size together, in whole shards (default 4096): larger fills more "
                         "batches and holds more lines in memory; under torchrun the ranks split these windows. "
                         "Like --batch-size, resume with the value the job was started with")
+    p.add_argument("--decode", default="cpu", choices=("auto", "cpu", "gpu"),
+                   help="where images are decoded: cpu (PIL in the DataLoader workers, the default), gpu "
+                        "(baseline JPEGs in batches by nvJPEG on the CUDA device; PNG, CMYK, progressive and "
+                        "bad files still on the CPU; pixels differ slightly, so it is part of the job's "
+                        "configuration), auto (gpu where CUDA and nvJPEG work and the strategy runs a "
+                        "backbone, else cpu)")
     p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
                    help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

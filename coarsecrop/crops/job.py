@@ -26,6 +26,9 @@ with the values the job was started with); strategies that crop image by image (
 selective_search, ...) write the same bytes for any batch size and window. Workers and ranks never
 change the bytes.
 
+With ``decode="gpu"`` the workers pass baseline JPEGs on undecoded and one batched nvJPEG call decodes
+them on the job's device (coarsecrop.crops.decode); the configuration then records ``"decode": "gpu"``.
+
 Many processes (``torchrun``: RANK / WORLD_SIZE / LOCAL_RANK) split one data set with no coordination
 but the file system: window w (its shards) belongs to rank w % world_size, every shard is written
 atomically, and
@@ -51,14 +54,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops import manifest as mf
+from coarsecrop.crops.decode import BatchDecoder, cpu_item, resolve_decode, worker_item
 from coarsecrop.crops.strategies import STRATEGIES, make_strategy
-from coarsecrop.data.images import BadImage, load_image
 from coarsecrop.data.scenes import open_scenes
 from coarsecrop.device import resolve_device
 from coarsecrop.io import file_sha256
@@ -154,9 +156,10 @@ def scene_list_sha256(scenes: list, root: str) -> str:
 
 
 def job_config(scene_set, scenes: list, source, images, split, strategy, n: int, backbone, checkpoint,
-               shard_size: int, max_side: int, device: torch.device) -> dict:
+               shard_size: int, max_side: int, device: torch.device, decode: str = "cpu") -> dict:
     """Everything that decides the manifest's bytes (and nothing that does not: workers, batch size,
-    rank count, timing). Two runs with equal configs resume each other."""
+    rank count, timing). Two runs with equal configs resume each other. The decode path is recorded
+    only when it is not the CPU's, so configs written before it existed stay the same."""
     params = {k: v for k, v in dict(strategy.params).items() if k != "device"}
     uses_backbone = _takes(type(strategy), "backbone")
     return {
@@ -176,6 +179,7 @@ def job_config(scene_set, scenes: list, source, images, split, strategy, n: int,
         "shard_size": shard_size,
         "max_side": max_side,
         "device_type": device.type,  # CPU float32 and CUDA bf16 scores may differ in the last digits
+        **({} if decode == "cpu" else {"decode": decode}),  # nvJPEG's pixels differ slightly from PIL's
     }
 
 
@@ -184,25 +188,19 @@ def job_config(scene_set, scenes: list, source, images, split, strategy, n: int,
 class DecodeScenes(torch.utils.data.Dataset):
     """Scene index -> (index, uint8 [3, H, W] tensor, scale) or (index, None, reason) for a bad image.
 
+    ``keep_jpeg`` (the GPU decode path): baseline JPEGs come back undecoded, as decode.worker_item says.
     Holds only file names (cheap to send to worker processes)."""
 
-    def __init__(self, files: list[str], max_side: int):
+    def __init__(self, files: list[str], max_side: int, keep_jpeg: bool = False):
         self.files = files
         self.max_side = max_side
+        self.keep_jpeg = keep_jpeg
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int):
-        file = self.files[i]
-        try:
-            array, scale = load_image(file, max_side=self.max_side)  # [H, W, 3] uint8
-        except BadImage as err:  # "<path>: <reason>"; the line already names the file
-            return i, None, str(err).removeprefix(f"{file}: ")
-        except Exception as err:  # noqa: BLE001 - bad input never stops a job
-            return i, None, f"could not read image: {type(err).__name__}: {err}".replace(file, "<file>")
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()  # [3, H, W]
-        return i, image, float(scale)
+        return (worker_item if self.keep_jpeg else cpu_item)(i, self.files[i], self.max_side)
 
 
 def _as_list(batch):
@@ -326,7 +324,8 @@ def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[in
 
 def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5, strategy_params=None,
                  checkpoint=None, backbone="resnet50", device="auto", batch_size=8, workers=2,
-                 shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE, size_window=None) -> dict:
+                 shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE, size_window=None,
+                 decode="cpu") -> dict:
     """Run ``strategy`` over the scene set at ``scenes`` into the manifest folder ``out``; resumable.
 
     ``size_window`` (images, default DEFAULT_SIZE_WINDOW): images batched by size together, in whole
@@ -334,7 +333,8 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
 
     Returns a JSON-able summary: ``done`` / ``skipped`` / ``boxes`` / ``skip_reasons`` over all finished
     shards (the whole data set once ``complete``), this process's ``images_per_s`` and ``seconds``,
-    shard counts, and ``this_run`` (the same counts for the images this process cropped now)."""
+    shard counts, ``decode`` (the path that ran: cpu or gpu, see coarsecrop.crops.decode) and ``this_run``
+    (the same counts for the images this process cropped now, and ``decoded``: images per decode path)."""
     if out is None:
         raise ValueError("--out is required: the folder of the crop manifest")
     size_window = DEFAULT_SIZE_WINDOW if size_window is None else size_window
@@ -347,6 +347,7 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     strat = build_strategy(strategy, dev, n, backbone, checkpoint, strategy_params)
     getattr(strat, "phi", None)  # build phi now (strategies build it lazily): a checkpoint that does not
     # fit fails before any work, and the crop time below does not include building the model
+    decode_path = resolve_decode(decode, dev, strategy, _takes(type(strat), "backbone"))
 
     scene_set = open_scenes(scenes, images=images, split=split)
     check_annotations(strat, scene_set, scenes)
@@ -357,13 +358,14 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
 
     out = Path(out)
     config = job_config(scene_set, ordered, scenes, images, split, strat, n, backbone, checkpoint,
-                        shard_size, max_side, dev)
+                        shard_size, max_side, dev, decode_path)
     request = {"scenes": os.path.abspath(scenes), "images": None if images is None else os.path.abspath(images),
                "split": split, "strategy": strategy, "n": n, "backbone": config["backbone"],
                "checkpoint": None if checkpoint is None else os.path.abspath(checkpoint),
                "shard_size": shard_size, "max_side": None if max_side == DEFAULT_MAX_SIDE else max_side,
                "device": None if str(device) == "auto" else str(device),
-               "strategy_params": dict(strategy_params or {})}
+               "strategy_params": dict(strategy_params or {}),
+               **({} if decode_path == "cpu" else {"decode": decode_path})}
     code = mf.code_version()
     started_with = mf.open_job_folder(out, config, code, request)
     if started_with != code:
@@ -379,12 +381,14 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     setup_s = time.perf_counter() - t_start
 
     t0 = time.perf_counter()
+    decoder = BatchDecoder(decode_path, dev, max_side)
     stats = process_shards(strat, ordered, files, out, pending, shard_size, batch_size, workers, max_side,
-                           dev, progress and rank == 0, f"crops {strat.name}", window)
+                           dev, progress and rank == 0, f"crops {strat.name}", window, decoder)
     seconds = time.perf_counter() - t0
 
     manifest = finish(out, total)
     this_run = {**stats, "seconds": round(seconds, 3), "setup_seconds": round(setup_s, 3),
+                "decode": decode_path, "decoded": decoder.counts,
                 "images_per_s": round(stats["processed"] / seconds, 3) if seconds > 0 and stats["processed"] else 0.0}
     mf.append_timing(out, {"rank": rank, "world_size": world, "device": str(dev), "batch_size": batch_size,
                            "workers": workers, "window_shards": window, "shards_written": len(pending), "unix_time": round(time.time()),
@@ -395,7 +399,7 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
             "boxes": totals["boxes"], "skip_reasons": totals["skip_reasons"],
             "images_per_s": this_run["images_per_s"], "seconds": this_run["seconds"],
             "shards": total, "shards_written": len(pending), "shards_already_done": len(mine) - len(pending),
-            "rank": rank, "world_size": world, "device": str(dev), "this_run": this_run}
+            "rank": rank, "world_size": world, "device": str(dev), "decode": decode_path, "this_run": this_run}
 
 
 def check_annotations(strategy, scene_set, source) -> None:
@@ -411,11 +415,12 @@ def check_annotations(strategy, scene_set, source) -> None:
 
 def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: list[int], shard_size: int,
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
-                   desc: str, window: int = 1) -> dict:
+                   desc: str, window: int = 1, decoder: BatchDecoder | None = None) -> dict:
     """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
     ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
     thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
-    ``shards`` (when it returns, every shard is written)."""
+    ``shards`` (when it returns, every shard is written). ``decoder``: the GPU path's batched decode
+    (JPEG bytes -> images on the device) and the path counts; None decodes in the workers only."""
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
     wanted = {i for k in shards for i in range(k * shard_size, min((k + 1) * shard_size, len(scenes)))}
     cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
@@ -424,7 +429,8 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
     if not batches:
         return stats
     loader = torch.utils.data.DataLoader(
-        DecodeScenes([s.file for s in scenes], max_side), batch_sampler=batches, collate_fn=_as_list,
+        DecodeScenes([s.file for s in scenes], max_side, keep_jpeg=decoder is not None and decoder.path == "gpu"),
+        batch_sampler=batches, collate_fn=_as_list,
         num_workers=workers, pin_memory=device.type == "cuda")
     failed_before_success = 0  # a strategy that fails on the first images is broken, not the images
     bar = tqdm(total=sum(len(b) for b in batches), unit="img", desc=desc, disable=not progress,
@@ -433,6 +439,7 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                             lambda i, result: manifest_line(scenes, files, i, result))
     with bar, writer:
         for batch in loader:  # the decoded batch: [(scene index, uint8 [3, H, W] or None, scale or reason)]
+            batch = batch if decoder is None else decoder(batch)  # GPU path: JPEG bytes -> images on the device
             results = {i: mf.skipped_line(scenes[i].id, files[i], reason)
                        for i, image, reason in batch if image is None}
             good = [item for item in batch if item[1] is not None]

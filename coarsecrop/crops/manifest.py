@@ -386,7 +386,7 @@ def resume_command(folder: Path, request: dict) -> str:
     """The ``coarsecrop crops`` command line that resumes a job, from the arguments it was started with."""
     parts = ["coarsecrop crops"]
     for key in ("scenes", "images", "split", "strategy", "n", "backbone", "checkpoint", "shard_size",
-                "max_side", "device"):
+                "max_side", "device", "decode"):
         if request.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {request[key]}")
     for k, v in sorted((request.get("strategy_params") or {}).items()):

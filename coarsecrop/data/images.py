@@ -158,7 +158,7 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def _target_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+def target_size(w: int, h: int, max_side: int) -> tuple[int, int]:
     """Size with the long side = max_side and the aspect ratio kept (each side >= 1)."""
     if w >= h:
         return max_side, max(1, round(h * max_side / w))
@@ -184,7 +184,7 @@ def load_image(path: str | Path, max_side: int | None = None) -> tuple[np.ndarra
             raise _bad(path, f"{w0}x{h0} = {pixels / 1e6:.0f} Mpx is over PIL's decompression-bomb limit; "
                              "pass max_side to decode a reduced copy")
         if reduce and im.format == "JPEG":
-            tw, th = _target_size(*im.size, int(max_side))
+            tw, th = target_size(*im.size, int(max_side))
             im.draft(im.mode, (tw, th))  # DCT scaling by 1/2, 1/4 or 1/8, never below the target
         elif im.size[0] * im.size[1] > MAX_FULL_DECODE_PIXELS:
             raise _bad(path, f"{w0}x{h0} is too large to decode ({im.format} has no reduced decoding; "
@@ -206,7 +206,7 @@ def load_image(path: str | Path, max_side: int | None = None) -> tuple[np.ndarra
         except (OSError, ValueError, MemoryError) as err:
             raise _bad(path, f"cannot convert mode {upright.mode} to RGB ({_one_line(err)})") from err
         if reduce:
-            target = _target_size(w0, h0, int(max_side))
+            target = target_size(w0, h0, int(max_side))
             factor = min(rgb.size[0] // target[0], rgb.size[1] // target[1])
             if factor >= 2:  # cheap box reduction first, then a good resample of the rest
                 rgb = rgb.reduce(factor)
@@ -231,7 +231,7 @@ def load_image_or_reason(path: str | Path, max_side: int | None = None
     return image, scale, None
 
 
-__all__ = ["BadImage", "load_image", "image_size", "load_image_or_reason", "MAX_FULL_DECODE_PIXELS"]
+__all__ = ["BadImage", "load_image", "image_size", "load_image_or_reason", "target_size", "MAX_FULL_DECODE_PIXELS"]
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
