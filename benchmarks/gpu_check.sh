@@ -7,7 +7,7 @@
 #    whole job / pure phi (target >= 0.85), decode path counts, GPU- vs CPU-decoded boxes (target >= 99 %);
 # 3. the crop job under torchrun: two processes on one GPU write the same manifest as one process (diff);
 # 4. the trainer: benchmarks/pretrain_speed.py's GPU section (ResNet-50 MoCo-v2 at 224 px with data loading;
-#    model-only img/s for MoCo-v2, BYOL, DenseCL and MAE ViT-B/16), and its whole-run rate once it has one;
+#    model-only img/s for MoCo-v2, BYOL, DenseCL and MAE ViT-B/16), and its whole-run rate;
 # 5. the trainer under torchrun on one GPU: NCCL process group, SyncBN, bf16 autocast, channels_last,
 #    photometric steps on the GPU, checkpoint + --resume, kNN monitor; then ResNet-50 at 224 px, img/s as logged.
 # Each step runs under `timeout` (its own limit, cut to what is left of BUDGET_S), so one hang costs one step.
@@ -69,13 +69,9 @@ step "4a. trainer: pretraining speed on cuda (model only, and MoCo-v2 with data 
 run 150 $PY benchmarks/pretrain_speed.py --gpu-only --gpu-batch 256 --gpu-steps 20 --workers 15 2>&1 \
     | grep -v Warning | tee "$OUT/pretrain_speed.txt" | tail -14
 
-step "4b. trainer: whole-run rate vs model-only rate (pretrain_speed.py --whole-run, once it exists)"
-if $PY benchmarks/pretrain_speed.py --help 2>/dev/null | grep -q -- "--whole-run"; then
-    run 120 $PY benchmarks/pretrain_speed.py --gpu-only --whole-run --gpu-batch 256 --workers 15 2>&1 \
-        | grep -v Warning | tee "$OUT/pretrain_whole_run.txt" | tail -10
-else
-    echo "pretrain_speed.py has no --whole-run option yet; step 5b's logged img/s is the whole-run rate meanwhile"
-fi
+step "4b. trainer: whole-run rate vs model-only rate (ResNet-50 MoCo-v2, 224 px, batch 256, epochs of ~11 steps)"
+run 120 $PY benchmarks/pretrain_speed.py --whole-run --workers 15 2>&1 \
+    | grep -v Warning | tee "$OUT/pretrain_whole_run.txt" | tail -10
 
 step "5. trainer under torchrun, one GPU (NCCL, SyncBN, bf16, channels_last), stop at step 20 then --resume"
 cat > $W/run.yaml <<YAML
