@@ -109,6 +109,20 @@ def test_unknown_preset_key_fails_before_running(book_copy):
     shutil.rmtree(bad)
 
 
+def test_executed_chapters_show_no_warnings(smoke_book):
+    """A reader sees no library warning on top of a chapter: the stderr streams of every executed notebook
+    the book renders hold no "Warning" (tqdm.auto once printed "TqdmWarning: IProgress not found" at the
+    top of each chapter, in any kernel without ipywidgets)."""
+    found = []
+    for ipynb in sorted((smoke_book / "book" / "generated").glob("*.ipynb")):
+        for cell in json.loads(ipynb.read_text())["cells"]:
+            for out in cell.get("outputs", []):
+                text = "".join(out.get("text", "")) if out.get("name") == "stderr" else ""
+                if "Warning" in text:
+                    found.append(f"{ipynb.name}: {text[:200]}")
+    assert not found, "\n".join(found)
+
+
 def test_book_builds_from_the_executed_notebook(smoke_book, book_copy):
     """jupyter-book build -W on the smoke run: every glue reference of the chapter resolves (a missing
     key is a warning, so an error here), the figures are pasted as images, nothing is re-executed."""

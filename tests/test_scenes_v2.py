@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -191,3 +192,15 @@ def test_the_benchmark_chapter_checks_its_parameters_and_sets_the_paper_beside(t
     table = B.gates_table(result)
     assert list(table.index) == ["v2", "paper, VOC07 (Table 2)"] and table.loc["paper, VOC07 (Table 2)",
                                                                           "Image-Crop objectness"] == "36.4"
+
+
+def test_probe_uses_fewer_folds_when_a_class_is_rare():
+    """A handful of scenes (the smoke preset) can hold a class with fewer objects than folds: the probe then
+    uses as many folds as the rarest class has objects, without scikit-learn's warning, and still learns."""
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 20 + [1] * 20 + [2] * 3)
+    features = rng.normal(size=(len(labels), 4)) + labels[:, None] * 3.0  # separable classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        accuracy = gates.probe_accuracy(features, labels, folds=5)
+    assert accuracy > 0.9

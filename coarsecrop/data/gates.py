@@ -99,7 +99,8 @@ def shape_features(mask: np.ndarray) -> np.ndarray:
 
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = FOLDS, seed: int = 0) -> float:
     """Mean accuracy of a logistic regression on standardised ``features`` [N, D], ``folds``-fold
-    stratified cross-validation (shuffled with ``seed``)."""
+    stratified cross-validation (shuffled with ``seed``); fewer folds (at least 2) when the rarest class has
+    fewer than ``folds`` objects, as in a handful of scenes, so every fold holds every class."""
     from sklearn.linear_model import LogisticRegression  # dev dependency: imported here only
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -107,6 +108,8 @@ def probe_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = FOLDS,
     from threadpoolctl import threadpool_limits  # a scikit-learn dependency
 
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, C=0.5))
+    counts = np.bincount(np.asarray(labels))
+    folds = max(2, min(folds, int(counts[counts > 0].min())))
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with threadpool_limits(1):  # a small problem: BLAS threads only contend (100x slower on a busy machine)
         return float(cross_val_score(model, features, labels, cv=cv).mean())

@@ -46,7 +46,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without ipywidgets (not a dependency)
 
 from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic

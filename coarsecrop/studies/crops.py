@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,14 +173,12 @@ def run_strategies(params: CropStudyParams, scene_path: Path, run_dir: Path, pro
     for name in params.strategies:
         out = run_dir / "crops" / name
         t0 = time.perf_counter()
-        with warnings.catch_warnings():  # tqdm.auto warns about ipywidgets in a kernel even when disabled
-            warnings.filterwarnings("ignore", message="IProgress not found")
-            summary = run_crop_job(
-                scenes=str(scene_path), images=params.images, split=params.split, out=str(out), strategy=name,
-                n=params.n, strategy_params=strategy_params_for(name, params), checkpoint=params.checkpoint,
-                backbone=params.backbone, device=params.device, batch_size=params.batch_size,
-                workers=params.workers, shard_size=256, progress=progress,
-            )
+        summary = run_crop_job(
+            scenes=str(scene_path), images=params.images, split=params.split, out=str(out), strategy=name,
+            n=params.n, strategy_params=strategy_params_for(name, params), checkpoint=params.checkpoint,
+            backbone=params.backbone, device=params.device, batch_size=params.batch_size,
+            workers=params.workers, shard_size=256, progress=progress,
+        )
         summary = dict(summary or {})
         summary["study_seconds"] = time.perf_counter() - t0
         manifests[name], jobs[name] = out, summary

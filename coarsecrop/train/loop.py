@@ -48,7 +48,7 @@ import torch
 import yaml
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without ipywidgets (not a dependency)
 
 from coarsecrop import ssl
 from coarsecrop.crops.manifest import read_manifest
