@@ -106,7 +106,8 @@ glue("benchmark_sizes", save_figure(B.plot_sizes(result), Path(result["run_dir"]
 #
 # - **random init**, as built, and with its BatchNorm statistics re-estimated on the train crops (a
 #   trained trunk's statistics fit the data whether or not its weights learned anything);
-# - **supervised**: the same trunk trained *with the labels* on the train split's GT object crops
+# - **supervised**: the same trunk trained *with the labels* on the probe's train crops (the train split's GT
+#   object crops, at most 2,000)
 #   (`coarsecrop.train.supervised`: SGD, flips, a linear head): the ceiling at this size and budget;
 # - **SSL on GT-Crop**: the pretraining path of the pretraining chapter (GT crop job, the trainer
 #   subprocess) with the settings named in the row; the first SSL row is the reference budget.
@@ -157,10 +158,12 @@ B.calibration_table(_calibration)
 # ## The verdict
 #
 # On CPU, the +10-point gate is **{glue:text}`calibration_verdict`** (best configuration and numbers
-# above). The line above is computed from the committed calibration. When no CPU configuration reaches random
-# init + 10 points, the book's claims about crops need the `gpu` preset (a ResNet-18 at 32-64 px, around
-# a million samples per run, about a minute on one H200); no GPU was lent to the task that made this
-# chapter, so that preset has not been run here. `cpu-full` then stays what it is: a CPU illustration of
-# the pipeline (it runs end to end and its numbers are real), not evidence that one crop beats another.
-# The first SSL row of the table above is the preset's budget; `params/cpu-full/17_benchmark.yaml`
-# records the calibration in its comments.
+# above). The line above is computed from the committed calibration. When no CPU configuration reaches
+# random init + 10 points -- the case at the time of writing: the best, MoCo-v2 without RandomResizedCrop,
+# gained a few points, and even the supervised trunk at 12 epochs stayed under the gate -- the book's
+# claims about crops need a `gpu` preset (a ResNet-18 at 32-64 px, around a million samples per run, about
+# a minute on one H200). That preset is not written yet, and no GPU was lent to the task that made this
+# chapter, so it has not been run. `cpu-full` stays what it is: a CPU illustration of the pipeline (it
+# runs end to end and its numbers are real), not evidence that one crop beats another. The first SSL row
+# of the trunk table is the preset's budget; `params/cpu-full/17_benchmark.yaml` records the calibration
+# in its comments.
