@@ -242,7 +242,7 @@ def plot_trunks(result: dict) -> plt.Figure:
     """Bars: linear and kNN object probe per trunk; a dashed line at random init + TRUNK_MARGIN."""
     trunks = result["trunks"]
     rows = trunks["rows"]
-    fig, ax = plt.subplots(figsize=(7.0, 0.5 + 0.55 * len(rows)))
+    fig, ax = plt.subplots(figsize=(7.0, 1.2 + 0.55 * len(rows)))
     y = np.arange(len(rows))
     ax.barh(y - 0.2, [100 * r["linear_top1"] for r in rows], height=0.4, label="linear probe")
     ax.barh(y + 0.2, [100 * r["knn_top1"] for r in rows], height=0.4, label="kNN probe")
@@ -251,7 +251,7 @@ def plot_trunks(result: dict) -> plt.Figure:
     ax.set_yticks(y, [r["trunk"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel(f"top-1 (%) on the val objects of scenes v{trunks['version']}")
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=False, fontsize=8, loc="lower center", bbox_to_anchor=(0.4, 1.0), ncol=3)
     fig.tight_layout()
     return fig
 
