@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from coarsecrop.crops import manifest as mf
-from coarsecrop.crops.job import DEFAULT_MAX_SIDE, run_crop_job, shard_batches
+from coarsecrop.crops.job import DEFAULT_MAX_SIDE, default_workers, run_crop_job, shard_batches
 from coarsecrop.crops.strategies import make_strategy
 from coarsecrop.data.images import load_image
 from coarsecrop.data.scenes import open_scenes
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-images", type=int, default=4000 if cuda else 128,
                         help="images generated (default 4000 with CUDA, 128 on the CPU)")
     parser.add_argument("--batch-size", type=int, default=64 if cuda else 8)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1) if cuda else 2,
-                        help="DataLoader workers of the crop job")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers of the crop job (default: the job's own, default_workers)")
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--backbones", default="resnet50,resnet18")
     parser.add_argument("--strategies", default="ours,ours_coarse")
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    args.workers = default_workers(device) if args.workers is None else args.workers
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"crop speed: {args.num_images} images, batch {args.batch_size}, {args.workers} workers, shards of "
           f"{args.shard_size}, on {device}; torch {torch.__version__}, torchvision {torchvision.__version__}, "

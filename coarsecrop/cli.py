@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="resnet50")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for decoding")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers for decoding (default: on CUDA one per CPU but one, at most 8; on "
+                        "the CPU only the cores torch leaves free, usually 0: workers would slow phi down)")
     p.add_argument("--shard-size", type=int, default=256, help="images per manifest shard")
     p.add_argument("--max-side", type=int, default=1333,
                    help="larger images are decoded down to this side (boxes stay in original pixels)")

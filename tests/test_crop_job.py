@@ -23,7 +23,7 @@ from coarsecrop.boxes import is_valid
 from coarsecrop.cli import main
 from coarsecrop.crops import job as job_module
 from coarsecrop.crops import manifest as mf
-from coarsecrop.crops.job import dist_env, run_crop_job
+from coarsecrop.crops.job import default_workers, dist_env, run_crop_job
 from coarsecrop.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -547,3 +547,20 @@ def test_bad_job_arguments_fail_with_the_option_name(scenes, tmp_path, key, valu
     args = {"n": 5, "batch_size": 8, "shard_size": 256, "workers": 0, "max_side": 1333, key: value}
     with pytest.raises(ValueError, match=f"--{key.replace('_', '-')} must be an integer"):
         run_crop_job(scenes, out=tmp_path / "job", strategy="grid", progress=False, **args)
+
+
+def test_default_workers_leave_phis_cores_alone(monkeypatch):
+    """--workers unset: on the CPU only the cores torch's threads leave free (workers would slow phi
+    down), on CUDA one per CPU but one, at most 8."""
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    try:
+        torch.set_num_threads(16)
+        assert default_workers(torch.device("cpu")) == 0
+        torch.set_num_threads(12)
+        assert default_workers(torch.device("cpu")) == 4
+    finally:
+        torch.set_num_threads(threads)
+    assert default_workers(torch.device("cuda")) == 8
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert default_workers(torch.device("cuda")) == 1
