@@ -50,8 +50,15 @@ def _crops_cli(scenes: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    """Every file of a manifest folder except the timing log, by name."""
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != mf.TIMING_NAME}
+    """Every file of a manifest folder except the timing log, by name; config.json without its ``request``
+    (the arguments as given, e.g. --batch-size and --size-window, which the tests vary on purpose; its
+    ``config``, ``code`` and format are compared byte for byte)."""
+    files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != mf.TIMING_NAME}
+    if mf.CONFIG_NAME in files:
+        stored = json.loads(files[mf.CONFIG_NAME])
+        stored.pop("request", None)
+        files[mf.CONFIG_NAME] = json.dumps(stored, sort_keys=True).encode()
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +120,22 @@ def test_changed_configuration_is_refused(scenes, reference, capsys):
     assert main(_crops_cli(scenes, reference, "--n", "3")) == 2
     assert "n: 5 there, 3 now" in capsys.readouterr().err
     assert _files(reference) == before
+
+
+def test_resume_with_another_batch_is_warned_and_the_hint_keeps_the_batch(scenes, tmp_path):
+    """ours' scores depend on the batch (phi's float results): the job records --batch-size and
+    --size-window, the resume hint repeats them, and a resume with other values is warned about."""
+    out = tmp_path / "ours"
+    run_crop_job(scenes, out=out, workers=0, **{**JOB, "size_window": 8})
+    request = json.loads((out / mf.CONFIG_NAME).read_text())["request"]
+    assert request["batch_size"] == JOB["batch_size"] and request["size_window"] == 8
+    hint = mf.resume_command(out, request)
+    assert f"--batch-size {JOB['batch_size']}" in hint and "--size-window 8" in hint
+    with pytest.warns(UserWarning, match=r"--batch-size 4 \(now 2\).*6th decimal"):
+        run_crop_job(scenes, out=out, workers=0, **{**JOB, "size_window": 8, "batch_size": 2})
+    grid = tmp_path / "grid"  # a strategy without phi records neither: any batch gives its bytes
+    run_crop_job(scenes, out=grid, workers=0, strategy="grid", shard_size=SHARD, batch_size=4, progress=False)
+    assert "batch_size" not in json.loads((grid / mf.CONFIG_NAME).read_text())["request"]
 
 
 # ---------------------------------------------------------------- resume and ranks

@@ -377,7 +377,9 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
                "shard_size": shard_size, "max_side": None if max_side == DEFAULT_MAX_SIDE else max_side,
                "device": None if str(device) == "auto" else str(device),
                "strategy_params": dict(strategy_params or {}),
-               **({} if decode_path == "cpu" else {"decode": decode_path})}
+               **({} if decode_path == "cpu" else {"decode": decode_path}),
+               # phi's float results depend on the batch: resume hint and check (mf.BATCH_KEYS)
+               **({"batch_size": batch_size, "size_window": size_window} if config["backbone"] else {})}
     code = mf.code_version()
     started_with = mf.open_job_folder(out, config, code, request)
     if started_with != code:

@@ -29,6 +29,7 @@ import queue
 import subprocess
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -277,6 +278,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
+# Request keys a strategy with a backbone records: its scores can differ in the 6th decimal between batch
+# compositions (coarsecrop.crops.job), so a resume with other values is warned about and the hint keeps them.
+BATCH_KEYS = ("batch_size", "size_window")
+
+
 def open_job_folder(out: str | Path, config: dict, code: dict, request: dict | None = None) -> dict:
     """Create the job folder or check that it holds the same job; returns the stored code version.
 
@@ -305,6 +311,13 @@ def open_job_folder(out: str | Path, config: dict, code: dict, request: dict | N
             f"{out} already holds a crop job with a different configuration:\n  " + "\n  ".join(diffs)
             + f"\nUse another --out for this configuration (or delete {out} to start over); "
               "rerunning with the same configuration resumes the job.")
+    started = stored.get("request") or {}
+    changed = [f"--{k.replace('_', '-')} {started[k]} (now {request[k]})" for k in BATCH_KEYS
+               if started.get(k) is not None and (request or {}).get(k) not in (None, started[k])]
+    if changed:
+        warnings.warn(f"{out} was started with {', '.join(changed)}: phi's scores depend on the batch, so the "
+                      "shards written now may differ from an uninterrupted run's in the 6th decimal (the "
+                      "manifest stays valid); resume with the values the job was started with for the same bytes")
     return stored.get("code", code)
 
 
@@ -386,7 +399,7 @@ def resume_command(folder: Path, request: dict) -> str:
     """The ``coarsecrop crops`` command line that resumes a job, from the arguments it was started with."""
     parts = ["coarsecrop crops"]
     for key in ("scenes", "images", "split", "strategy", "n", "backbone", "checkpoint", "shard_size",
-                "max_side", "device", "decode"):
+                "max_side", "device", "decode", *BATCH_KEYS):
         if request.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {request[key]}")
     for k, v in sorted((request.get("strategy_params") or {}).items()):
