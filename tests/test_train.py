@@ -384,6 +384,7 @@ def test_notebook_smoke_preset_trains_in_a_subprocess_and_writes_metrics(book_co
     assert all(metrics["params"][k] == v for k, v in preset.items())
     assert metrics["metrics"]["steps"] == metrics["resolved"]["total_steps"] > 0
     assert 0 <= metrics["metrics"]["probe_knn_top1"] <= 1 and "init_bn_knn_top1" in metrics["metrics"]
+    assert metrics["metrics"]["run_images_per_s"] > 0  # the trainer's whole-run rate, read from its end line
     assert metrics["provenance"]["world_size"] == 1
     assert (run_dir / "train" / "backbone.pt").is_file()
     for fig in ("loss", "monitor"):

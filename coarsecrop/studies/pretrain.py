@@ -300,14 +300,16 @@ def plot_monitor(monitor, init: dict):
 
 
 def summary_metrics(train_dir: Path, wall_s: float) -> dict:
-    """Headline numbers: losses, throughput, final probe beside random init."""
+    """Headline numbers: losses, throughput (the median log window, and the whole run: images from the first
+    step done to the final checkpoint written, epoch ends included), final probe beside random init."""
     steps, monitor, start = curves(train_dir)
+    end = next((r for r in reversed(read_metrics(train_dir)) if r.get("kind") == "end"), {})
     init = start.get("monitor_init") or {}
     out = {"steps": int(steps["step"].max()) if len(steps) else 0,
            "first_loss": float(steps["loss"].iloc[:5].mean()) if len(steps) else None,
            "final_loss": float(steps["loss"].iloc[-5:].mean()) if len(steps) else None,
            "images_per_s": float(steps["images_per_s"].iloc[1:].median()) if len(steps) > 1 else None,
-           "train_wall_s": round(wall_s, 2)}
+           "run_images_per_s": end.get("run_images_per_s"), "train_wall_s": round(wall_s, 2)}
     for key in ("knn_top1", "linear_top1"):
         if key in monitor and len(monitor):
             out[f"probe_{key}"] = float(monitor[key].iloc[-1])
