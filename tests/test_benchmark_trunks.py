@@ -109,6 +109,18 @@ def test_the_calibration_verdict_reads_the_rows(tmp_path):
     assert B.calibration_verdict(B.read_calibration()[1])["tried"] >= 1
 
 
+def test_calibration_rows_of_a_size_filtered_probe_are_read_apart(tmp_path):
+    path = tmp_path / "c.csv"
+    base, note = B.scenes_note(2, 1000, 128, 3), B.scenes_note(2, 1000, 128, 3, 16)
+    assert note == base + "; probe: objects >= 16 px" and B.row_min_side(note) == 16 and B.row_min_side(base) == 0
+    path.write_text("# commit abc\nname,kind,linear_top1,scenes\n"
+                    f'random init,init,0.10,"{base}"\nx,ssl,0.15,"{base}"\nrandom init,init,0.30,"{note}"\n'
+                    f'x,ssl,0.50,"{note}"\n')
+    assert B.read_calibration(path)[1]["linear_top1"].tolist() == [0.10, 0.15]  # the benchmark's own probe
+    assert B.read_calibration(path, 16)[1]["linear_top1"].tolist() == [0.30, 0.50]
+    assert len(B.read_calibration(path, None)[1]) == 4
+
+
 def test_the_benchmark_chapter_runs_at_smoke(book_copy):
     from coarsecrop.book import run_notebook
 

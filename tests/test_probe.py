@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD, BadImage, load_image
-from coarsecrop.data.objects import object_crops, resize_crop
+from coarsecrop.data.objects import box_side, object_crops, resize_crop
 from coarsecrop.data.pseudo import cut_crop
 from coarsecrop.data.synthetic import write_scenes
 from coarsecrop.evaluate import objects
@@ -150,6 +150,25 @@ def test_monitor_and_objects_crops_are_the_old_ones(splits):
         old_crops, old_labels = _old_monitor_crops(train.scenes, 24, max_crops, seed=4)
         assert torch.equal(crops, old_crops) and torch.equal(labels, old_labels)
     assert len(object_crops(train.scenes, 24, 25, seed=4)[0]) == 25
+
+
+def test_min_side_drops_the_objects_below_it_and_0_keeps_all(scenes, splits):
+    train, _ = splits
+    sides = [box_side(b) for s in train.scenes for b in s.boxes.tolist()]
+    threshold = float(np.median(sides))
+    all_crops, all_labels = object_crops(train.scenes, 24)
+    zero_crops, zero_labels = object_crops(train.scenes, 24, min_side=0)
+    assert torch.equal(zero_crops, all_crops) and torch.equal(zero_labels, all_labels)
+    crops, labels = object_crops(train.scenes, 24, min_side=threshold)
+    keep = [side >= threshold for side in sides]
+    assert 0 < len(crops) == sum(keep) < len(sides)
+    assert torch.equal(crops, all_crops[torch.tensor(keep)]) and torch.equal(labels, all_labels[torch.tensor(keep)])
+    assert len(object_crops(train.scenes, 24, max_crops=3, seed=4, min_side=threshold)[0]) == 3
+    assert box_side([2, 3, 6, 12]) == 6.0
+    probe = ObjectProbe(str(scenes), ("knn",), size=24, min_side=threshold)
+    assert len(probe.train_x) == sum(keep)
+    with pytest.raises(ValueError, match="monitor_min_side"):
+        ObjectProbe(str(scenes), ("knn",), size=24, min_side=10 * max(sides))
 
 
 def test_protocol_features_and_scores_are_the_old_ones(scenes, splits):

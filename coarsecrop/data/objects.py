@@ -63,17 +63,27 @@ class _SceneCrops(Dataset):
         return torch.stack(crops), torch.tensor(labels, dtype=torch.int64)
 
 
+def box_side(box) -> float:
+    """An object's size in pixels: sqrt of its GT box area (x0, y0, x1, y1 in the annotation's pixels), the
+    measure of COCO's size classes (small: under 32 px, i.e. area under 32^2)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return float(np.sqrt(max(x1 - x0, 0.0) * max(y1 - y0, 0.0)))
+
+
 def object_crops(scenes: Sequence, size: int, max_crops: int | None = None, seed: int = 0,
                  index: dict[int, int] | None = None, skip_bad: bool = False,
-                 workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                 workers: int = 0, min_side: float = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """GT object crops of ``scenes``, resized to ``size``: (uint8 [M, 3, size, size], int64 labels [M]).
 
+    min_side: only objects whose ``box_side`` (sqrt of the box area, annotation pixels) is at least this;
+        0 keeps every object. Applied before ``max_crops``.
     max_crops: at most this many, a seeded (``seed``) subset of the (scene, object) pairs when there are
         more; None keeps every object. Crops stay in scene order, then box order.
     index: category id -> class index (``evaluate.data.class_index``); None keeps the category ids.
     skip_bad: an undecodable image gives no crops (the monitor) instead of raising its BadImage.
     workers: DataLoader processes decoding the scenes (one scene per item)."""
-    pairs = [(i, k) for i, scene in enumerate(scenes) for k in range(len(scene.boxes))]
+    pairs = [(i, k) for i, scene in enumerate(scenes) for k in range(len(scene.boxes))
+             if min_side <= 0 or box_side(scene.boxes[k].tolist()) >= min_side]
     if max_crops is not None and len(pairs) > max_crops:
         keep = np.random.default_rng(seed).choice(len(pairs), size=max_crops, replace=False)
         pairs = [pairs[j] for j in sorted(keep)]

@@ -161,8 +161,12 @@ def ssl_study_params(p: BenchmarkParams, scenes: Path, out: Path, config: dict) 
                                   preset=p.preset, **{"method_params": {}, **config})
 
 
-def ssl_row(p: BenchmarkParams, scenes: Path, out: Path, name: str, config: dict) -> dict:
-    """One SSL row: GT crop job, the trainer subprocess (resumed or skipped when done), its final probe."""
+def ssl_row(p: BenchmarkParams, scenes: Path, out: Path, name: str, config: dict, min_side: float = 0) -> dict:
+    """One SSL row: GT crop job, the trainer subprocess (resumed or skipped when done), its final probe.
+    min_side > 0: the probe reads only objects of at least that many pixels (the trainer's
+    ``monitor_min_side``); the pretraining still trains on every GT crop."""
+    if min_side:
+        config = {**config, "train_params": {**config.get("train_params", {}), "monitor_min_side": min_side}}
     sp = ssl_study_params(p, scenes, out, config)
     out.mkdir(parents=True, exist_ok=True)
     manifest = ps.prepare_manifest(sp, scenes, out)
@@ -179,11 +183,13 @@ def ssl_row(p: BenchmarkParams, scenes: Path, out: Path, name: str, config: dict
             "config": config, "run": str(out)}
 
 
-def baseline_rows(p: BenchmarkParams, scenes: Path) -> tuple[list[dict], list[int]]:
+def baseline_rows(p: BenchmarkParams, scenes: Path, min_side: float = 0) -> tuple[list[dict], list[int]]:
     """The random-init rows (as built; BN statistics re-estimated on the train crops) and the supervised
-    ceiling, all probed on ``scenes``; also the probe's (train, val) object-crop counts."""
+    ceiling, all probed on ``scenes``; also the probe's (train, val) object-crop counts. min_side > 0: the
+    probe, and so the supervised training set, holds only objects of at least that many pixels (sqrt of the
+    GT box area)."""
     device = resolve_device(p.device)
-    probe = ObjectProbe(str(scenes), PROBES, size=p.image_size, device=device, seed=0)
+    probe = ObjectProbe(str(scenes), PROBES, size=p.image_size, device=device, seed=0, min_side=min_side)
     method = next(iter(p.ssl.values()), {}).get("method", ps.PretrainStudyParams.method)
     rows = []
     # random init: the trunk the reference SSL run starts from (the trainer's own init rule)
@@ -288,14 +294,31 @@ def plot_sizes(result: dict) -> plt.Figure:
 # ---------------------------------------------------------------- the committed calibration
 
 CALIBRATION = "results/calibration/scenes_v2_cpu.csv"  # written by coarsecrop.studies.benchmark_calibration
+MIN_SIDE_NOTE = "; probe: objects >= {:g} px"  # appended to a row's scenes column when its probe filters sizes
 
 
-def read_calibration(path: str | Path | None = None) -> tuple[str, pd.DataFrame]:
-    """(the CSV's comment line: commit and machine, its rows) of the committed calibration."""
+def scenes_note(version: int, images: int, size: int, seed: int, min_side: float = 0) -> str:
+    """The scenes column of a calibration row: 'scenes v2: 1000 x 128 px, seed 3' (+ MIN_SIDE_NOTE)."""
+    return f"scenes v{version}: {images} x {size} px, seed {seed}" + (MIN_SIDE_NOTE.format(min_side) if min_side else "")
+
+
+def row_min_side(scenes: str) -> float:
+    """The probe's minimum object side recorded in a scenes column (0 = every object)."""
+    match = re.search(re.escape(MIN_SIDE_NOTE.split("{")[0]) + r"([0-9.]+) px", str(scenes))
+    return float(match.group(1)) if match else 0.0
+
+
+def read_calibration(path: str | Path | None = None, min_side: float | None = 0) -> tuple[str, pd.DataFrame]:
+    """(the CSV's comment line: commit and machine, its rows) of the committed calibration: the rows whose
+    probe read objects of at least ``min_side`` px (0: every object, the benchmark's own probe; None: all
+    rows)."""
     path = Path(path) if path else project_root() / CALIBRATION
     lines = path.read_text(encoding="utf-8").splitlines()
     comment = " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
-    return comment, pd.read_csv(path, comment="#")
+    rows = pd.read_csv(path, comment="#")
+    if min_side is not None and "scenes" in rows:
+        rows = rows[rows["scenes"].map(row_min_side) == min_side].reset_index(drop=True)
+    return comment, rows
 
 
 def calibration_verdict(rows: pd.DataFrame) -> dict:

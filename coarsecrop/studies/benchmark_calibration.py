@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--min-side", type=float, default=0,
+                        help="probe only objects whose GT box is at least this many px (sqrt of its area; "
+                             "0 = all). The SSL pretraining still trains on every GT crop; the supervised "
+                             "row trains on the probe's train objects, so on the kept ones only")
     parser.add_argument("--out", required=True)
     parser.add_argument("--csv", required=True)
     args = parser.parse_args(argv)
@@ -76,22 +80,24 @@ def main(argv: list[str] | None = None) -> None:
                           trunk_images=args.images, image_size=args.image_size, out=args.out,
                           supervised=json.loads(args.supervised), ssl={args.name or "ssl": config})
     run_dir = Path(args.out)
+    note = B.scenes_note(p.trunk_version, args.images, args.size, args.seed, args.min_side)
     if args.baselines:
         scenes = B.trunk_scenes(p, run_dir)
-        rows, _ = B.baseline_rows(p, scenes)
+        rows, objects = B.baseline_rows(p, scenes, args.min_side)
+        print(json.dumps({"min_side": args.min_side, "train_objects": objects[0], "val_objects": objects[1]}))
         for r in rows:
-            append(Path(args.csv), {**r, "name": r["trunk"], "scenes": str(scenes), "command": command,
+            append(Path(args.csv), {**r, "name": r["trunk"], "scenes": note, "command": command,
                                     "config": json.dumps(p.supervised if r["kind"] == "supervised" else {})})
             print(json.dumps({k: r[k] for k in ("trunk", "linear_top1", "knn_top1", "wall_s")}))
         return
     scenes = B.trunk_scenes(p, run_dir)
     out = run_dir / "trunks" / B._slug(args.name)
-    row = B.ssl_row(p, scenes, out, args.name, config)
+    row = B.ssl_row(p, scenes, out, args.name, config, args.min_side)
     init = ps.summary_metrics(out / "train", 0.0)
     append(Path(args.csv), {**row, "name": args.name, "init_linear_top1": init.get("init_linear_top1"),
                             "init_knn_top1": init.get("init_knn_top1"),
                             "init_bn_linear_top1": init.get("init_bn_linear_top1"),
-                            "scenes": str(scenes), "config": json.dumps(config, sort_keys=True), "command": command})
+                            "scenes": note, "config": json.dumps(config, sort_keys=True), "command": command})
     print(json.dumps({k: row[k] for k in ("trunk", "linear_top1", "knn_top1", "steps", "wall_s")}))
 
 

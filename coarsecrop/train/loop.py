@@ -239,7 +239,8 @@ def build_probe(params: PretrainParams, manifest, d: Dist):
     probes = ("knn", "linear") if params.monitor == "both" else (params.monitor,)
     return ObjectProbe(scenes, probes, size=params.monitor_size or params.image_size,
                        max_crops=params.monitor_max_crops, layer=params.monitor_layer, device=d.device,
-                       seed=0, images=None if params.monitor_scenes else manifest.config.get("images"))
+                       seed=0, images=None if params.monitor_scenes else manifest.config.get("images"),
+                       min_side=params.monitor_min_side)
 
 
 def random_init_scores(probe, params: PretrainParams, device: torch.device, own: nn.Module | None) -> dict:

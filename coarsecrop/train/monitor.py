@@ -29,17 +29,23 @@ def probe_splits(open_scenes, scenes: str, images: str | None, val_every: int = 
 
 
 class ObjectProbe:
-    """Object crops of the train and val splits, decoded once; ``score(backbone)`` -> {probe: top-1}."""
+    """Object crops of the train and val splits, decoded once; ``score(backbone)`` -> {probe: top-1}.
+    min_side: only objects at least this many pixels (sqrt of the GT box area, ``data.objects.box_side``);
+    0 = every object."""
 
     def __init__(self, scenes: str, probes: tuple[str, ...], size: int, max_crops: int = 2000,
-                 layer: str = "", device: torch.device | str = "cpu", seed: int = 0, images: str | None = None):
+                 layer: str = "", device: torch.device | str = "cpu", seed: int = 0, images: str | None = None,
+                 min_side: float = 0):
         self.probes, self.layer, self.device = probes, layer, torch.device(device)
         train, val = probe_splits(open_scenes, scenes, images)
         if not any(len(s.boxes) for s in train) or not any(len(s.boxes) for s in val):
             raise ValueError(f"monitor: {scenes} needs annotated train and val splits (GT boxes with labels); "
                              f"set monitor_scenes to a data set that has them, or monitor=none")
-        self.train_x, self.train_y = object_crops(train, size, max_crops, seed, skip_bad=True)
-        self.val_x, self.val_y = object_crops(val, size, max_crops, seed + 1, skip_bad=True)
+        self.train_x, self.train_y = object_crops(train, size, max_crops, seed, skip_bad=True, min_side=min_side)
+        self.val_x, self.val_y = object_crops(val, size, max_crops, seed + 1, skip_bad=True, min_side=min_side)
+        if min_side > 0 and (not len(self.train_x) or not len(self.val_x)):
+            raise ValueError(f"monitor: no object of {scenes} is at least {min_side} px (sqrt of its box area) "
+                             f"in one of the splits; lower monitor_min_side")
 
     def __len__(self) -> int:
         return len(self.train_x) + len(self.val_x)

@@ -65,6 +65,8 @@ class PretrainParams:
       monitor_max_crops: object crops per split (a seeded subset when there are more).
       monitor_layer: '' = the trunk's output; or a submodule name (e.g. layer3) whose output is pooled.
       monitor_init_seeds: random initialisations scored at the start (the first is this run's own).
+      monitor_min_side: probe only objects whose GT box is at least this many pixels (sqrt of its area);
+        0 = every object.
     """
 
     method: str = "moco_v2"
@@ -105,6 +107,7 @@ class PretrainParams:
     monitor_max_crops: int = 2000
     monitor_layer: str = ""
     monitor_init_seeds: int = 1
+    monitor_min_side: float = 0
 
     def to_dict(self) -> dict:
         """Plain JSON/YAML-able dict (what checkpoints store)."""
@@ -114,7 +117,7 @@ class PretrainParams:
 # Keys that may differ when resuming: they change how the run executes, not what it computes.
 RUNTIME_KEYS = {"workers", "threads", "device", "progress", "resume", "stop_at_step", "log_every", "out",
                 "checkpoint_every", "monitor", "monitor_every", "monitor_scenes", "monitor_max_crops",
-                "monitor_size", "monitor_layer", "monitor_init_seeds"}
+                "monitor_size", "monitor_layer", "monitor_init_seeds", "monitor_min_side"}
 
 
 def _check_choices(params: PretrainParams, source: str) -> None:
@@ -138,6 +141,8 @@ def _check_choices(params: PretrainParams, source: str) -> None:
             fail(f"{name} must be >= 1, got {getattr(params, name)}")
     if params.workers < 0:
         fail(f"workers must be >= 0, got {params.workers}")
+    if params.monitor_min_side < 0:
+        fail(f"monitor_min_side must be >= 0, got {params.monitor_min_side}")
     if not params.manifest:
         fail("manifest is required: the crop manifest folder written by `coarsecrop crops --out`")
 
