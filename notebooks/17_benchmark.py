@@ -139,7 +139,7 @@ if result.get("trunks"):
 #
 # Which CPU configuration, if any, makes a GT-Crop trunk learn shape? Every configuration tried on
 # scenes v2 (1,000 scenes of 128 px, seed 3; the random-init and supervised rows of the same scenes
-# first) is one line of `results/calibration/scenes_v2_cpu.csv`, written by
+# first) is one line of `results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv`, written by
 # `python -m coarsecrop.studies.benchmark_calibration` (the command of each line is in the file). This
 # table is read from that **committed file**, not measured by this notebook.
 

@@ -293,7 +293,8 @@ def plot_sizes(result: dict) -> plt.Figure:
 
 # ---------------------------------------------------------------- the committed calibration
 
-CALIBRATION = "results/calibration/scenes_v2_cpu.csv"  # written by coarsecrop.studies.benchmark_calibration
+# written by coarsecrop.studies.benchmark_calibration; a committed source of the cpu-full preset
+CALIBRATION = "results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv"
 MIN_SIDE_NOTE = "; probe: objects >= {:g} px"  # appended to a row's scenes column when its probe filters sizes
 
 
