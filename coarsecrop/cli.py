@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "configuration), auto (gpu where CUDA and nvJPEG work and the strategy runs a "
                         "backbone, else cpu)")
     p.add_argument("--param", action="append", type=_key_value, metavar="KEY=VALUE",
-                   help="strategy parameter, repeatable (e.g. nms_iou=0.5, anchor_sizes=[16,32,64,128])")
+                   help="strategy parameter, repeatable (e.g. nms_iou=0.5, sizes=[16,32,64,128])")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_crops)
 

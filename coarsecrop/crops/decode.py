@@ -23,6 +23,7 @@ it reduced (DCT scaling) and resizes the rest. Sizes and ``scale`` follow load_i
 
 from __future__ import annotations
 
+from collections import Counter
 import functools
 import io
 from pathlib import Path
@@ -202,34 +203,34 @@ class BatchDecoder:
 
     def __init__(self, path: str, device: torch.device, max_side: int):
         self.path, self.device, self.max_side = path, device, max_side
-        self.counts = {"gpu": 0, "cpu": 0, "bad": 0, "cpu_routes": {}}
+        self.counts = {"gpu": 0, "cpu": 0, "bad": 0, "cpu_routes": Counter()}
 
     def __call__(self, batch: list) -> list:
-        items, pending = [], []
-        for item in batch:
+        out: list = [None] * len(batch)  # in the loader's order
+        pending = []
+        for pos, item in enumerate(batch):
             if isinstance(item[1], Encoded):
-                pending.append(item)
+                pending.append((pos, item))
                 continue
             i, image, extra = item[:3]
             if len(item) == 4:
-                self.counts["cpu_routes"][item[3]] = self.counts["cpu_routes"].get(item[3], 0) + 1
+                self.counts["cpu_routes"][item[3]] += 1
             self._count(image)
             if image is not None and self.path == "gpu":
                 image = image.to(self.device, non_blocking=True)  # one device per batch
-            items.append((i, image, extra))
+            out[pos] = (i, image, extra)
         if pending:
-            decoded = decode_batch([e.data for _, e, *_ in pending], self.device)
-            for (i, enc, *_), image in zip(pending, decoded, strict=True):
+            decoded = decode_batch([item[1].data for _, item in pending], self.device)
+            for (pos, (i, enc, *_)), image in zip(pending, decoded, strict=True):
                 if image is None:  # nvJPEG refused it: load_image decodes it or names the reason
-                    self.counts["cpu_routes"]["refused"] = self.counts["cpu_routes"].get("refused", 0) + 1
+                    self.counts["cpu_routes"]["refused"] += 1
                     i, image, extra = cpu_item(i, enc.file, self.max_side)
                     self._count(image)
-                    items.append((i, image if image is None else image.to(self.device), extra))
+                    out[pos] = (i, image if image is None else image.to(self.device), extra)
                     continue
                 self.counts["gpu"] += 1
-                items.append((i, *shrink(orient(image, enc.orientation), self.max_side)))
-        order = {item[0]: k for k, item in enumerate(batch)}
-        return sorted(items, key=lambda item: order[item[0]])  # the loader's order
+                out[pos] = (i, *shrink(orient(image, enc.orientation), self.max_side))
+        return out
 
     def _count(self, image) -> None:
         self.counts["cpu" if image is not None else "bad"] += 1

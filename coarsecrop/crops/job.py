@@ -234,7 +234,7 @@ def shard_batches(shards: list[int], sizes: list[tuple[int, int]], shard_size: i
     still written in scene order."""
     windows: dict[int, list[int]] = {}
     for k in shards:
-        windows.setdefault(k // window, []).extend(range(k * shard_size, min((k + 1) * shard_size, len(sizes))))
+        windows.setdefault(k // window, []).extend(mf.shard_range(k, shard_size, len(sizes)))
     batches = []
     for w in sorted(windows):
         idx = sorted(windows[w], key=lambda i: (sizes[i], i))
@@ -429,21 +429,21 @@ def check_annotations(strategy, scene_set, source) -> None:
 
 def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: list[int], shard_size: int,
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
-                   desc: str, window: int = 1, decoder: BatchDecoder | None = None) -> dict:
+                   desc: str, window: int, decoder: BatchDecoder) -> dict:
     """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
     ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
     thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
     ``shards`` (when it returns, every shard is written). ``decoder``: the GPU path's batched decode
-    (JPEG bytes -> images on the device) and the path counts; None decodes in the workers only."""
+    (JPEG bytes -> images on the device) and the path counts (on the CPU path it only counts)."""
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
-    wanted = {i for k in shards for i in range(k * shard_size, min((k + 1) * shard_size, len(scenes)))}
+    wanted = {i for k in shards for i in mf.shard_range(k, shard_size, len(scenes))}
     cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
     batches = shard_batches(cover, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size,
                             window)
     if not batches:
         return stats
     loader = torch.utils.data.DataLoader(
-        DecodeScenes([s.file for s in scenes], max_side, keep_jpeg=decoder is not None and decoder.path == "gpu"),
+        DecodeScenes([s.file for s in scenes], max_side, keep_jpeg=decoder.path == "gpu"),
         batch_sampler=batches, collate_fn=_as_list,
         num_workers=workers, pin_memory=device.type == "cuda")
     failed_before_success = 0  # a strategy that fails on the first images is broken, not the images
@@ -453,7 +453,7 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                             lambda i, result: manifest_line(scenes, files, i, result))
     with bar, writer:
         for batch in loader:  # the decoded batch: [(scene index, uint8 [3, H, W] or None, scale or reason)]
-            batch = batch if decoder is None else decoder(batch)  # GPU path: JPEG bytes -> images on the device
+            batch = decoder(batch)  # GPU path: JPEG bytes -> images on the device; counts per path
             results = {i: mf.skipped_line(scenes[i].id, files[i], reason)
                        for i, image, reason in batch if image is None}
             good = [item for item in batch if item[1] is not None]

@@ -57,6 +57,11 @@ def num_shards(num_images: int, shard_size: int) -> int:
     return max(1, math.ceil(num_images / shard_size))
 
 
+def shard_range(k: int, shard_size: int, num_images: int) -> range:
+    """The scene indices of shard ``k``."""
+    return range(k * shard_size, min((k + 1) * shard_size, num_images))
+
+
 def remove_stale_temporaries(folder: str | Path, shards: list[int], min_age_s: float = 60.0) -> list[Path]:
     """Delete temporary files left by a killed run.
 
@@ -163,7 +168,7 @@ class ShardWriter:
         self._thread = threading.Thread(target=self._run, name="crop-shard-writer", daemon=True)
 
     def _range(self, k: int) -> range:
-        return range(k * self.shard_size, min((k + 1) * self.shard_size, self.num_images))
+        return shard_range(k, self.shard_size, self.num_images)
 
     def __enter__(self) -> "ShardWriter":
         self._thread.start()

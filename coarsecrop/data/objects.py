@@ -44,9 +44,6 @@ class _SceneCrops(Dataset):
     def __len__(self) -> int:
         return len(self.groups)
 
-    def _empty(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
-
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         i, keys = self.groups[j]
         scene = self.scenes[i]
@@ -54,13 +51,18 @@ class _SceneCrops(Dataset):
             image, scale = load_image(scene.file)
         except BadImage:
             if self.skip_bad:
-                return self._empty()
+                return no_crops(self.size)
             raise
         crops = [resize_crop(cut_crop(image, scene.boxes[k].tolist(), scale), self.size) for k in keys]
         labels = [int(scene.labels[k]) for k in keys]
         if self.index is not None:
             labels = [self.index[c] for c in labels]
         return torch.stack(crops), torch.tensor(labels, dtype=torch.int64)
+
+
+def no_crops(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty result: (uint8 [0, 3, size, size], int64 [0])."""
+    return torch.zeros(0, 3, size, size, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
 
 
 def box_side(box) -> float:
@@ -92,8 +94,8 @@ def object_crops(scenes: Sequence, size: int, max_crops: int | None = None, seed
         groups.setdefault(i, []).append(k)
     loader = DataLoader(_SceneCrops(list(scenes), list(groups.items()), size, index, skip_bad),
                         batch_size=None, num_workers=workers)
-    parts = [(crops, labels) for crops, labels in loader if len(labels)] if groups else []
+    parts = [(crops, labels) for crops, labels in loader if len(labels)]
     if not parts:
-        return torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros((0,), dtype=torch.int64)
+        return no_crops(size)
     crops, labels = zip(*parts)
     return torch.cat(crops), torch.cat(labels)

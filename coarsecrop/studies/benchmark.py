@@ -179,6 +179,7 @@ def ssl_row(p: BenchmarkParams, scenes: Path, out: Path, name: str, config: dict
     return {"trunk": name, "kind": "ssl", "linear_top1": metrics["probe_linear_top1"],
             "knn_top1": metrics["probe_knn_top1"], "steps": metrics["steps"], "epochs": sp.epochs,
             "final_loss": metrics["final_loss"], "first_loss": metrics["first_loss"],
+            **{k: metrics.get(k) for k in ("init_linear_top1", "init_knn_top1", "init_bn_linear_top1")},
             "wall_s": round(time.perf_counter() - t0, 1), "train_wall_s": metrics["train_wall_s"],
             "config": config, "run": str(out)}
 

@@ -27,7 +27,6 @@ from pathlib import Path
 
 from coarsecrop.params import project_root
 from coarsecrop.studies import benchmark as B
-from coarsecrop.studies import pretrain as ps
 
 COLUMNS = ("name", "kind", "linear_top1", "knn_top1", "init_linear_top1", "init_knn_top1", "init_bn_linear_top1",
            "steps", "epochs", "first_loss", "final_loss", "wall_s", "scenes", "config", "command")
@@ -81,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
                           supervised=json.loads(args.supervised), ssl={args.name or "ssl": config})
     run_dir = Path(args.out)
     note = B.scenes_note(p.trunk_version, args.images, args.size, args.seed, args.min_side)
+    scenes = B.trunk_scenes(p, run_dir)
     if args.baselines:
-        scenes = B.trunk_scenes(p, run_dir)
         rows, objects = B.baseline_rows(p, scenes, args.min_side)
         print(json.dumps({"min_side": args.min_side, "train_objects": objects[0], "val_objects": objects[1]}))
         for r in rows:
@@ -90,14 +89,9 @@ def main(argv: list[str] | None = None) -> None:
                                     "config": json.dumps(p.supervised if r["kind"] == "supervised" else {})})
             print(json.dumps({k: r[k] for k in ("trunk", "linear_top1", "knn_top1", "wall_s")}))
         return
-    scenes = B.trunk_scenes(p, run_dir)
     out = run_dir / "trunks" / B._slug(args.name)
-    row = B.ssl_row(p, scenes, out, args.name, config, args.min_side)
-    init = ps.summary_metrics(out / "train", 0.0)
-    append(Path(args.csv), {**row, "name": args.name, "init_linear_top1": init.get("init_linear_top1"),
-                            "init_knn_top1": init.get("init_knn_top1"),
-                            "init_bn_linear_top1": init.get("init_bn_linear_top1"),
-                            "scenes": note, "config": json.dumps(config, sort_keys=True), "command": command})
+    row = B.ssl_row(p, scenes, out, args.name, config, args.min_side)  # with the trainer's own init scores
+    append(Path(args.csv), {**row, "name": args.name, "scenes": note, "config": json.dumps(config, sort_keys=True), "command": command})
     print(json.dumps({k: row[k] for k in ("trunk", "linear_top1", "knn_top1", "steps", "wall_s")}))
 
 

@@ -255,9 +255,10 @@ def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str =
 
 # ---------------------------------------------------------------- curves and metrics
 
-def curves(train_dir: Path):
-    """(steps DataFrame: step, epoch, loss, lr, ...; monitor DataFrame: epoch, probe columns; start record)."""
-    lines = read_metrics(train_dir)
+def curves(train_dir: Path, lines: list[dict] | None = None):
+    """(steps DataFrame: step, epoch, loss, lr, ...; monitor DataFrame: epoch, probe columns; start record),
+    from ``lines`` (metrics.jsonl's records) when given, else read from ``train_dir``."""
+    lines = read_metrics(train_dir) if lines is None else lines
     steps = pd.DataFrame([r for r in lines if r.get("kind") == "step"])
     monitor = pd.DataFrame([r for r in lines if r.get("kind") == "monitor"])
     start = next((r for r in lines if r.get("kind") == "start"), {})
@@ -302,8 +303,9 @@ def plot_monitor(monitor, init: dict):
 def summary_metrics(train_dir: Path, wall_s: float) -> dict:
     """Headline numbers: losses, throughput (the median log window, and the whole run: images from the first
     step done to the final checkpoint written, epoch ends included), final probe beside random init."""
-    steps, monitor, start = curves(train_dir)
-    end = next((r for r in reversed(read_metrics(train_dir)) if r.get("kind") == "end"), {})
+    lines = read_metrics(train_dir)
+    steps, monitor, start = curves(train_dir, lines)
+    end = next((r for r in reversed(lines) if r.get("kind") == "end"), {})
     init = start.get("monitor_init") or {}
     out = {"steps": int(steps["step"].max()) if len(steps) else 0,
            "first_loss": float(steps["loss"].iloc[:5].mean()) if len(steps) else None,

@@ -97,14 +97,6 @@ def load_model_state(model: nn.Module, state: dict, path: str | Path) -> None:
                          f"(e.g. {unexpected[:3]})")
 
 
-def export_backbone(backbone: nn.Module, path: str | Path) -> Path:
-    """The trunk as a torchvision-style state_dict (plain tensors, CPU), written atomically.
-
-    ``coarsecrop.models.backbones.build_backbone(name, checkpoint=path)`` loads it as phi."""
-    state = {k: v.detach().to("cpu").clone() for k, v in backbone.state_dict().items()}
-    return save_torch(state, path)
-
-
 class HostCopy:
     """Copies of a checkpoint's tensors in host memory, taken without waiting for the device.
 
@@ -161,7 +153,8 @@ class CheckpointWriter:
     def submit(self, state: dict, path: str | Path, backbone_path: str | Path | None = None,
                backbone_prefix: str = "backbone.") -> None:
         """Queue ``state`` for ``path``; with ``backbone_path``, also the trunk: the entries of
-        ``state["model"]`` under ``backbone_prefix``, as ``export_backbone`` writes them."""
+        ``state["model"]`` under ``backbone_prefix``, prefix removed: a torchvision-style state_dict that
+        ``coarsecrop.models.backbones.build_backbone(name, checkpoint=path)`` loads as phi."""
         self.wait()  # one write in flight at most; the host buffers are free again after this
         host = self._copy(state)
         event = self._copy.ready()

@@ -400,7 +400,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
         """The one host wait of a log window: every loss since the last read; then the finished epochs' lines."""
         losses.read()
         while epoch_lines and epoch_lines[0]["step"] <= losses.read_through:
-            _print_epoch(epoch_lines.pop(0), losses, params, total_steps, monitor_state, bar, d)
+            _print_epoch(epoch_lines.pop(0), losses, params, total_steps, monitor_state, bar)
 
     method.train()
     try:
@@ -560,7 +560,7 @@ class RunClock:
 
 
 def _print_epoch(line: dict, losses: StepLosses, params: PretrainParams, total_steps: int, monitor_state: dict,
-                 bar, d: Dist) -> None:
+                 bar) -> None:
     """An epoch's line on stderr, once all its losses are read (at the log window after it)."""
     loss_sum, steps = losses.epoch_sums.get(line["epoch"] - 1, [0.0, 0])
     text = (f"epoch {line['epoch']}/{params.epochs} step {line['step']}/{total_steps} "

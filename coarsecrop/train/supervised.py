@@ -42,12 +42,10 @@ def train_supervised(trunk: nn.Module, images: torch.Tensor, labels: torch.Tenso
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     num_classes = int(labels.max()) + 1
-    trunk = trunk.to(device).train()
-    with torch.no_grad():
-        was_training = trunk.training
-        trunk.eval()
+    trunk = trunk.to(device).eval()
+    with torch.no_grad():  # the feature width, from one eval-mode forward (BN statistics untouched)
         dim = pool(trunk(MONITOR.normalise(images[:2].to(device)))).shape[1]
-        trunk.train(was_training)
+    trunk.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         head = nn.Linear(dim, num_classes).to(device)

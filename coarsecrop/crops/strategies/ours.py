@@ -361,11 +361,17 @@ def _overlaps(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return inter, inter / (area_a[:, :, None] + area_b[:, None, :] - inter), area_a, area_b
 
 
+def _iou_drops(a: torch.Tensor, b: torch.Tensor, iou: float) -> torch.Tensor:
+    """[B, P, Q]: whether box a[:, p] drops box b[:, q] by IoU alone (``_drops``'s first rule, without
+    computing the containment it does not need)."""
+    return _overlaps(a, b)[1] > iou
+
+
 def _drops(a: torch.Tensor, b: torch.Tensor, iou: float, containment: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(by IoU, by IoU or containment) [B, P, Q]: whether box a[:, p] drops box b[:, q], with ``suppress``'s
     arithmetic element by element (a [B, P, 4], b [B, Q, 4])."""
     inter, ratio, area_a, area_b = _overlaps(a, b)
-    by_iou = ratio > iou
+    by_iou = ratio > iou  # = _iou_drops(a, b, iou), from the same _overlaps call
     contained = inter / torch.minimum(area_b[:, None, :], area_a[:, :, None]).clamp_min(1e-12) > containment
     return by_iou, by_iou | contained
 
@@ -377,18 +383,17 @@ def _nms_drops(a: torch.Tensor, b: torch.Tensor, iou: float) -> torch.Tensor:
     return _overlaps(a, b)[1].double() > iou
 
 
-def _greedy(alive: torch.Tensor, drop_of, picks: list[torch.Tensor], n: int) -> torch.Tensor:
+def _greedy(alive: torch.Tensor, drop_of, picks: list[torch.Tensor], n: int) -> None:
     """Append up to n - len(picks) greedy picks per image: the first alive candidate in rank order, then
     every candidate it drops is dropped. alive [B, k] bool; ``drop_of(i)``, i [B] candidate indices -> [B, k]
     bool, the candidates candidate i drops (only the picks' rows are computed: n x k, not k x k, per image);
-    a pick of -1 means none was left. Returns the alive mask after the picks."""
+    a pick of -1 means none was left."""
     while len(picks) < n:
         has = alive.any(dim=1)
         first = alive.to(torch.uint8).argmax(dim=1)  # the first True: the best rank, ties to the lower index
         picks.append(torch.where(has, first, torch.full_like(first, -1)))
         alive = alive & ~(drop_of(first) & has[:, None])
         alive = alive.scatter(1, first[:, None], False)
-    return alive
 
 
 def _rows(window: torch.Tensor, picks: torch.Tensor) -> torch.Tensor:
@@ -462,18 +467,19 @@ def suppress_batch(boxes: torch.Tensor, ranks: torch.Tensor, n: int, iou: float,
     _greedy(torch.ones(b, k, dtype=torch.bool, device=ranks.device), lambda i: drops_of(i[:, None])[1][:, 0], picks, n)
     first_phase = torch.stack(picks, dim=1) if picks else torch.zeros(b, 0, dtype=torch.long, device=ranks.device)
     alive = torch.ones(b, k, dtype=torch.bool, device=ranks.device)
-    by_iou = drops_of(first_phase)[0]  # [B, n, k]
+    by_iou = _iou_drops(_rows(window, first_phase), window, iou)  # [B, n, k]
     for j, p in enumerate(picks):  # the IoU rule alone around what was kept, as suppress's second pass
         valid, at = p >= 0, p.clamp_min(0)[:, None]
         alive = alive & ~(by_iou[:, j] & valid[:, None])
         alive = alive.scatter(1, at, alive.gather(1, at) & ~valid[:, None])
-    picked = _fill(alive, lambda i: drops_of(i[:, None])[0][:, 0], first_phase, n) if n else first_phase
+    picked = _fill(alive, lambda i: _iou_drops(_rows(window, i[:, None]), window, iou)[:, 0], first_phase, n) \
+        if n else first_phase
     redo = torch.zeros(b, dtype=torch.bool, device=ranks.device)
     if k < count and n:
         short1, short2 = (first_phase < 0).any(dim=1), (picked < 0).any(dim=1)
         redo = (short1 & _alive_outside(first_phase, order, boxes, count,
                                         lambda p, q: _drops(p, q, iou, containment)[1])) | \
-               (short2 & _alive_outside(picked, order, boxes, count, lambda p, q: _drops(p, q, iou, containment)[0]))
+               (short2 & _alive_outside(picked, order, boxes, count, lambda p, q: _iou_drops(p, q, iou)))
     return _anchor_picks(order, picked), redo
 
 
