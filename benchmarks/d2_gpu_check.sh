@@ -8,6 +8,7 @@
 # termcolor, omegaconf, tabulate, cloudpickle) and pycocotools must be importable (e.g. carried wheels).
 # ITERS (default 300), BATCH (images per iteration, default 16), N_SCENES (default 600), SIZE (default 256) size
 # the runs (about 5 minutes on an H200 at the defaults); D2_TIMEOUT (default 420) bounds each config's run.
+# CONFIGS (default: both) names the configs to run.
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/d2_gpu_check}}
 mkdir -p "$OUT"
@@ -29,7 +30,7 @@ step "scenes and a random-init ResNet-50"
 $PY -m coarsecrop scenes --out $W/scenes --num-images ${N_SCENES:-600} --size ${SIZE:-256} --quiet
 $PY -c "import torch, torchvision; torch.manual_seed(0); torch.save(torchvision.models.resnet50().state_dict(), '$W/r50.pt')"
 
-for config in coco_mask_rcnn_R_50_FPN_1x coco_mask_rcnn_R_50_C4_1x; do
+for config in ${CONFIGS:-coco_mask_rcnn_R_50_FPN_1x coco_mask_rcnn_R_50_C4_1x}; do
     step "$config, $ITERS iterations, batch ${BATCH:-16}"
     timeout ${D2_TIMEOUT:-420} $PY -m coarsecrop detectron2 $W/r50.pt --backbone resnet50 --config $config --scenes $W/scenes \
         --out $W/$config --opt SOLVER.MAX_ITER $ITERS --opt SOLVER.WARMUP_ITERS 50 --ims-per-batch ${BATCH:-16} > "$OUT/$config.log" 2>&1

@@ -19,7 +19,10 @@ rm -rf $R; mkdir -p $R "$OUT"
 START=$(date +%s)
 BUDGET_S=${BUDGET_S:-560}
 left() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
-pack() { cp $R/cal/trunks/*/train/metrics.jsonl $R/cal_metrics.jsonl 2>/dev/null; tar czf "$OUT/results.tgz" -C $R . ; }
+# the logs and figures only (text files under 2 MB): checkpoints and crops would pass the 16-MiB limit of a file
+pack() { cp $R/cal/trunks/*/train/metrics.jsonl $R/cal_metrics.jsonl 2>/dev/null
+         (cd $R && find . -type f \( -name "*.log" -o -name "*.txt" -o -name "*.json" -o -name "*.jsonl" -o -name "*.csv" \) \
+              -size -2M -print0 | tar czf "$OUT/results.tgz" --null -T -); ls -l "$OUT/results.tgz"; }
 trap pack EXIT
 export PYTHONUNBUFFERED=1
 
