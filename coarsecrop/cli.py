@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--version", type=int, default=1, choices=(1, 2),
-                   help="generator: 1 (the committed results') or 2 (scenes v2: the class is the shape)")
+    p.add_argument("--version", type=int, default=1, choices=(1, 2, 3),
+                   help="generator: 1 (the committed results'), 2 (scenes v2: the class is the shape) or 3 "
+                        "(scenes v3: v2's objects on a ground that can be told apart from them)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scenes)
 

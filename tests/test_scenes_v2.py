@@ -65,7 +65,7 @@ def test_v1_annotations_are_byte_identical_and_say_version_1(tmp_path):
         "2b800492a3138fa15206c225c7abd51884104729ab82c75d7931a84d5d8f9e3b"
     data = json.loads(ann.read_text())
     assert data["info"]["generator_version"] == 1 and data["categories"] == CATEGORIES
-    assert GENERATOR_VERSION == 2  # the newest generator; v1 data keeps saying 1
+    assert GENERATOR_VERSION == 3  # the newest generator; v1 data keeps saying 1
 
 
 # ----------------------------------------------------------------------------------------- v2 data
@@ -154,7 +154,7 @@ def test_probe_features_and_chance():
 # ----------------------------------------------------------------------------------- version plumbing
 
 
-@pytest.mark.parametrize("bad", [0, 3, "2", 1.5, True])
+@pytest.mark.parametrize("bad", [0, 4, "2", 1.5, True])
 def test_a_bad_version_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="generator version must be one of"):
         render_scene(0, 0, 64, version=bad)
@@ -177,15 +177,15 @@ def test_cli_scenes_version(tmp_path, capsys):
                      "--version", "2", "--quiet"]) == 0
     assert json.loads((tmp_path / "s" / "annotations.json").read_text())["info"]["generator_version"] == 2
     with pytest.raises(SystemExit):
-        cli_main(["scenes", "--out", str(tmp_path / "t"), "--version", "3", "--quiet"])
-    assert "invalid choice: 3" in capsys.readouterr().err
+        cli_main(["scenes", "--out", str(tmp_path / "t"), "--version", "4", "--quiet"])
+    assert "invalid choice: 4" in capsys.readouterr().err
 
 
 def test_the_benchmark_chapter_checks_its_parameters_and_sets_the_paper_beside(tmp_path):
     from coarsecrop.studies import benchmark as B
 
-    with pytest.raises(ValueError, match=r"versions must be a non-empty list of \(1, 2\)"):
-        B.run_benchmark(B.BenchmarkParams(versions=[3], out=str(tmp_path)))
+    with pytest.raises(ValueError, match=r"versions must be a non-empty list of \(1, 2, 3\)"):
+        B.run_benchmark(B.BenchmarkParams(versions=[4], out=str(tmp_path)))
     result = B.run_benchmark(B.BenchmarkParams(num_images=24, scene_size=64, versions=[2], out=str(tmp_path)))
     (row,) = result["versions"]
     assert row["version"] == 2 and row["objects"] == len(result["sizes"]["2"]) and 0 < row["image_objectness"] < 1

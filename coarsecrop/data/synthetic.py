@@ -7,7 +7,8 @@ object and is not in the masks.
 
 - ``CLASSES``: 12 shape and glyph classes; each has its own look (colour family + texture pattern). So in
   v1 colour alone names the class (issue 13); ``version=2`` renders scenes v2 (``synthetic_v2``: one
-  colour and texture distribution for all classes, the class is the shape). v1 stays the default: every
+  colour and texture distribution for all classes, the class is the shape); ``version=3`` renders scenes v3
+  (``synthetic_v3``: v2's objects on a greyish ground that no object uses). v1 stays the default: every
   committed result was made with it, and it renders byte-identically.
 - ``render_scene(seed, index, size, version=1)``: one image and its visible instance masks. Its content
   depends only on ``(seed, index)`` (a ``numpy`` generator seeded by ``SeedSequence([seed, index])``), so
@@ -42,8 +43,8 @@ from coarsecrop.data.scene_paint import paint_polygons, place
 from coarsecrop.data.scenes import open_scenes
 from coarsecrop.io import write_text
 
-GENERATOR_VERSION = 2  # the newest generator; bump when the rendering changes (data sets record theirs)
-GENERATOR_VERSIONS = (1, 2)  # 1 stays the default: every committed result was made with it
+GENERATOR_VERSION = 3  # the newest generator; bump when the rendering changes (data sets record theirs)
+GENERATOR_VERSIONS = (1, 2, 3)  # 1 stays the default: every committed result was made with it
 
 
 @dataclass(frozen=True)
@@ -359,14 +360,15 @@ def min_visible_area(size: int) -> int:
 
 def check_version(version: int) -> int:
     """``version`` as an int when it names a generator (1: v1, the default of every committed result;
-    2: scenes v2, ``coarsecrop.data.synthetic_v2``), else ValueError."""
+    2: scenes v2, ``coarsecrop.data.synthetic_v2``; 3: scenes v3, ``coarsecrop.data.synthetic_v3``), else
+    ValueError."""
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or int(version) not in GENERATOR_VERSIONS:
         raise ValueError(f"scenes generator version must be one of {GENERATOR_VERSIONS}, got {version!r}")
     return int(version)
 
 
 def categories(version: int = 1) -> list[dict]:
-    """The COCO categories of the scenes of generator ``version``."""
+    """The COCO categories of the scenes of generator ``version`` (v3 has v2's)."""
     if check_version(version) == 1:
         return CATEGORIES
     from coarsecrop.data.synthetic_v2 import V2_CATEGORIES
@@ -393,11 +395,16 @@ def finish_scene(img: np.ndarray, labels: np.ndarray, painted: list[tuple[int, i
 
 def render_scene(seed: int, index: int, size: int = 256, version: int = 1) -> RenderedScene:
     """Render image ``index`` of the data set ``seed``; depends only on (seed, index, size, version).
-    ``version`` 2 renders scenes v2 (``coarsecrop.data.synthetic_v2``: the class is the shape)."""
+    ``version`` 2 renders scenes v2 (``coarsecrop.data.synthetic_v2``: the class is the shape), 3 scenes v3
+    (``coarsecrop.data.synthetic_v3``: v2's objects on a ground that can be told apart from them)."""
     if check_version(version) == 2:
         from coarsecrop.data.synthetic_v2 import render_scene_v2
 
         return render_scene_v2(seed, index, size)
+    if version == 3:
+        from coarsecrop.data.synthetic_v3 import render_scene_v3
+
+        return render_scene_v3(seed, index, size)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
     while True:  # retry (same stream, so still deterministic) in the rare case no instance survives
         img = _background(rng, size)

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--version", type=int, default=2, choices=(2, 3), help="the scenes generator")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--min-side", type=float, default=0,
                         help="probe only objects whose GT box is at least this many px (sqrt of its area; "
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = json.loads(args.config)
     command = "python -m coarsecrop.studies.benchmark_calibration " + shlex.join(sys.argv[1:] if argv is None else argv)
-    p = B.BenchmarkParams(num_images=args.images, scene_size=args.size, seed=args.seed, versions=[2], trunk_version=2,
+    p = B.BenchmarkParams(num_images=args.images, scene_size=args.size, seed=args.seed, versions=[args.version], trunk_version=args.version,
                           trunk_images=args.images, image_size=args.image_size, out=args.out,
                           supervised=json.loads(args.supervised), ssl={args.name or "ssl": config})
     run_dir = Path(args.out)
