@@ -66,7 +66,7 @@ def test_an_ssl_row_may_not_override_what_the_benchmark_fixes(tmp_path):
     byol = B.ssl_study_params(p, tmp_path, tmp_path, {"method": "byol"})
     assert byol.method_params == {} and byol.strategy == "gt" and byol.monitor == "both"
     with pytest.raises(ValueError, match="trunk_version must be None or one of"):
-        B.run_benchmark(B.BenchmarkParams(num_images=20, versions=[2], trunk_version=3, out=str(tmp_path)))
+        B.run_benchmark(B.BenchmarkParams(num_images=20, versions=[2], trunk_version=4, out=str(tmp_path)))
 
 
 def test_the_trunk_rows_run_at_smoke_size(tmp_path):
@@ -105,8 +105,10 @@ def test_the_calibration_verdict_reads_the_rows(tmp_path):
     assert B.calibration_table(rows).loc["y", "linear vs random init"] == "+11.0"
     with pytest.raises(ValueError, match="random-init row"):
         B.calibration_verdict(pd.DataFrame({"kind": ["ssl"], "linear_top1": [0.3], "name": ["x"]}))
-    # the committed file reads and gives a verdict
+    # the committed files (scenes v2 and v3) read and give a verdict
+    assert B.calibration_verdict(B.read_calibration(version=2)[1])["tried"] >= 1
     assert B.calibration_verdict(B.read_calibration()[1])["tried"] >= 1
+    assert "scenes v3" in set(B.read_calibration()[1]["scenes"]).pop()
 
 
 def test_calibration_rows_of_a_size_filtered_probe_are_read_apart(tmp_path):

@@ -66,7 +66,7 @@ class BenchmarkParams:
     num_images: int = 300
     scene_size: int = 128
     seed: int = 3
-    versions: list[int] = field(default_factory=lambda: [1, 2])
+    versions: list[int] = field(default_factory=lambda: [1, 2, 3])
     # trunk rows: None = none; else the scenes' generator version (trunk_images scenes, seed ``seed``)
     trunk_version: int | None = None
     trunk_images: int = 1000
@@ -295,7 +295,10 @@ def plot_sizes(result: dict) -> plt.Figure:
 # ---------------------------------------------------------------- the committed calibration
 
 # written by coarsecrop.studies.benchmark_calibration; a committed source of the cpu-full preset
-CALIBRATION = "results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv"
+# the committed calibration of the CPU pretraining, one CSV per scenes version (v2: why v3 exists; v3: the
+# trunk rows' scenes)
+CALIBRATIONS = {2: "results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv",
+                3: "results/cpu-full/17_benchmark/calibration_scenes_v3_cpu.csv"}
 MIN_SIDE_NOTE = "; probe: objects >= {:g} px"  # appended to a row's scenes column when its probe filters sizes
 
 
@@ -310,11 +313,12 @@ def row_min_side(scenes: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def read_calibration(path: str | Path | None = None, min_side: float | None = 0) -> tuple[str, pd.DataFrame]:
-    """(the CSV's comment line: commit and machine, its rows) of the committed calibration: the rows whose
-    probe read objects of at least ``min_side`` px (0: every object, the benchmark's own probe; None: all
-    rows)."""
-    path = Path(path) if path else project_root() / CALIBRATION
+def read_calibration(path: str | Path | None = None, min_side: float | None = 0, version: int = 3
+                     ) -> tuple[str, pd.DataFrame]:
+    """(the CSV's comment line: commit and machine, its rows) of the committed calibration on scenes
+    ``version`` (or the CSV at ``path``): the rows whose probe read objects of at least ``min_side`` px (0:
+    every object, the benchmark's own probe; None: all rows)."""
+    path = Path(path) if path else project_root() / CALIBRATIONS[version]
     lines = path.read_text(encoding="utf-8").splitlines()
     comment = " ".join(line.lstrip("# ") for line in lines if line.startswith("#"))
     rows = pd.read_csv(path, comment="#")

@@ -1,9 +1,9 @@
-"""The calibration of the CPU pretraining on scenes v2 (issue 13): one SSL configuration on GT-Crop,
+"""The calibration of the CPU pretraining on scenes v2 or v3 (issue 13): one SSL configuration on GT-Crop,
 scored with the benchmark's object probe, appended as one line to a CSV that keeps every try.
 
     python -m coarsecrop.studies.benchmark_calibration --name "MoCo-v2 cpu-full" \\
         --config '{"method": "moco_v2", "epochs": 6, "lr": 1.2, "method_params": {"queue_size": 1024}}' \\
-        --images 1000 --seed 3 --out runs/calibration --csv results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv
+        --version 3 --images 1000 --seed 3 --out runs/calibration --csv results/cpu-full/17_benchmark/calibration_scenes_v3_cpu.csv
     python -m coarsecrop.studies.benchmark_calibration --baselines ...   # random init + supervised rows
 
 A run goes through ``benchmark.ssl_row`` (the pretraining path of notebooks/02_pretrain.py: GT crop job,
