@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # 1. the CUDA unit tests (views on GPU tensors, device resolution, nvJPEG decoding vs PIL, EXIF on the device);
 # 2. benchmarks/crop_speed.py on cuda: 4000 COCO-like images, ResNet-50 and -18, ours and ours_coarse:
-#    whole job / pure phi (target >= 0.85), decode path counts, GPU- vs CPU-decoded boxes (target >= 99 %);
+#    whole job / pure phi (target >= 0.85), decode path counts, GPU- vs CPU-decoded boxes (target >= 99 %),
+#    where the time goes (the strategy's synced steps, the job's stages from timing.jsonl), nvJPEG vs CPU maps;
 # 3. the crop job under torchrun: two processes on one GPU write the same manifest as one process (diff);
 # 4. the trainer: benchmarks/pretrain_speed.py's GPU section (ResNet-50 MoCo-v2 at 224 px, model only and with
 #    data loading; METHODS="moco_v2 byol densecl mae" adds the model-only table), and its whole-run rate;
@@ -52,11 +53,11 @@ fi
 
 step "2. crop speed on cuda: whole job vs pure phi, decode gpu vs cpu (targets: ratio >= 0.85, agreement >= 99 %)"
 run 200 $PY -W ignore::DeprecationWarning benchmarks/crop_speed.py --device $DEV --num-images ${N_IMAGES:-4000} --backbones ${BACKBONES:-resnet50,resnet18} \
-    --batch-size 64 --json "$OUT/crop_speed.json" 2>&1 | tee "$OUT/crop_speed.txt" | tail -22
+    --batch-size 64 --json "$OUT/crop_speed.json" 2>&1 | tee "$OUT/crop_speed.txt" | tail -50
 
-step "4b. trainer: whole-run rate vs model-only rate (ResNet-50 MoCo-v2, 224 px, batch 256, epochs of ~11 steps)"
+step "4b. trainer: whole-run rate vs model-only rate (ResNet-50 MoCo-v2, 224 px, batch 256, 6 epochs of 10 steps)"
 run 120 $PY benchmarks/pretrain_speed.py --whole-run --run-device $DEV --workers ${WORKERS:-15} 2>&1 \
-    | grep -v Warning | tee "$OUT/pretrain_whole_run.txt" | tail -10
+    | grep -v Warning | tee "$OUT/pretrain_whole_run.txt" | tail -11
 
 step "3. crop job: one process, then torchrun with two processes on one GPU; the manifests must be equal"
 $PY -m coarsecrop scenes --out $W/scenes --num-images ${N_SCENES:-512} --size 256 --quiet

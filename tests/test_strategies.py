@@ -568,3 +568,21 @@ def test_spread_variants_crop_a_batch_as_image_by_image(name, built, scenes):
         type(strategy).select_batch = original
     for (b1, s1), (b2, s2) in zip(together, alone):
         assert torch.equal(b1, b2) and torch.equal(s1, s2)
+
+
+def test_ring_contrast_of_a_batch_equals_each_images_own():
+    """ours_coarse ranks a batch with one ring_contrast call on [B, H + 1, W + 1] tables: every row is
+    bit for bit the call on that image's table alone (what select and the per-image redo compute)."""
+    from coarsecrop.crops.anchors import make_anchors
+    from coarsecrop.crops.scoring import summed_area_table
+    from coarsecrop.crops.strategies.ours import ring_contrast
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(3, 40, 56, generator=g)
+    maps[1] = 0.5  # flat: ring and inside equal
+    table = summed_area_table(maps)
+    boxes, _ = make_anchors(40, 56, 2, 2, sizes=[8, 16, 64])
+    together = ring_contrast(table, boxes, 1.0, 40, 56)
+    assert together.shape == (3, len(boxes)) and together.dtype == torch.float64
+    for b in range(3):
+        assert torch.equal(together[b], ring_contrast(table[b], boxes, 1.0, 40, 56))

@@ -246,6 +246,9 @@ def test_run_records_its_whole_run_rate_beside_the_steady_rate(reference):
     assert end["run_images"] == (total - 1) * 8  # after the first step, through the final checkpoint
     assert end["run_images_per_s"] == pytest.approx(end["run_images"] / end["run_s"])
     assert 0 < end["run_s"] < end["wall_s"] and end["steady_images_per_s"] > 0
+    spe = load_checkpoint(reference / "checkpoint.pt")["resolved"]["steps_per_epoch"]
+    assert end["after_epoch_images"] == (total - spe) * 8 > 0  # after the first epoch's end
+    assert end["after_epoch_images_per_s"] > 0
 
 
 def test_divergence_names_the_first_bad_step_whenever_the_losses_are_read(data, tmp_path):

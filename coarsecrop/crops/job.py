@@ -8,7 +8,9 @@
 
 The main loop only decodes (in workers), runs the strategy and hands its CPU tensors over; formatting
 and fsyncs happen on the writer thread (``manifest.ShardWriter``), so on a GPU the next batch is
-uploaded while the last one is written. ``finish`` runs after the writer has drained.
+uploaded while the last one is written. ``finish`` runs after the writer has drained. Each run's line
+in timing.jsonl says where the main loop's wall time went (``STAGES``: waiting for the loader, the GPU
+decode, the strategy, the hand-over, the final drain) and the writer thread's busy time.
 
 Batches that fill: images of equal recorded size share one backbone forward, so batches are formed
 by size across a window of W = ``ceil(size_window / shard_size)`` shards, not inside one shard. Windows
@@ -68,6 +70,17 @@ from coarsecrop.io import file_sha256
 DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
 DEFAULT_SIZE_WINDOW = 4096  # images batched by size together (whole shards, at least one)
 STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
+# where the main loop's wall time goes (seconds, host clock), and the writer thread's busy time
+STAGES = ("loader", "decode", "strategy", "hand_over", "drain", "writer_lines", "writer_files")
+STAGE_NOTES = {
+    "loader": "waiting for the DataLoader (workers decode; the pin thread)",
+    "decode": "BatchDecoder: nvJPEG and the upload (GPU path), counting",
+    "strategy": "the strategy: stack, upload, phi, map, scoring, selection, the device-to-host copy",
+    "hand_over": "counts and the hand-over to the writer (blocks while its queue is full)",
+    "drain": "after the last batch: the writer finishing the last shards",
+    "writer_lines": "writer thread: lines in original pixels (JSON-ready), overlapping the loop",
+    "writer_files": "writer thread: shard files (JSON, fsync), overlapping the loop",
+}
 
 
 # ---------------------------------------------------------------- setup
@@ -246,6 +259,13 @@ def window_cover(shards: list[int], window: int, total: int) -> list[int]:
     """Every shard of each window that holds one of ``shards`` (what must be cropped so ``shards`` get
     the batches of an uninterrupted job)."""
     return [k for w in sorted({k // window for k in shards}) for k in range(w * window, min((w + 1) * window, total))]
+
+
+def job_batches(scenes: list, shards: list[int], shard_size: int, batch_size: int, window: int) -> list[list[int]]:
+    """The batches (scene indices, in the job's order) of a job that writes ``shards`` of the sorted
+    ``scenes``: every shard of their windows, batched by recorded size (``shard_batches``)."""
+    cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
+    return shard_batches(cover, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size, window)
 
 
 # ---------------------------------------------------------------- cropping
@@ -433,13 +453,13 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
     """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
     ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
     thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
-    ``shards`` (when it returns, every shard is written). ``decoder``: the GPU path's batched decode
+    ``shards`` (when it returns, every shard is written) and ``stages``: where the wall time went (``STAGES``,
+    seconds). ``decoder``: the GPU path's batched decode
     (JPEG bytes -> images on the device) and the path counts (on the CPU path it only counts)."""
-    stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}}
+    stages = dict.fromkeys(STAGES, 0.0)
+    stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}, "stages": stages}
     wanted = {i for k in shards for i in mf.shard_range(k, shard_size, len(scenes))}
-    cover = window_cover(shards, window, mf.num_shards(len(scenes), shard_size))
-    batches = shard_batches(cover, [(s.height or 0, s.width or 0) for s in scenes], shard_size, batch_size,
-                            window)
+    batches = job_batches(scenes, shards, shard_size, batch_size, window)
     if not batches:
         return stats
     loader = torch.utils.data.DataLoader(
@@ -451,9 +471,12 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                file=sys.stderr, dynamic_ncols=True)
     writer = mf.ShardWriter(out, shards, shard_size, len(scenes),
                             lambda i, result: manifest_line(scenes, files, i, result))
+    lap = time.perf_counter()
     with bar, writer:
         for batch in loader:  # the decoded batch: [(scene index, uint8 [3, H, W] or None, scale or reason)]
+            lap = _lap(stages, "loader", lap)
             batch = decoder(batch)  # GPU path: JPEG bytes -> images on the device; counts per path
+            lap = _lap(stages, "decode", lap)
             results = {i: mf.skipped_line(scenes[i].id, files[i], reason)
                        for i, image, reason in batch if image is None}
             good = [item for item in batch if item[1] is not None]
@@ -467,13 +490,26 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                     raise RuntimeError(f"the crop strategy failed on each of the first {failed_before_success} "
                                        f"images ({first}); that is a bug or a bad setting, not bad images")
                 results.update(cropped)
+            lap = _lap(stages, "strategy", lap)
             mine = [i for i, _, _ in batch if i in wanted]  # not the images of shards already written
             for i in mine:
                 count(stats, results[i])
             writer.put([(i, results[i]) for i in mine])
             bar.update(len(batch))
             bar.set_postfix(skipped=stats["skipped"], refresh=False)
+            lap = _lap(stages, "hand_over", lap)
+    _lap(stages, "drain", lap)
+    stages.update(writer_lines=writer.seconds["lines"], writer_files=writer.seconds["files"])
+    stats["stages"] = {k: round(v, 4) for k, v in stages.items()}
     return stats
+
+
+def _lap(stages: dict, name: str, since: float) -> float:
+    """Add the time since ``since`` to ``stages[name]``; returns now. On a GPU the host clock charges the
+    device's work to the stage that waits for it (the strategy's one copy to the host, nvJPEG)."""
+    now = time.perf_counter()
+    stages[name] += now - since
+    return now
 
 
 def count(stats: dict, result: Cropped | dict) -> None:

@@ -7,7 +7,8 @@ Layout of a manifest folder::
     shard-00001.jsonl    ...
     manifest.json        configuration, code version, counts and shard checksums, written when all
                          shards exist (its presence means the job is complete)
-    timing.jsonl         one line per process run (rank, wall time, images/s); the only file that
+    timing.jsonl         one line per process run (rank, wall time, images/s, the main loop's
+                         stages: coarsecrop.crops.job.STAGES); the only file that
                          differs between a resumed and an uninterrupted job
 
 A line is ``{"id", "file", "width", "height", "boxes", "scores"}`` (boxes 2 decimals, rounded outwards
@@ -166,6 +167,7 @@ class ShardWriter:
         self.written: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="crop-shard-writer", daemon=True)
+        self.seconds = {"lines": 0.0, "files": 0.0}  # the thread's busy time: make_line, write_shard
 
     def _range(self, k: int) -> range:
         return shard_range(k, self.shard_size, self.num_images)
@@ -219,16 +221,20 @@ class ShardWriter:
                         raise RuntimeError(f"shard {k} is missing {missing[k]} of {len(self._range(k))} "
                                            "lines at the end of the job")
                     return
+                t0 = time.perf_counter()
                 for i, payload in items:
                     if i not in owner or i in lines or missing[owner[i]] == 0:
                         raise RuntimeError(f"scene {i} handed to the shard writer twice or outside its shards")
                     lines[i] = self.make_line(i, payload)
                     missing[owner[i]] -= 1
+                t1 = time.perf_counter()
                 while next_shard < len(self.shards) and missing[self.shards[next_shard]] == 0:
                     k = self.shards[next_shard]
                     write_shard(self.folder, k, [lines.pop(i) for i in self._range(k)])
                     self.written.append(k)
                     next_shard += 1
+                self.seconds["lines"] += t1 - t0
+                self.seconds["files"] += time.perf_counter() - t1
         except BaseException as err:  # noqa: BLE001 - handed to the caller's thread
             self.error = err
 

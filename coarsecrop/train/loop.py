@@ -21,8 +21,9 @@ device and are read once per log window (``StepLosses``: the NaN check and the e
 there); the stop vote and the checkpoint's RNG gather are CPU collectives (gloo); checkpoints are
 copied to host memory and written by a background thread (``CheckpointWriter``). The object probe,
 when configured, does wait (it scores the trunk): its seconds are in the monitor line (``probe_s``). The run
-records its whole-run rate (``RunClock``: first step done to final checkpoint written) beside the
-steady rate (median log window) in the end line of metrics.jsonl and the summary.
+records its whole-run rate (``RunClock``: first step done to final checkpoint written, and the same from
+the first epoch's end) beside the steady rate (median log window) in the end line of metrics.jsonl and
+the summary.
 
 Exact resume on CPU: the data order and every sample's augmentations are functions of
 (seed, epoch, index) (``GlobalBatchSampler``, ``PseudoImageDataset``), the DataLoader has a private
@@ -57,6 +58,7 @@ from coarsecrop.data.pseudo import PseudoImageDataset
 from coarsecrop.data.views import method_views
 from coarsecrop.io import save_torch
 from coarsecrop.train import checkpoint as ckpt_io
+from coarsecrop.train.clock import RunClock
 from coarsecrop.train.distributed import (Dist, any_true, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
 from coarsecrop.train.monitor import ObjectProbe
@@ -468,6 +470,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                     window_start, window_steps = time.time(), 0  # the windows' img/s leave out the probe
                 if epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
                     save(epoch_done)
+                run.epoch_ended(step)
             read_losses()
             if writer is not None:
                 writer.wait()  # the final checkpoint is on disk before the run returns
@@ -534,29 +537,6 @@ class StepLosses:
             total = self.epoch_sums.setdefault(epoch, [0.0, 0])
             total[0], total[1] = total[0] + value, total[1] + 1
             self.last, self.read_through = value, step
-
-
-class RunClock:
-    """The whole-run rate: images over the wall time from the end of the first step (one device sync
-    there; it leaves out worker start-up and cuDNN autotuning) to the final checkpoint on disk."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.first_step, self.start, self.end, self.end_step = device, None, None, None, None
-
-    def stepped(self, step: int) -> None:
-        if self.first_step is None:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            self.first_step, self.start = step, time.time()
-
-    def finished(self, step: int) -> None:
-        self.end, self.end_step = time.time(), step
-
-    def summary(self, batch_size: int) -> dict:
-        if self.end is None or self.first_step is None or self.end_step <= self.first_step:
-            return {"run_images": 0, "run_s": None, "run_images_per_s": None}
-        images, seconds = (self.end_step - self.first_step) * batch_size, self.end - self.start
-        return {"run_images": images, "run_s": seconds, "run_images_per_s": images / max(seconds, 1e-9)}
 
 
 def _print_epoch(line: dict, losses: StepLosses, params: PretrainParams, total_steps: int, monitor_state: dict,
