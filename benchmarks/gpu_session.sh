@@ -9,9 +9,11 @@
 #    torchrun equality and resume), G14_S seconds;
 # 3. benchmarks/d2_gpu_check.sh (issue 11: Mask R-CNN R50-FPN and R50-C4 finetunes on the built-in scenes,
 #    APs and seconds per iteration), D2_ITERS iterations at D2_BATCH images, D2_S seconds;
-# 4. one GPU calibration row of the built-in benchmark (issue 13): the cpu-full MoCo-v2 recipe on the same
-#    1,000 scenes v2 and probe as results/cpu-full/17_benchmark/calibration_scenes_v2_cpu.csv, CAL_EPOCHS epochs
-#    at batch 256 (the probe every 10 epochs, so a cut run still leaves its numbers), with what is left.
+# 4. one GPU calibration row of the built-in benchmark (issue 13): the CPU reference recipe of
+#    params/cpu-full/17_benchmark.yaml (MoCo-v2 without RandomResizedCrop, queue 256) on the same 1,000
+#    scenes v3 (CAL_VERSION) and probe as results/cpu-full/17_benchmark/calibration_scenes_v3_cpu.csv, CAL_EPOCHS
+#    epochs (default 100) at batch 256, lr scaled linearly (the probe every 10 epochs, so a cut run still
+#    leaves its numbers), with the time that is left.
 set -uo pipefail
 OUT=${1:?usage: gpu_session.sh OUT}
 R=/tmp/gpu_session
@@ -45,11 +47,11 @@ D2_SRC=.d2src ITERS=${D2_ITERS:-200} BATCH=${D2_BATCH:-8} D2_TIMEOUT=$(( ${D2_S:
 for f in $R/d2/*.log; do echo "--- $f"; grep -E "eta:|Average Precision|AP,|copypaste|Error|error" "$f" | tail -8; done
 
 echo "=== issue 13 ($(date +%T), $(( $(date +%s) - START )) s in, $(left) s left)"
-CAL='{"method": "moco_v2", "epochs": '${CAL_EPOCHS:-60}', "batch_size": 256, "lr": 1.2, "warmup_epochs": 2,
-      "method_params": {"queue_size": 1024}, "workers": '${CAL_WORKERS:-12}', "threads": null,
+CAL='{"method": "moco_v2", "epochs": '${CAL_EPOCHS:-100}', "batch_size": 256, "lr": 1.2, "warmup_epochs": 2,
+      "method_params": {"queue_size": 256, "random_resized_crop": false}, "workers": '${CAL_WORKERS:-12}', "threads": null,
       "train_params": {"monitor_every": 10}}'
 (( $(left) > 40 )) && timeout $(( $(left) - 10 )) python3 -m coarsecrop.studies.benchmark_calibration \
-    --name "MoCo-v2 cpu-full recipe on one H200, batch 256, ${CAL_EPOCHS:-60} ep" --config "$CAL" \
-    --images ${CAL_IMAGES:-1000} --out $R/cal --csv $R/calibration_gpu.csv 2>&1 | tail -15
+    --name "MoCo-v2 no RRC, q256, on one GPU, batch 256, ${CAL_EPOCHS:-100} ep" --config "$CAL" \
+    --version ${CAL_VERSION:-3} --images ${CAL_IMAGES:-1000} --out $R/cal --csv $R/calibration_gpu.csv 2>&1 | tail -15
 grep -h '"kind": "monitor"' $R/cal/trunks/*/train/metrics.jsonl 2>/dev/null | cut -c1-400
 echo "=== done in $(( $(date +%s) - START )) s"
