@@ -77,13 +77,18 @@ def load_notebook_params(cls: type[T], namespace: Mapping[str, Any], before: set
 # Parameters that say where a run goes, not what it computes: not part of the run id. Set by whoever
 # executes the notebook (coarsecrop.runs), never by a preset or a sweep.
 NOT_HASHED = ("out", "preset")
+# Parameters added after runs were committed: left out of the run id while they hold the value every earlier
+# run had, so those runs keep their ids (scene_version 1: the v1 generator of coarsecrop.data.synthetic).
+HASHED_UNLESS = {"scene_version": 1}
 
 
 def run_id_of(params: Any) -> str:
     """The id of a run: ``run_id`` of its effective parameters (a mapping, or a parameters dataclass) without
-    those in NOT_HASHED. The only code that knows which keys a run id covers."""
+    those in NOT_HASHED, and without those of HASHED_UNLESS at their legacy value. The only code that knows
+    which keys a run id covers."""
     mapping = dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
-    return run_id({k: v for k, v in mapping.items() if k not in NOT_HASHED})
+    return run_id({k: v for k, v in mapping.items()
+                   if k not in NOT_HASHED and not (k in HASHED_UNLESS and v == HASHED_UNLESS[k])})
 
 
 def run_id(params: Mapping[str, Any], length: int = 10) -> str:

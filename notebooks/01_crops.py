@@ -49,6 +49,7 @@ split = None
 num_images = 200
 image_size = 256
 seed = 0
+scene_version = 1  # the built-in scenes' generator (1, 2 or 3) when scenes is None
 # Strategies, in table order (coarsecrop.crops.strategies.STRATEGIES has all names).
 strategies = ["image", "gt", "gtpad", "poor", "grid", "random", "selective_search", "edgebox", "ours",
               "ours_coarse", "ours_zscore"]

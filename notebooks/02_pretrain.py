@@ -48,6 +48,7 @@ images = None
 num_images = 1000
 scene_size = 128
 scene_seed = 0
+scene_version = 1  # the built-in scenes' generator (1, 2 or 3; 3: the benchmark chapter's)
 # Crops: an existing manifest folder, or None to run `strategy` (image = Image-Crop, ours = Our-Crop, gt,
 # grid, random, ...) with n crops per image; phi = crop_backbone (+ crop_checkpoint; None = random init, s5),
 # or phi = "ssl": stage 1 (MoCo-v2 on Image-Crop) first, its trunk is phi (Table 11's s6).

@@ -67,6 +67,7 @@ val_split = "val"
 num_images = 200
 scene_size = 128
 scene_seed = 0
+scene_version = 1  # the built-in scenes' generator (1, 2 or 3) when scenes is None
 n_seeds = 3  # runs per row; tables give mean and std (the paper averages 3 runs for VOC detection)
 first_seed = 0  # seeds first_seed .. first_seed + n_seeds - 1 (a sweep gives each pretraining seed its own)
 device = "auto"  # auto | cpu | cuda

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -284,6 +285,20 @@ def test_run_id_of_leaves_out_where_a_run_goes():
     a = run_id_of(Example())
     assert a == run_id_of(Example(out="runs/elsewhere", preset="params/quick/x.yaml")) == run_id({"x": 1})
     assert a == run_id_of({"x": 1, "out": "/tmp/run", "preset": "p.yaml"}) != run_id_of(Example(x=2))
+
+
+def test_a_scene_version_keeps_the_ids_of_runs_made_before_it_existed(tmp_path):
+    """scene_version 1 (v1, the only generator when the committed runs were made) is left out of the id, so
+    their ids stay; another version is part of it, and the study writes that generator's scenes."""
+    from coarsecrop.studies import pretrain as ps
+
+    v1, v3 = ps.PretrainStudyParams(), ps.PretrainStudyParams(scene_version=3)
+    legacy = {k: v for k, v in dataclasses.asdict(v1).items() if k != "scene_version"}
+    assert run_id_of(v1) == run_id_of(legacy) != run_id_of(v3)
+    run_dir = tmp_path / "02_pretrain" / run_id_of(v3)
+    folder = ps.prepare_scenes(dataclasses.replace(v3, num_images=3, scene_size=64), run_dir)
+    assert folder == tmp_path / "02_pretrain" / "_scenes" / "3x64px-seed0-v3"
+    assert json.loads((folder / "annotations.json").read_text())["info"]["generator_version"] == 3
 
 
 def test_chapters_that_read_other_runs_are_executed_on_every_build():

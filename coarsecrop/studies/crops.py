@@ -78,7 +78,8 @@ class CropStudyParams:
     """Parameters of the crop study; notebooks/01_crops.py's ``parameters`` cell mirrors these fields.
 
     scenes: a data set to read (COCO json, VOC root, plain folder, ``coarsecrop scenes`` folder);
-        None generates the built-in synthetic scenes (num_images, image_size, seed) into the run folder.
+        None generates the built-in synthetic scenes (num_images, image_size, seed; generator scene_version:
+        1, 2 or 3, see coarsecrop.data.synthetic) into the run folder.
     strategies: names from coarsecrop.crops.strategies.STRATEGIES, in the order of the table rows.
     anchor_sizes / anchor_ratios / nms_iou: passed to the anchor-based strategies (ours and variants);
         the paper's sizes 32-256 were chosen for ~640-px COCO images, so scale them with the image side.
@@ -95,6 +96,7 @@ class CropStudyParams:
     num_images: int = 200
     image_size: int = 256
     seed: int = 0
+    scene_version: int = 1
     strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES))
     n: int = 5
     backbone: str = "resnet50"
@@ -142,7 +144,8 @@ def resolve_run_dir(params: CropStudyParams) -> Path:
 
 def prepare_scenes(params: CropStudyParams, run_dir: Path) -> Path:
     """The data set to crop: ``params.scenes``, or the built-in scenes generated into run_dir/scenes."""
-    return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.seed, params.image_size)
+    return scenes_or_builtin(params.scenes, run_dir / "scenes", params.num_images, params.seed, params.image_size,
+                             version=params.scene_version)
 
 
 # ---------------------------------------------------------------- running the strategies

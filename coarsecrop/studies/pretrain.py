@@ -49,7 +49,8 @@ class PretrainStudyParams:
     for the measurements); params/paper/02_pretrain.yaml holds the paper's Sec. 4.1 settings.
 
     Scenes: scenes = a COCO json / VOC root / image folder / `coarsecrop scenes` folder, or None to
-      generate the built-in synthetic scenes (num_images of scene_size px, scene_seed) in the run folder.
+      generate the built-in synthetic scenes (num_images of scene_size px, scene_seed, generator
+      scene_version: 1, 2 or 3, see coarsecrop.data.synthetic) in the run folder.
       images: the COCO image root. Pretraining reads the source's train split (VOC: ImageSets/Main/
       train.txt), or every image when it has none (COCO's instances_train2017.json); the probe trains on the
       train split and scores the val split (or holds out every 5th image when there are no splits).
@@ -72,6 +73,7 @@ class PretrainStudyParams:
     num_images: int = 1000
     scene_size: int = 128
     scene_seed: int = 0
+    scene_version: int = 1
     manifest: str | None = None
     strategy: str = "gt"
     n: int = 5
@@ -112,19 +114,19 @@ def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
     (run_dir/../_scenes/<size, count, seed>/) and shared by every run of a sweep that uses the same set."""
     if params.scenes:
         return scenes_or_builtin(params.scenes, run_dir, 0, 0, 0)
-    key = shared_scenes_name(params.num_images, params.scene_size, params.scene_seed)
+    key = shared_scenes_name(params.num_images, params.scene_size, params.scene_seed, params.scene_version)
     return shared_builtin_scenes(run_dir.parent / "_scenes" / key, params.num_images, params.scene_seed,
-                                 params.scene_size)
+                                 params.scene_size, params.scene_version)
 
 
-def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int) -> Path:
+def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int, version: int = 1) -> Path:
     """Built-in scenes at ``folder``, written to a private temporary folder and renamed into place, so
     that runs started at the same time never read a half-written set."""
     if (folder / "annotations.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp.{os.getpid()}")
-    scenes_or_builtin(None, tmp, num_images, seed, size)
+    scenes_or_builtin(None, tmp, num_images, seed, size, version=version)
     try:
         os.rename(tmp, folder)
     except OSError:  # another run got there first: its set is identical (same seed)

@@ -189,6 +189,7 @@ class TransferParams:
     num_images: int = 200
     scene_size: int = 128
     scene_seed: int = 0
+    scene_version: int = 1  # the built-in scenes' generator (1, 2 or 3; coarsecrop.data.synthetic)
     n_seeds: int = 3
     first_seed: int = 0  # seeds first_seed .. first_seed + n_seeds - 1
     device: str = "auto"
@@ -235,7 +236,7 @@ def run_transfer(p: TransferParams, write: bool = True) -> dict:
     if scenes is None:
         if not (run_dir / "scenes" / "annotations.json").is_file():
             write_scenes(run_dir / "scenes", num_images=p.num_images, seed=p.scene_seed, size=p.scene_size,
-                         progress=False)
+                         progress=False, version=p.scene_version)
         scenes = str(run_dir / "scenes")
     records, prepared = {}, {}
     for task in p.tasks:
