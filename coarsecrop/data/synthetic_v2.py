@@ -151,12 +151,12 @@ def _palette(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return c1, c2
 
 
-def _contrasting(rng: np.random.Generator, under: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first of ``COLOUR_TRIES`` palette draws whose mean colour lies ``CONTRAST`` away from ``under``
-    (the mean colour below the new surface), else the farthest one."""
+def _contrasting(rng: np.random.Generator, under: np.ndarray, palette=_palette) -> tuple[np.ndarray, np.ndarray]:
+    """The first of ``COLOUR_TRIES`` draws of ``palette`` whose mean colour lies ``CONTRAST`` away from
+    ``under`` (the mean colour below the new surface), else the farthest one."""
     best, best_d = None, -1.0
     for _ in range(COLOUR_TRIES):
-        c1, c2 = _palette(rng)
+        c1, c2 = palette(rng)
         d = float(np.linalg.norm((c1 + c2) / 2 - under))
         if d > best_d:
             best, best_d = (c1, c2), d
@@ -165,10 +165,11 @@ def _contrasting(rng: np.random.Generator, under: np.ndarray) -> tuple[np.ndarra
     return best
 
 
-def _surface(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, half: float, under: np.ndarray
-             ) -> np.ndarray:
-    """The texture [h, w, 3] of one object or blob (u, v: pixels from its centre in its own frame)."""
-    c1, c2 = _contrasting(rng, under)
+def _surface(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, half: float, under: np.ndarray,
+             palette=_palette) -> np.ndarray:
+    """The texture [h, w, 3] of one object or blob (u, v: pixels from its centre in its own frame): a colour
+    pair of ``palette`` that stands out from ``under``, any pattern."""
+    c1, c2 = _contrasting(rng, under, palette)
     return v1._texture(PATTERNS[int(rng.integers(len(PATTERNS)))], u, v, half, c1, c2, rng)
 
 
@@ -179,9 +180,9 @@ def _palette_colour(rng: np.random.Generator) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- stuff
 
 
-def _stuff_v2(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
-    """Distractors that are not objects, in the objects' colours and textures: amorphous textured blobs,
-    pebbles and lines."""
+def _stuff_v2(img: np.ndarray, rng: np.random.Generator, size: int, blob=_surface, colour=_palette_colour) -> None:
+    """Distractors that are not objects: amorphous blobs (texture ``blob(rng, u, v, half, under)``), pebbles
+    and lines (``colour(rng)``); by default in the objects' colours and textures (v2)."""
     for _ in range(int(rng.integers(1, 4))):
         field = v1._smooth_field(rng, size, int(rng.integers(4, 9)))
         alpha = np.clip((field - np.float32(rng.uniform(0.72, 0.85))) * 12, 0, 1)
@@ -193,7 +194,7 @@ def _stuff_v2(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
         region = img[y0:y1, x0:x1]
         u, v = frame(x0, x1, y0, y1, (x0 + x1) / 2, (y0 + y1) / 2, rng.uniform(0, 2 * np.pi))
         under = (region * a).sum((0, 1)) / max(float(a.sum()), 1e-6)
-        tex = _surface(rng, u, v, max(x1 - x0, y1 - y0) / 2, under)
+        tex = blob(rng, u, v, max(x1 - x0, y1 - y0) / 2, under)
         region += a * (tex - region)
     for _ in range(int(rng.integers(2, 9))):  # pebbles
         n = int(rng.integers(5, 10))
@@ -201,12 +202,12 @@ def _stuff_v2(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
         r = size * rng.uniform(0.01, 0.05) * rng.uniform(0.6, 1.0, n)
         centre = rng.uniform(0, size, 2)
         pts = np.stack([centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)], 1)
-        cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], _palette_colour(rng).tolist(), cv2.LINE_AA, 4)
+        cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], colour(rng).tolist(), cv2.LINE_AA, 4)
     for _ in range(int(rng.integers(2, 10))):  # lines and scribbles
         n = int(rng.integers(2, 7))
         start = rng.uniform(-0.1 * size, 1.1 * size, 2)
         pts = np.concatenate([start[None], start + np.cumsum(rng.normal(0, size * 0.15, (n - 1, 2)), 0)])
-        cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, _palette_colour(rng).tolist(),
+        cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, colour(rng).tolist(),
                       int(rng.integers(1, max(2, size // 64) + 1)), cv2.LINE_AA, 4)
 
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from functools import partial
 
-import cv2
 import numpy as np
 
 from coarsecrop.data import synthetic as v1
 from coarsecrop.data import synthetic_v2 as v2
-from coarsecrop.data.scene_paint import frame, paint_polygons
+from coarsecrop.data.scene_paint import paint_polygons
 
 OBJECT_MIN_SAT = 0.45  # objects: saturation in [0.45, 1], value in [0.35, 1]
 GROUND_MAX_SAT = 0.22  # ground: saturation in [0, 0.22], value in [0.25, 0.85]
@@ -58,50 +57,12 @@ def _ground_colour(rng: np.random.Generator) -> np.ndarray:
     return v1._hsv(rng.uniform(0, 360), rng.uniform(0.0, GROUND_MAX_SAT), rng.uniform(0.25, 0.85))
 
 
-def _object_surface(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, half: float, under: np.ndarray
-                    ) -> np.ndarray:
-    """The texture [h, w, 3] of one object: the first of ``v2.COLOUR_TRIES`` palette draws whose mean lies
-    ``v2.CONTRAST`` away from ``under`` (the mean colour below it), else the farthest; any pattern."""
-    best, best_d = None, -1.0
-    for _ in range(v2.COLOUR_TRIES):
-        c1, c2 = _object_palette(rng)
-        d = float(np.linalg.norm((c1 + c2) / 2 - under))
-        if d > best_d:
-            best, best_d = (c1, c2), d
-        if d >= v2.CONTRAST:
-            break
-    return v1._texture(v2.PATTERNS[int(rng.integers(len(v2.PATTERNS)))], u, v, half, *best, rng)
-
-
-def _stuff_v3(img: np.ndarray, rng: np.random.Generator, size: int) -> None:
-    """Distractors that are not objects, in the ground's colours: plain or shaded amorphous blobs, pebbles
-    and lines (v2's shapes and counts)."""
-    for _ in range(int(rng.integers(1, 4))):
-        field = v1._smooth_field(rng, size, int(rng.integers(4, 9)))
-        alpha = np.clip((field - np.float32(rng.uniform(0.72, 0.85))) * 12, 0, 1)
-        rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
-        if not len(rows):
-            continue
-        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        a = alpha[y0:y1, x0:x1][..., None]
-        region = img[y0:y1, x0:x1]
-        u, v = frame(x0, x1, y0, y1, (x0 + x1) / 2, (y0 + y1) / 2, rng.uniform(0, 2 * np.pi))
-        pattern = GROUND_PATTERNS[int(rng.integers(len(GROUND_PATTERNS)))]
-        tex = v1._texture(pattern, u, v, max(x1 - x0, y1 - y0) / 2, _ground_colour(rng), _ground_colour(rng), rng)
-        region += a * (tex - region)
-    for _ in range(int(rng.integers(2, 9))):  # pebbles
-        n = int(rng.integers(5, 10))
-        t = np.sort(rng.uniform(0, 2 * np.pi, n))
-        r = size * rng.uniform(0.01, 0.05) * rng.uniform(0.6, 1.0, n)
-        centre = rng.uniform(0, size, 2)
-        pts = np.stack([centre[0] + r * np.cos(t), centre[1] + r * np.sin(t)], 1)
-        cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], _ground_colour(rng).tolist(), cv2.LINE_AA, 4)
-    for _ in range(int(rng.integers(2, 10))):  # lines and scribbles
-        n = int(rng.integers(2, 7))
-        start = rng.uniform(-0.1 * size, 1.1 * size, 2)
-        pts = np.concatenate([start[None], start + np.cumsum(rng.normal(0, size * 0.15, (n - 1, 2)), 0)])
-        cv2.polylines(img, [np.round(pts * 16).astype(np.int32)], False, _ground_colour(rng).tolist(),
-                      int(rng.integers(1, max(2, size // 64) + 1)), cv2.LINE_AA, 4)
+def _ground_blob(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, half: float, under: np.ndarray
+                ) -> np.ndarray:
+    """The texture [h, w, 3] of one distractor blob: plain or shaded, in the ground's colours (``under`` is
+    not looked at: the ground need not stand out from itself)."""
+    pattern = GROUND_PATTERNS[int(rng.integers(len(GROUND_PATTERNS)))]
+    return v1._texture(pattern, u, v, half, _ground_colour(rng), _ground_colour(rng), rng)
 
 
 def render_scene_v3(seed: int, index: int, size: int) -> v1.RenderedScene:
@@ -109,7 +70,7 @@ def render_scene_v3(seed: int, index: int, size: int) -> v1.RenderedScene:
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), 3]))
     while True:  # retry (same stream, so still deterministic) in the rare case no instance survives
         img = v1._background(rng, size, colour=_ground_colour)
-        _stuff_v3(img, rng, size)
+        v2._stuff_v2(img, rng, size, blob=_ground_blob, colour=_ground_colour)
         labels = np.zeros((size, size), np.uint8)
         k = int(rng.choice(np.arange(1, v2.V2_MAX_OBJECTS + 1), p=v2.V2_OBJECT_COUNT_WEIGHTS))
         classes = rng.integers(len(v2.V2_CLASSES), size=k)
@@ -118,7 +79,7 @@ def render_scene_v3(seed: int, index: int, size: int) -> v1.RenderedScene:
         for j, (c, s) in enumerate(zip(classes, scales)):
             angle = rng.uniform(0, 2 * np.pi)
             unit = v2._shape_v2(v2.V2_CLASSES[c], rng)
-            if paint_polygons(img, labels, j + 1, unit, float(s), angle, rng, partial(_object_surface, rng)):
+            if paint_polygons(img, labels, j + 1, unit, float(s), angle, rng, partial(v2._surface, rng, palette=_object_palette)):
                 painted.append((j + 1, int(c) + 1, float(s)))
         scene = v1.finish_scene(img, labels, painted, rng)
         if scene is not None:
