@@ -169,7 +169,8 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
             folder = p["run_dir"].relative_to(root)  # runs/02_pretrain/<id>; its scenes sit beside it
             if q["scenes"] is None:
                 data = {"scenes": (folder.parent / "_scenes" /
-                                   shared_scenes_name(q["num_images"], q["scene_size"], q["scene_seed"])).as_posix(),
+                                   shared_scenes_name(q["num_images"], q["scene_size"], q["scene_seed"],
+                                                      q.get("scene_version", 1))).as_posix(),
                         "images": None, "train_split": "train", "val_split": "val"}
             elif base.get("scenes"):
                 data = {}
