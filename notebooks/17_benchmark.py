@@ -191,10 +191,12 @@ B.calibration_table(_calibration_v2)
 # above from the committed calibration; the linear probe's standard error on these 1,425 val objects is
 # about 1.2 points). The trunk rows above run the preset's configurations again on this build.
 #
-# What this means for the book, plainly: the table chapters still show scenes v1, on which colour names
-# the class and no crop strategy can be told apart (their claims are mostly within noise). Remaking them
-# on v3 (every table and transfer sweep at cpu-full with at least 3 seeds) is the next step and has not
-# been done. Where the gate is reached, the calibrated configuration is the reference budget for that
-# remake; where it is not, the claims about crops need a `gpu` preset (a ResNet-18 at 32-64 px, around a
-# million samples per run), which is not written yet. `params/cpu-full/17_benchmark.yaml` records the
+# What this means for the book, plainly: the calibrated configuration is the reference budget of the
+# table sweeps now. `params/cpu-full/02_pretrain.yaml` is that recipe on scenes v3 (1,000 scenes, 36
+# epochs), and the table chapters show its runs as the `cpu-full` source, a part of the sweeps at a time
+# (each chapter says how many of its runs are there), beside the first results on scenes v1, where colour
+# names the class and most claims sit within noise (the `cpu-full-v1` source). The gate is passed by a
+# narrow margin, so a crop strategy whose crops are worse than GT-Crop's may gain less than the noise; a
+# `gpu` preset (a ResNet-18 at 32-64 px, around a million samples per run) would widen it and is not
+# written yet. `params/cpu-full/17_benchmark.yaml` records the
 # calibration in its comments, with one GPU observation on v2.

@@ -12,7 +12,7 @@ import yaml
 from coarsecrop.studies.transfer import TransferParams, split_params
 from coarsecrop.params import load_params
 
-PRESETS = ("smoke", "quick", "paper", "cpu-full", "voc07", "coco")
+PRESETS = ("smoke", "quick", "paper", "cpu-full", "cpu-full-v1", "voc07", "coco")
 
 
 def test_parameters_cell_mirrors_the_dataclass(project_root, tmp_path):

@@ -21,7 +21,7 @@ from coarsecrop.params import load_params
 from coarsecrop.studies.pretrain import PretrainStudyParams
 from tests.conftest import ROOT, copy_book_sources
 
-PRESETS = ("smoke", "quick", "cpu-full", "voc07", "coco")
+PRESETS = ("smoke", "quick", "cpu-full", "cpu-full-v1", "voc07", "coco")
 CLASSES = {"01_crops": CropStudyParams, "02_pretrain": PretrainStudyParams, "03_transfer": TransferParams}
 TABLE_SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("table*.yaml"))
 SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("*.yaml"))
@@ -137,3 +137,16 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     (rows,) = [r for label, r in metrics["summaries"].items() if label.startswith("this build")]
     assert [r["row"] for r in rows][-1] == "random init" and len(rows) == 5  # 4 rows of Table 15, the init
     assert all(r["mAP_l_n"] == 1 and 0 <= r["mAP_l"] <= 1 for r in rows)
+
+
+def test_the_transfer_points_of_a_scenes_v3_preset_evaluate_each_trunk_on_its_own_v3_scenes():
+    """cpu-full pretrains on scenes v3: its transfer points must read the very scene set each trunk was
+    pretrained on (the -v3 folder), not a v1 set of the same size and seed."""
+    pretrain = {p["run_dir"].name: p["task"]["record"]["parameters"]
+                for p in runs.plan_sweep(ROOT / "params" / "sweeps" / "table1.yaml", ROOT, "cpu-full")["points"]}
+    assert {q["scene_version"] for q in pretrain.values()} == {3}
+    transfer = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "cpu-full")["points"]
+    scenes = {p["task"]["record"]["parameters"]["scenes"] for p in transfer}
+    assert scenes == {"runs/02_pretrain/_scenes/1000x128px-seed0-v3"}
+    v1 = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "cpu-full-v1")["points"]
+    assert {p["task"]["record"]["parameters"]["scenes"] for p in v1} == {"runs/02_pretrain/_scenes/1000x128px-seed0"}

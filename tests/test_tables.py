@@ -134,3 +134,40 @@ def test_every_committed_run_says_how_to_rerun_it_from_the_repository(project_ro
                     plans[sweep.stem] = T.sweep_points(sweep.stem, preset, project_root)
                 assert plans[sweep.stem][record["point"]]["run_id"] == rid, (rid, record["rerun"])
                 assert record["rerun"] == f"coarsecrop sweep {record['sweep']} --preset {preset} --point {record['point']}"
+
+
+def _chapter_metrics(root, notebook, run, sweep, runs_preset, verdicts, transfer=None):
+    """A chapter's metrics.json as show_claims writes it: claims per source (and on mAP^l where given)."""
+    def table(vs):
+        return [{"claim": f"c{i}", "verdict": v, "ours Δ": 1.0, "± 2 SE": 0.5} for i, v in enumerate(vs)]
+    folder = root / "runs" / notebook / run
+    folder.mkdir(parents=True)
+    record = {"sweep": sweep, "params": {"runs_preset": runs_preset, "measure": "linear"},
+              "claims": {source: table(vs) for source, vs in verdicts.items()},
+              "claims_mAP_l": {source: table(vs) for source, vs in (transfer or {}).items()}}
+    (folder / "metrics.json").write_text(json.dumps(record))
+    return folder / "metrics.json"
+
+
+def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_preset(tmp_path):
+    import os
+
+    ref = "reference (cpu-full)"
+    old = _chapter_metrics(tmp_path, "10_table1", "old", "table1", "quick", {ref: ["disagrees", "disagrees"]})
+    os.utime(old, (1, 1))  # an earlier run of the same chapter: replaced by the newer one
+    _chapter_metrics(tmp_path, "10_table1", "new", "table1", "quick", {ref: ["agrees", "same direction, within noise"]},
+                     transfer={ref: ["disagrees", "no runs"]})
+    _chapter_metrics(tmp_path, "16_budget", "a", "table10", "quick", {ref: ["agrees", "same direction (one seed)"]})
+    _chapter_metrics(tmp_path, "16_budget", "b", "table10", "smoke", {ref: ["disagrees", "disagrees"]})  # other preset
+    overview = T.claims_overview("quick", tmp_path)
+    assert sorted(set(overview["sweep"])) == ["table1", "table10"]
+    counts = T.claim_counts(overview).set_index(["source", "measure"])
+    probe, mapl = counts.loc[(ref, "object probe (linear top-1)")], counts.loc[(ref, "mAP^l")]
+    assert (probe["claims"], probe["with runs"], probe["agrees"], probe["disagrees"], probe["decided"]) == (4, 4, 2, 0, 2)
+    assert (probe["within noise"], probe["one seed"]) == (1, 1)
+    # table10 has no mAP^l runs: its claims count as "no runs" there, so both measures count 4 claims
+    assert (mapl["claims"], mapl["with runs"], mapl["decided"], mapl["disagrees"]) == (4, 1, 1, 1)
+    sentence = T.count_sentence(T.claim_counts(overview), ref)
+    assert sentence == ("of 4 claims, 4 have runs; decided beyond twice the standard error: 2 on the object probe "
+                        "(linear top-1) (2 agree, 0 disagree) and 1 on mAP^l (0 agree, 1 disagree)")
+    assert T.count_sentence(T.claim_counts(overview), "reference (gpu)").endswith("no chapter has checked its claims yet")

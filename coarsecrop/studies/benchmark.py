@@ -53,7 +53,8 @@ PROBES = ("knn", "linear")
 
 
 def _cpu_full_moco() -> dict:
-    """The MoCo-v2 settings of params/cpu-full/02_pretrain.yaml (the defaults of PretrainStudyParams)."""
+    """The MoCo-v2 defaults of PretrainStudyParams: the 6-epoch recipe of the first cpu-full results (now
+    params/cpu-full-v1/02_pretrain.yaml); the calibrated v3 recipe of params/cpu-full/ is a row of its own."""
     d = ps.PretrainStudyParams()
     return {"method": d.method, "epochs": d.epochs, "batch_size": d.batch_size, "lr": d.lr,
             "warmup_epochs": d.warmup_epochs, "method_params": dict(d.method_params)}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -29,25 +29,26 @@ import numpy as np
 import pandas as pd
 
 from coarsecrop.io import write_json
+from coarsecrop.params import project_root
 from coarsecrop.studies.claims import (INIT_ROW, LABELS, Claim, Row, check_claim, claims, claims_table, fmt,
                                        init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
 
 
 from coarsecrop.studies.figures import save_figure
 from coarsecrop.studies.reference import paper_table
-from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESET, TABLE_SWEEPS, TRANSFER_MEASURES,
+from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESETS, TABLE_SWEEPS, TRANSFER_MEASURES,
                                         TRANSFER_NOTEBOOK, TRANSFER_SWEEP, collect, collect_transfer,
                                         committed_run_ids, read_run, recomputed_run_id, results_dir, source_line,
                                         sweep_points, transfer_points, export_results)
 
 __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "init_comparison", "header_markdown",
-           "crop_quality",
+           "crop_quality", "claims_overview", "claim_counts", "count_sentence", "write_claims_metrics",
            "figure", "plot_rows", "plot_objectness", "MEASURE_NAMES", "METHOD_NAMES",
            # statistics and claims (coarsecrop.studies.claims)
            "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
            "side_by_side", "summarise", "verdict_paragraph",
            # reading runs (coarsecrop.studies.results)
-           "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESET", "sweep_points", "transfer_points",
+           "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESETS", "sweep_points", "transfer_points",
            "results_dir", "read_run", "committed_run_ids", "recomputed_run_id", "export_results"]
 
 MEASURE_NAMES = {"linear": "object probe, linear top-1", "knn": "object probe, kNN top-1",
@@ -64,14 +65,15 @@ class ChapterParams:
     """Parameters of a table chapter (notebooks/1N_*.py); the parameters cell mirrors these fields.
 
     runs_preset: the preset of this build's table sweeps (make book: quick; the tests: smoke).
-    reference_preset: the committed reference results shown beside them (results/<preset>/).
+    reference_presets: the committed reference results shown beside them (results/<preset>/), in this order
+      (default: cpu-full, the remake on scenes v3, then cpu-full-v1, the first results, on scenes v1).
     measure: the object probe the claims are checked on: linear | knn (top-1); where the transfer sweep
     has run, the claims are also checked on mAP^l.
     out: the run folder (set by coarsecrop.book); preset: the preset file used (set by coarsecrop.book).
     """
 
     runs_preset: str = "quick"
-    reference_preset: str = REFERENCE_PRESET
+    reference_presets: list = field(default_factory=lambda: list(REFERENCE_PRESETS))
     measure: str = "linear"
     out: str | None = None
     preset: str = ""
@@ -82,10 +84,11 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
     """Everything a chapter shows, from both sources: runs, summaries, the claims checked, headers."""
     if params.measure not in ("linear", "knn"):
         raise ValueError(f"measure must be 'linear' or 'knn', got {params.measure!r}")
-    sources = {"this build": (params.runs_preset, "build"), "reference": (params.reference_preset, "reference")}
+    sources = [("this build", params.runs_preset, "build"),
+               *(("reference", preset, "reference") for preset in params.reference_presets)]
     out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "claims_transfer": {}, "init": {},
            "headers": {}}
-    for name, (preset, source) in sources.items():
+    for name, preset, source in sources:
         label = f"{name} ({preset})"
         points = sweep_points(sweep, preset, root)  # plans the sweep once (converts the notebook)
         trunks, inits = collect_transfer(preset, source, root)
@@ -112,7 +115,7 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
         return json.loads(df.to_json(orient="records"))  # NaN -> null
 
     record = {"sweep": result["sweep"], "params": {"runs_preset": params.runs_preset,
-                                                   "reference_preset": params.reference_preset,
+                                                   "reference_presets": params.reference_presets,
                                                    "measure": params.measure},
               "headers": result["headers"],
               "summaries": {k: records(v) for k, v in result["summaries"].items()},
@@ -293,3 +296,85 @@ def plot_objectness(result: dict, rows: list[Row], measure: str = "linear", pape
                title="the paper (VOC07, BYOL)")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- the claims of every chapter, counted
+
+DECIDED = ("agrees", "disagrees")  # beyond twice the standard error over seeds, either way
+MAP_L = "mAP^l"
+
+
+def claims_overview(runs_preset: str, root: Path | None = None) -> pd.DataFrame:
+    """Every claim the table chapters checked, read from the latest run of each chapter made with this build's
+    ``runs_preset`` (runs/1N_*/<id>/metrics.json, written by ``show_claims``): one row per chapter sweep,
+    source, measure (the object probe, linear or kNN as the chapter checked it; mAP^l) and claim, with the
+    verdict. A source without mAP^l runs
+    has its claims listed as "no runs" on mAP^l, so every source and measure counts the same claims."""
+    root = Path(root or project_root())
+    latest: dict[str, tuple[float, dict]] = {}
+    for path in root.glob("runs/1[0-9]_*/*/metrics.json"):
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a readable chapter metrics.json ({err}); delete the folder and run the "
+                             "chapter again") from err
+        if record.get("sweep") not in TABLE_SWEEPS or (record.get("params") or {}).get("runs_preset") != runs_preset:
+            continue
+        stamp = path.stat().st_mtime
+        if record["sweep"] not in latest or stamp > latest[record["sweep"]][0]:
+            latest[record["sweep"]] = (stamp, record)
+    rows = []
+    for sweep in TABLE_SWEEPS:
+        if sweep not in latest:
+            continue
+        record = latest[sweep][1]
+        probe = f"object probe ({LABELS[record['params'].get('measure', 'linear')]})"
+        for source, checked in record["claims"].items():
+            transfer = {c["claim"]: c for c in record.get("claims_mAP_l", {}).get(source, [])}
+            for claim in checked:
+                rows.append({"sweep": sweep, "source": source, "measure": probe, "claim": claim["claim"],
+                             "verdict": claim["verdict"], "ours Δ": claim["ours Δ"], "± 2 SE": claim["± 2 SE"]})
+                other = transfer.get(claim["claim"], {"verdict": "no runs", "ours Δ": None, "± 2 SE": None})
+                rows.append({"sweep": sweep, "source": source, "measure": MAP_L, "claim": claim["claim"],
+                             "verdict": other["verdict"], "ours Δ": other["ours Δ"], "± 2 SE": other["± 2 SE"]})
+    return pd.DataFrame(rows, columns=["sweep", "source", "measure", "claim", "verdict", "ours Δ", "± 2 SE"])
+
+
+def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
+    """Per source and measure: the claims, how many have runs, how many agree or disagree beyond twice the
+    standard error (decided) and how many sit within the noise or rest on one seed."""
+    out = []
+    for (source, measure), group in overview.groupby(["source", "measure"], sort=False):
+        verdict = group["verdict"]
+        out.append({"source": source, "measure": measure, "claims": len(group),
+                    "with runs": int((verdict != "no runs").sum()),
+                    "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
+                    "decided": int(verdict.isin(DECIDED).sum()),
+                    "within noise": int(verdict.str.contains("within noise").sum()),
+                    "one seed": int(verdict.str.contains("one seed").sum())})
+    return pd.DataFrame(out)
+
+
+def count_sentence(counts: pd.DataFrame, source: str) -> str:
+    """'of 40 claims, 31 have runs; decided beyond twice the standard error: 12 on the object probe (linear
+    top-1) (10 agree, 2 disagree) and 9 on mAP^l (...)' for one source of ``claim_counts``."""
+    mine = counts[counts["source"] == source].set_index("measure")
+    if mine.empty:
+        return f"{source}: no chapter has checked its claims yet"
+    total, with_runs = int(mine["claims"].max()), int(mine["with runs"].max())
+    parts = [f"{int(mine.loc[m, 'decided'])} on {'' if m == MAP_L else 'the '}{m} ({int(mine.loc[m, 'agrees'])} agree, "
+             f"{int(mine.loc[m, 'disagrees'])} disagree)" for m in mine.index]
+    return (f"of {total} claims, {with_runs} have runs; decided beyond twice the standard error: "
+            + " and ".join(parts))
+
+
+def write_claims_metrics(overview: pd.DataFrame, counts: pd.DataFrame, params: ChapterParams) -> Path | None:
+    """The counted claims (notebooks/18_claims.py) as out/metrics.json (atomic)."""
+    if not params.out:
+        return None
+    path = Path(params.out) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, {"params": {"runs_preset": params.runs_preset, "reference_presets": params.reference_presets},
+                      "counts": json.loads(counts.to_json(orient="records")),
+                      "claims": json.loads(overview.to_json(orient="records"))})
+    return path

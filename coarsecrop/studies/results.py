@@ -4,7 +4,8 @@ Two sources per sweep, each labelled with its preset:
 - *this build*: runs/02_pretrain/<run id>/ made by ``coarsecrop sweep ... --preset P`` (``make book``
   runs the table sweeps at its preset, quick by default);
 - *reference*: results/<preset>/02_pretrain/<run id>/ (metrics.json and run.json only), the committed
-  results of a longer sweep (cpu-full), written by ``coarsecrop tables export`` (``export_results``).
+  results of a longer sweep (REFERENCE_PRESETS: cpu-full on scenes v3, cpu-full-v1 on scenes v1), written by
+  ``coarsecrop tables export`` (``export_results``).
 
 A run belongs to a sweep when its id is one the sweep definition produces at that preset (the id hashes
 every effective parameter), so a changed sweep or notebook default silently drops nothing: its old
@@ -30,7 +31,9 @@ NOTEBOOK = "02_pretrain"
 TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
 TRANSFER_SWEEPS = (TRANSFER_SWEEP, "transfer_finetune")  # mAP^l of every trunk; finetuned mAP / AP50 of Table 1
 TABLE_SWEEPS = ("table1", "table2", "table10", "table11", "table12_13", "table14", "table15")
-REFERENCE_PRESET = "cpu-full"
+# The committed reference results the chapters show, in this order: cpu-full, the remake on scenes v3 (issue 13),
+# then cpu-full-v1, the first reference results, made on the v1 scenes where colour names the class.
+REFERENCE_PRESETS = ("cpu-full", "cpu-full-v1")
 # What the chapters show, from a run's metrics.json (dotted paths).
 MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top1",
             "gain_linear": "metrics.gain_bn_linear_top1", "gain_knn": "metrics.gain_bn_knn_top1",
@@ -151,10 +154,13 @@ def preset_epochs(preset: str, root: Path | None = None) -> int | None:
 
 
 def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) -> str:
-    """'preset quick (this build): 28 of 28 runs, commit abc, 2026-11-26' for the runs ``df`` that
-    ``collect`` found among the sweep's ``points``."""
+    """'preset quick (this build, runs/), built-in scenes v1: 28 of 28 runs complete; commit abc; date
+    2026-11-26' for the runs ``df`` that ``collect`` found among the sweep's ``points``."""
     done, total = len(df), len({p["run_id"] for p in points})
     where = "this build, runs/" if source == "build" else f"committed, results/{preset}/"
+    builtin = sorted({p["params"].get("scene_version", 1) for p in points if not p["params"].get("scenes")})
+    if builtin:
+        where += f"; built-in scenes {', '.join(f'v{v}' for v in builtin)}"
     commits = ", ".join(sorted(set(df["commit"]) - {""})) if len(df) else "–"
     dates = ", ".join(sorted(set(df["date"]) - {""})) if len(df) else "–"
     line = f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"

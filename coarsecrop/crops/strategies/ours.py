@@ -255,7 +255,7 @@ class OurCoarseCrop(_SpreadSelection):
     3-6 % of crop pairs nested (> 80 % of the smaller inside the other). On the cube of those maps (a
     stand-in for a peakier map) it stayed coarse (0.46-0.50 objectness, 64-128 px crops), and on toy
     Gaussian blobs (64-217 px), where ``ours_zscore`` falls back to the smallest anchors. With a phi
-    actually trained by SSL it does not stay coarse: the committed cpu-full s6 runs (Table 11; 128-px
+    actually trained by SSL it does not stay coarse: the committed cpu-full-v1 s6 runs (Table 11; v1 128-px
     scenes, anchors 16 .. 128, MoCo-v2 phi on Image-Crop, 3 seeds) measure 0.69 mean objectness, 57 %
     Precise crops and a median side of 28 px: precise crops (the chapter shows this beside s5). Ring 0.5
     gave more Poor crops (43 %), 1.5 smaller crops; suppression at IoU 0.4 / containment 0.7 more

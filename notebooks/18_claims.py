@@ -1,0 +1,78 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # The paper's claims, counted
+#
+# Each table chapter checks the paper's claims ("a beats b") against every source of runs: this build's
+# sweeps and the committed reference results. This page gathers the verdicts of all chapters, as the chapters
+# computed them in this build (their `metrics.json`), and counts per source and measure how many claims are
+# **decided**: our difference is larger than twice its standard error over seeds, in the paper's direction
+# ("agrees") or against it ("disagrees"). A claim within the noise is not evidence either way; a claim on
+# one seed only gives a direction. The counts are what the landing page quotes.
+#
+# The sources differ in what they can show. `cpu-full` is the remake on scenes v3, where the class is the
+# shape and a trunk must learn it (chapter "The built-in benchmark"); its sweeps are run a part at a time, and
+# each chapter says how many of its runs are there. `cpu-full-v1` holds the first reference results, on the
+# v1 scenes where colour alone names the class, so a random network already separates the classes and most
+# differences there are small.
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+from myst_nb import glue
+
+from coarsecrop.studies import chapters as T
+from coarsecrop.params import load_notebook_params
+
+_before = set(globals())
+
+# %% tags=["parameters"]
+runs_preset = "quick"  # the preset of this build's sweep runs (make book runs the sweeps at its preset)
+reference_presets = ["cpu-full", "cpu-full-v1"]  # committed reference results (results/<preset>/): scenes v3, then v1
+measure = "linear"  # linear | knn: the object probe the chapters checked the claims on
+out = None  # run folder (set by coarsecrop.book)
+preset = ""  # preset file (set by coarsecrop.book)
+
+# %% tags=["hide-input"]
+params = load_notebook_params(T.ChapterParams, globals(), _before,
+                              source=preset or "notebooks/18_claims.py")
+overview = T.claims_overview(params.runs_preset)
+counts = T.claim_counts(overview)
+chapters = sorted(set(overview["sweep"])) if len(overview) else []
+display(Markdown(f"Read the claims of {len(chapters)} of {len(T.TABLE_SWEEPS)} table chapters "
+                 f"({', '.join(chapters) or 'none'}), run with this build's preset `{params.runs_preset}`."))
+for preset_name in params.reference_presets:
+    sentence = T.count_sentence(counts, f"reference ({preset_name})")
+    glue(f"count_{preset_name.replace('-', '_')}", sentence, display=False)
+    display(Markdown(f"- **reference ({preset_name})**: {sentence}."))
+display(Markdown(f"- **this build ({params.runs_preset})**: "
+                 f"{T.count_sentence(counts, f'this build ({params.runs_preset})')}."))
+
+# %% [markdown]
+# ## Per source and measure
+
+# %%
+counts.set_index(["source", "measure"]) if len(counts) else counts
+
+# %% [markdown]
+# ## Every claim
+#
+# One row per chapter and claim; a column per source and measure with its verdict.
+
+# %%
+(overview.assign(column=overview["source"] + ", " + overview["measure"])
+ .pivot_table(index=["sweep", "claim"], columns="column", values="verdict", aggfunc="first", sort=False)
+ if len(overview) else overview)
+
+# %% tags=["hide-input"]
+T.write_claims_metrics(overview, counts, params);
