@@ -39,18 +39,19 @@ _before = set(globals())
 # %% tags=["parameters"]
 runs_preset = "quick"  # the preset of this build's sweep runs (make book runs the sweeps at its preset)
 reference_presets = ["cpu-full", "cpu-full-v1"]  # committed reference results (results/<preset>/): scenes v3, then v1
-measure = "linear"  # linear | knn: the object probe the chapters checked the claims on
+measure = "linear"  # linear | knn: the object probe the chapters checked the claims on (their own parameter)
 out = None  # run folder (set by coarsecrop.book)
 preset = ""  # preset file (set by coarsecrop.book)
 
 # %% tags=["hide-input"]
 params = load_notebook_params(T.ChapterParams, globals(), _before,
                               source=preset or "notebooks/18_claims.py")
-overview = T.claims_overview(params.runs_preset)
+overview = T.claims_overview(params.runs_preset, params.measure)
 counts = T.claim_counts(overview)
 chapters = sorted(set(overview["sweep"])) if len(overview) else []
 display(Markdown(f"Read the claims of {len(chapters)} of {len(T.TABLE_SWEEPS)} table chapters "
-                 f"({', '.join(chapters) or 'none'}), run with this build's preset `{params.runs_preset}`."))
+                 f"({', '.join(chapters) or 'none'}), run with this build's preset `{params.runs_preset}` and "
+                 f"checked on the object probe's {T.LABELS[params.measure]}."))
 for preset_name in params.reference_presets:
     sentence = T.count_sentence(counts, f"reference ({preset_name})")
     glue(f"count_{preset_name.replace('-', '_')}", sentence, display=False)

@@ -304,12 +304,12 @@ DECIDED = ("agrees", "disagrees")  # beyond twice the standard error over seeds,
 MAP_L = "mAP^l"
 
 
-def claims_overview(runs_preset: str, root: Path | None = None) -> pd.DataFrame:
+def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None = None) -> pd.DataFrame:
     """Every claim the table chapters checked, read from the latest run of each chapter made with this build's
-    ``runs_preset`` (runs/1N_*/<id>/metrics.json, written by ``show_claims``): one row per chapter sweep,
-    source, measure (the object probe, linear or kNN as the chapter checked it; mAP^l) and claim, with the
-    verdict. A source without mAP^l runs
-    has its claims listed as "no runs" on mAP^l, so every source and measure counts the same claims."""
+    ``runs_preset`` and the object probe ``measure`` (runs/1N_*/<id>/metrics.json, written by
+    ``show_claims``): one row per chapter sweep, source, measure (the object probe; mAP^l) and claim, with the
+    verdict. A source without mAP^l runs has its claims listed as "no runs" on mAP^l, so every source and
+    measure counts the same claims."""
     root = Path(root or project_root())
     latest: dict[str, tuple[float, dict]] = {}
     for path in root.glob("runs/1[0-9]_*/*/metrics.json"):
@@ -318,17 +318,18 @@ def claims_overview(runs_preset: str, root: Path | None = None) -> pd.DataFrame:
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: not a readable chapter metrics.json ({err}); delete the folder and run the "
                              "chapter again") from err
-        if record.get("sweep") not in TABLE_SWEEPS or (record.get("params") or {}).get("runs_preset") != runs_preset:
+        made_with = record.get("params") or {}
+        if record.get("sweep") not in TABLE_SWEEPS or made_with.get("runs_preset") != runs_preset \
+                or made_with.get("measure", "linear") != measure:
             continue
         stamp = path.stat().st_mtime
         if record["sweep"] not in latest or stamp > latest[record["sweep"]][0]:
             latest[record["sweep"]] = (stamp, record)
-    rows = []
+    rows, probe = [], f"object probe ({LABELS[measure]})"
     for sweep in TABLE_SWEEPS:
         if sweep not in latest:
             continue
         record = latest[sweep][1]
-        probe = f"object probe ({LABELS[record['params'].get('measure', 'linear')]})"
         for source, checked in record["claims"].items():
             transfer = {c["claim"]: c for c in record.get("claims_mAP_l", {}).get(source, [])}
             for claim in checked:
