@@ -65,8 +65,8 @@ backbone = "resnet10_w16_cifar"  # the trunk of every trunk row
 image_size = 32  # px: the SSL views, the supervised loop's and the probe's object crops
 trunk_seed = 0  # weights, data order and augmentations of the trunk rows
 supervised = {"epochs": 12, "lr": 0.1, "batch_size": 64}  # the supervised ceiling's loop
-ssl = {"MoCo-v2, cpu-full settings": {"method": "moco_v2", "epochs": 6, "batch_size": 64, "lr": 1.2,
-                                      "warmup_epochs": 0.25, "method_params": {"queue_size": 1024}}}
+ssl = {"MoCo-v2, cpu-full-v1 settings (6 epochs)": {"method": "moco_v2", "epochs": 6, "batch_size": 64, "lr": 1.2,
+                                                   "warmup_epochs": 0.25, "method_params": {"queue_size": 1024}}}
 device = "auto"
 out = None  # run folder; None means runs/17_benchmark/<hash of the parameters>
 preset = ""  # set by `coarsecrop book run` to the preset file used

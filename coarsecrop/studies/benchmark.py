@@ -77,7 +77,7 @@ class BenchmarkParams:
     supervised: dict = field(default_factory=lambda: {"epochs": 12, "lr": 0.1, "batch_size": 64})
     # SSL rows on GT-Crop: name -> PretrainStudyParams fields (method, epochs, lr, method_params, n, ...);
     # the first is the reference budget of the gate
-    ssl: dict = field(default_factory=lambda: {"MoCo-v2, cpu-full settings": _cpu_full_moco()})
+    ssl: dict = field(default_factory=lambda: {"MoCo-v2, cpu-full-v1 settings (6 epochs)": _cpu_full_moco()})
     device: str = "auto"
     out: str | None = None  # run folder; None = runs/17_benchmark/<hash of the parameters>
     preset: str = ""
