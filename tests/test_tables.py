@@ -173,3 +173,14 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     assert sentence == ("of 4 claims, 4 have runs; decided beyond twice the standard error: 2 on the object probe "
                         "(linear top-1) (2 agree, 0 disagree) and 1 on mAP^l (0 agree, 1 disagree)")
     assert T.count_sentence(T.claim_counts(overview), "reference (gpu)").endswith("no chapter has checked its claims yet")
+
+
+def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():
+    """Two reference sources can hold the same sweep on different scene generators: the header says which."""
+    empty = pd.DataFrame(columns=["commit", "date", "code"])
+    v3 = [{"run_id": "a", "params": {"scenes": None, "scene_version": 3}}]
+    v1 = [{"run_id": "b", "params": {"scenes": None}}]  # runs made before scene_version existed: v1
+    real = [{"run_id": "c", "params": {"scenes": "data/voc", "scene_version": 1}}]
+    assert "built-in scenes v3): 0 of 1 runs" in T.source_line(empty, v3, "cpu-full", "reference")
+    assert "built-in scenes v1): 0 of 1 runs" in T.source_line(empty, v1, "cpu-full-v1", "reference")
+    assert "built-in" not in T.source_line(empty, real, "voc07", "build")
