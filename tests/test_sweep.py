@@ -318,3 +318,20 @@ def test_checkpoints_of_is_checked(root):
                                         "fixed": {"first_seed": 3}})
     with pytest.raises(ValueError, match="checkpoints_of sets first_seed"):
         runs.plan_sweep(bad, root)
+
+
+def test_a_random_init_transfer_point_needs_only_its_scene_set(root):
+    """A pretraining sweep run in part (e.g. only its MoCo-v2 rows) still gets its random-init baselines: the
+    baseline waits for the scene set, which any run on it writes, not for one particular pretraining run."""
+    write_sweep(root, "part_pre", {"notebook": "02_pretrain", "preset": "smoke", "fixed": {"scene_seed": 7},
+                                   "grid": {"strategy": ["gt", "image"]}, "presets": {"smoke": {"seed": [0]}}})
+    path = write_sweep(root, "part_tr", {"notebook": "03_transfer", "preset": "smoke",
+                                         "checkpoints_of": ["part_pre"], "fixed": {"tasks": ["linear"]}})
+    init, trunk = runs.plan_sweep(path, root)["points"][:2]
+    assert init["point"]["random_init"] and not trunk["point"]["random_init"]
+    assert "the scenes" in runs.missing_pretraining(init["task"])  # nothing has run: no scenes yet
+    scenes = root / init["task"]["inject"]["scenes"]
+    scenes.mkdir(parents=True)
+    (scenes / "annotations.json").write_text("{}")  # the second run wrote them; the first never ran
+    assert runs.missing_pretraining(init["task"]) == ""
+    assert "is not complete" in runs.missing_pretraining(trunk["task"])  # a trunk still needs its own run

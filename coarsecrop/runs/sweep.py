@@ -192,14 +192,22 @@ def checkpoint_cases(sweep_file: Path, names: list[str], root: Path, preset: str
 
 
 def missing_pretraining(task: dict) -> str:
-    """For a checkpoints_of point whose pretraining run is not complete: what to run first; else ""."""
+    """For a checkpoints_of point whose pretraining run is not complete: what to run first; else "". A
+    random-init point on built-in scenes needs only the scene set, which any run on it writes (a sweep
+    run in part, e.g. only its MoCo-v2 rows, still gets its baselines)."""
     if not task.get("requires"):
         return ""
     sweep, rid = task["requires"]
+    preset = task["record"]["preset"]
+    if "pretrained" not in task["inject"]["checkpoints"]:
+        scenes = Path(task["root"]) / task["inject"]["scenes"]
+        if (scenes / "annotations.json").is_file():
+            return ""
+        return (f"the scenes {scenes} are not written yet; any run of `coarsecrop sweep params/sweeps/{sweep}.yaml"
+                f"{f' --preset {preset}' if preset else ''}` on them writes them")
     run_dir = Path(task["root"]) / "runs" / PRETRAIN / rid
     if read_record(run_dir).get("status") == "ok" and (run_dir / "train" / "backbone.pt").is_file():
         return ""
-    preset = task["record"]["preset"]
     return (f"pretraining run {run_dir} is not complete; run `coarsecrop sweep params/sweeps/{sweep}.yaml"
             f"{f' --preset {preset}' if preset else ''}` first")
 
