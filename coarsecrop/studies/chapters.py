@@ -106,22 +106,24 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
     return out
 
 
+def _records(df: pd.DataFrame) -> list[dict]:
+    """A frame as JSON-ready records (NaN -> null)."""
+    return json.loads(df.to_json(orient="records"))
+
+
 def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
     """The chapter's numbers as out/metrics.json (atomic): summaries and claims per source."""
     if not params.out:
         return None
 
-    def records(df):
-        return json.loads(df.to_json(orient="records"))  # NaN -> null
-
     record = {"sweep": result["sweep"], "params": {"runs_preset": params.runs_preset,
                                                    "reference_presets": params.reference_presets,
                                                    "measure": params.measure},
               "headers": result["headers"],
-              "summaries": {k: records(v) for k, v in result["summaries"].items()},
-              "claims": {k: records(v) for k, v in result["claims"].items()},
-              "claims_mAP_l": {k: records(v) for k, v in result["claims_transfer"].items()},
-              "init_mAP_l": {k: records(v) for k, v in result["init"].items()}}
+              "summaries": {k: _records(v) for k, v in result["summaries"].items()},
+              "claims": {k: _records(v) for k, v in result["claims"].items()},
+              "claims_mAP_l": {k: _records(v) for k, v in result["claims_transfer"].items()},
+              "init_mAP_l": {k: _records(v) for k, v in result["init"].items()}}
     path = Path(params.out) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
@@ -376,6 +378,5 @@ def write_claims_metrics(overview: pd.DataFrame, counts: pd.DataFrame, params: C
     path = Path(params.out) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, {"params": {"runs_preset": params.runs_preset, "reference_presets": params.reference_presets},
-                      "counts": json.loads(counts.to_json(orient="records")),
-                      "claims": json.loads(overview.to_json(orient="records"))})
+                      "counts": _records(counts), "claims": _records(overview)})
     return path
