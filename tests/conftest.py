@@ -69,7 +69,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def smoke_book(smoke_run, book_copy) -> Path:
     """Every notebook the book shows, executed at the smoke preset in the temporary root, as `make book
-    PRESET=smoke` does; one table sweep (table15, 4 runs) and the transfer runs on its trunks (mAP^l, 5
+    PRESET=smoke` does; one table sweep (table15, 6 runs) and the transfer runs on its trunks (mAP^l, 7
     runs) really run first, so its chapter has runs to read; the other chapters show the paper's values
     and the committed results only."""
     from coarsecrop.book import book_notebooks, run_notebook

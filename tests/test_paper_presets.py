@@ -114,7 +114,7 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     os.environ.setdefault("MPLBACKEND", "Agg")
     sweeps = paper_root / "params" / "sweeps"
     table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
-    assert list(table["status"]) == ["ok"] * 4, table["error"].tolist()
+    assert list(table["status"]) == ["ok"] * 6, table["error"].tolist()
     for run_dir in table["run_dir"]:
         params = json.loads((paper_root / run_dir / "run.json").read_text())["parameters"]
         assert params["scenes"] == runs.read_preset(paper_root / "params" / preset / "02_pretrain.yaml",
@@ -123,7 +123,7 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
     (sweeps / "transfer15.yaml").write_text(yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
     transfer = runs.run_sweep(sweeps / "transfer15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
-    assert list(transfer["status"]) == ["ok"] * 5, transfer["error"].tolist()
+    assert list(transfer["status"]) == ["ok"] * 7, transfer["error"].tolist()
     for run_dir in transfer["run_dir"]:
         metrics = json.loads((paper_root / run_dir / "metrics.json").read_text())
         assert metrics["params"]["scenes"] == "data/VOCdevkit/VOC2007" and metrics["params"]["val_split"] == "test"
@@ -133,9 +133,9 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     run_dir = run_notebook(paper_root, "15_random_resized_crop", preset, log_output=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     (header,) = [h for label, h in metrics["headers"].items() if label.startswith("this build")]
-    assert f"preset **{preset}**" in header and "4 of 4 runs complete" in header
+    assert f"preset **{preset}**" in header and "6 of 6 runs complete" in header
     (rows,) = [r for label, r in metrics["summaries"].items() if label.startswith("this build")]
-    assert [r["row"] for r in rows][-1] == "random init" and len(rows) == 5  # 4 rows of Table 15, the init
+    assert [r["row"] for r in rows][-1] == "random init" and len(rows) == 7  # 6 rows of Table 15, the init
     assert all(r["mAP_l_n"] == 1 and 0 <= r["mAP_l"] <= 1 for r in rows)
 
 

@@ -246,9 +246,34 @@ def test_preset_option_and_per_preset_grid_entries(root):
     assert len(quick["points"]) == 4 and quick["preset"] == "quick"
     quick_values = yaml.safe_load((root / "params" / "quick" / "01_crops.yaml").read_text())
     assert quick["points"][0]["task"]["record"]["parameters"]["num_images"] == quick_values["num_images"]
-    bad = write_sweep(root, "bad_presets", {**spec, "presets": {"quick": {"n": [5]}}})
-    with pytest.raises(ValueError, match="presets.quick repeats n"):
+    bad = write_sweep(root, "bad_presets", {**spec, "fixed": {"seed": 5}})
+    with pytest.raises(ValueError, match="presets.(quick|smoke) sets seed, which 'fixed' sets too"):
         runs.read_sweep(bad)
+
+
+def test_a_preset_entry_replaces_the_grid_axis_of_its_name_in_place_and_the_other_presets_keep_theirs(root):
+    """Tables 1, 14 and 15: the reference preset runs other cases (an extra row, its own BYOL recipe); the other
+    presets (and a preset the file does not list) keep the grid's points, so the point indices their committed
+    run.json files name do not move."""
+    cases = [{"strategy": "image"}, {"strategy": "gt", "n": 3}]
+    spec = {"notebook": "02_pretrain", "preset": "smoke", "fixed": {"num_images": 2},
+            "grid": {"cases": cases, "image_size": [16]},
+            "presets": {"quick": {"seed": [0, 1], "cases": [cases[0], {"strategy": "grid", "n": 1}, cases[1]],
+                                  "lr": [0.5]}}}
+    path = write_sweep(root, "preset_cases", spec)
+    smoke = [p["point"] for p in runs.plan_sweep(path, root)["points"]]
+    quick = [p["point"] for p in runs.plan_sweep(path, root, preset="quick")["points"]]
+    assert smoke == [{"strategy": "image", "image_size": 16}, {"strategy": "gt", "n": 3, "image_size": 16}]
+    # the new entries (seed, lr) vary slowest; the replaced cases stay where the grid has them
+    assert quick[:3] == [{"seed": 0, "lr": 0.5, "strategy": "image", "image_size": 16},
+                         {"seed": 0, "lr": 0.5, "strategy": "grid", "n": 1, "image_size": 16},
+                         {"seed": 0, "lr": 0.5, "strategy": "gt", "n": 3, "image_size": 16}] and len(quick) == 6
+    with pytest.raises(ValueError, match="presets.quick sets num_images, which 'fixed' sets too"):
+        runs.read_sweep(write_sweep(root, "case_fixed", {**spec, "presets": {
+            "quick": {"cases": [{"strategy": "image", "num_images": 3}]}}}))
+    with pytest.raises(ValueError, match="image_size both in a case and in the grid"):
+        runs.read_sweep(write_sweep(root, "case_axis", {**spec, "presets": {
+            "quick": {"cases": [{"strategy": "image", "image_size": 8}]}}}))
 
 
 def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_path):

@@ -57,10 +57,11 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
     run = next((smoke_book / "runs" / "15_random_resized_crop").glob("*/metrics.json"))
     metrics = json.loads(run.read_text())
     build, init = metrics["summaries"]["this build (smoke)"][:-1], metrics["summaries"]["this build (smoke)"][-1]
-    assert [r["row"] for r in build] == ["Image", "Image w/o RRC", "Our (coarse)", "Our (coarse) w/o RRC"]
+    assert [r["row"] for r in build] == ["Image", "Image w/o RRC", "Our (coarse)", "Our (coarse) w/o RRC",
+                                         "Our (literal)", "Our (literal) w/o RRC"]
     assert init["row"] == T.INIT_ROW and 0 <= init["mAP_l"] <= 1 and 0 <= init["knn"] <= 1
     assert all(r["seeds"] == 1 and 0 <= r["knn"] <= 1 and 0 < r["objectness"] < 1 for r in build)
-    assert "4 of 4 runs complete" in metrics["headers"]["this build (smoke)"]
+    assert "6 of 6 runs complete" in metrics["headers"]["this build (smoke)"]
     verdicts = {c["verdict"] for c in metrics["claims"]["this build (smoke)"]}
     assert verdicts and "no runs" not in verdicts
     # mAP^l from the transfer sweep on the same trunks, its claims, and the random-init level

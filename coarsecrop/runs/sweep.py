@@ -10,7 +10,7 @@ A sweep file (YAML) names a notebook, an optional base preset, a grid and option
     #   an axis whose values are several parameters that go together
     presets:                       # optional: grid entries added for one preset (seeds, epoch budgets)
       quick: {seed: [0]}
-      cpu-full: {seed: [0, 1, 2]}
+      cpu-full: {seed: [0, 1, 2], n: [3, 5]}  # an axis the grid has too: this preset's values replace it
 
 A transfer sweep (notebook 03_transfer) may take its checkpoints from pretraining sweeps instead of a grid:
 
@@ -86,18 +86,19 @@ def read_sweep(sweep_file: Path) -> dict:
         raise ValueError(f"{sweep_file}: 'presets' must map a preset name to grid entries, e.g. "
                          "presets: {quick: {seed: [0]}}")
     for preset, extra in presets.items():
-        clash = sorted(set(extra) & (set(grid_keys(sweep_file, grid)) | set(fixed)))
-        if clash:
-            raise ValueError(f"{sweep_file}: presets.{preset} repeats {', '.join(clash)} of grid/fixed")
         for key, values in extra.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{sweep_file}: presets.{preset}.{key} must be a non-empty list")
+        clash = sorted(set(grid_keys(sweep_file, preset_grid(grid, extra))) & set(fixed))
+        if clash:
+            raise ValueError(f"{sweep_file}: presets.{preset} sets {', '.join(clash)}, which 'fixed' sets too; "
+                             "keep each in one")
     of = spec.get("checkpoints_of") or []
     if not isinstance(of, list) or not all(isinstance(name, str) for name in of):
         raise ValueError(f"{sweep_file}: 'checkpoints_of' must list pretraining sweeps, e.g. checkpoints_of: [table1]")
     if of and spec["notebook"] != TRANSFER:
         raise ValueError(f"{sweep_file}: 'checkpoints_of' feeds {TRANSFER}; this sweep runs {spec['notebook']!r}")
-    if of and CASES in grid:
+    if of and (CASES in grid or any(CASES in extra for extra in presets.values())):
         raise ValueError(f"{sweep_file}: 'checkpoints_of' makes the grid's cases; leave 'cases' out of the grid")
     return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed,
             "presets": presets, "checkpoints_of": of}
@@ -115,6 +116,13 @@ def expand_grid(grid: dict) -> list[dict]:
             point.update(value if key == CASES else {key: value})
         points.append(point)
     return points
+
+
+def preset_grid(grid: dict, extra: dict) -> dict:
+    """The grid at one preset: the preset's new entries (seeds, budgets) first, so they vary slowest (a partly
+    run sweep has every point at seed 0 first); an entry the grid has too (``cases``, ``strategy``) replaces
+    the grid's values in the grid's place, so the other presets' points and their order stay as they are."""
+    return {**{k: v for k, v in extra.items() if k not in grid}, **{k: extra.get(k, v) for k, v in grid.items()}}
 
 
 def grid_keys(sweep_file: Path, grid: dict) -> list[str]:
@@ -328,8 +336,7 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     spec = read_sweep(sweep_file)
     if preset:
         spec["preset"] = preset
-    # the preset's entries (seeds, budgets) vary slowest: a partly run sweep has every point at seed 0 first
-    spec["grid"] = {**spec["presets"].get(spec["preset"], {}), **spec["grid"]}
+    spec["grid"] = preset_grid(spec["grid"], spec["presets"].get(spec["preset"], {}))
     name = spec["notebook"]
     source = root / "notebooks" / f"{name}.py"
     if not source.is_file():
