@@ -95,19 +95,25 @@ def test_the_trunk_rows_run_at_smoke_size(tmp_path):
 
 def test_the_calibration_verdict_reads_the_rows(tmp_path):
     path = tmp_path / "c.csv"
-    path.write_text("# commit abc; machine: test\nname,kind,linear_top1,knn_top1,steps,wall_s\n"
-                    "random init,init,0.10,0.11,,9\nx,ssl,0.15,0.12,100,60\ny,ssl,0.21,0.2,200,90\n")
+    path.write_text("# commit abc; machine: test\nname,kind,linear_top1,knn_top1,steps,wall_s,config\n"
+                    "random init,init,0.10,0.11,,9,{}\nx,ssl,0.15,0.12,100,60,\"{\"\"method\"\": \"\"byol\"\"}\"\n"
+                    "y,ssl,0.21,0.2,200,90,\"{\"\"method\"\": \"\"moco_v2\"\"}\"\n")
     comment, rows = B.read_calibration(path)
     assert comment == "commit abc; machine: test" and len(rows) == 3
     verdict = B.calibration_verdict(rows)
     assert verdict["best"] == "y" and verdict["passes"] and verdict["tried"] == 2
     assert not B.calibration_verdict(rows[rows["name"] != "y"])["passes"]
+    byol = B.calibration_verdict(rows, method="byol")  # one method's best, from the config's method
+    assert byol["best"] == "x" and byol["tried"] == 1 and abs(byol["gain"] - 0.05) < 1e-9
+    with pytest.raises(ValueError, match="at least one SSL row of mae"):
+        B.calibration_verdict(rows, method="mae")
     assert B.calibration_table(rows).loc["y", "linear vs random init"] == "+11.0"
     with pytest.raises(ValueError, match="random-init row"):
         B.calibration_verdict(pd.DataFrame({"kind": ["ssl"], "linear_top1": [0.3], "name": ["x"]}))
     # the committed files (scenes v2 and v3) read and give a verdict
     assert B.calibration_verdict(B.read_calibration(version=2)[1])["tried"] >= 1
     assert B.calibration_verdict(B.read_calibration()[1])["tried"] >= 1
+    assert B.calibration_verdict(B.read_calibration()[1], method="byol")["tried"] >= 1
     assert "scenes v3" in set(B.read_calibration()[1]["scenes"]).pop()
 
 

@@ -26,6 +26,7 @@ The gate: the reference SSL row's linear probe at least ``TRUNK_MARGIN`` above t
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -328,13 +329,17 @@ def read_calibration(path: str | Path | None = None, min_side: float | None = 0,
     return comment, rows
 
 
-def calibration_verdict(rows: pd.DataFrame) -> dict:
-    """From the calibration rows: the random init's linear probe (the baseline row), the best SSL row,
-    its gain, and whether any SSL configuration reached random init + TRUNK_MARGIN."""
+def calibration_verdict(rows: pd.DataFrame, method: str | None = None) -> dict:
+    """From the calibration rows: the random init's linear probe (the baseline row), the best SSL row
+    (of ``method`` only, e.g. "byol", when given: the ``method`` of the row's config), its gain, and whether
+    any SSL configuration reached random init + TRUNK_MARGIN."""
     init = rows[rows["kind"] == "init"]
     ssl_rows = rows[rows["kind"] == "ssl"]
+    if method is not None:
+        ssl_rows = ssl_rows[[json.loads(c or "{}").get("method") == method for c in ssl_rows["config"].fillna("")]]
     if init.empty or ssl_rows.empty:
-        raise ValueError("the calibration needs a random-init row and at least one SSL row")
+        raise ValueError(f"the calibration needs a random-init row and at least one SSL row"
+                         f"{f' of {method}' if method else ''}")
     base = float(init["linear_top1"].iloc[-1])
     best = ssl_rows.loc[ssl_rows["linear_top1"].idxmax()]
     return {"init_linear": base, "best": str(best["name"]), "best_linear": float(best["linear_top1"]),
