@@ -99,7 +99,8 @@ def read_sweep(sweep_file: Path) -> dict:
     if of and spec["notebook"] != TRANSFER:
         raise ValueError(f"{sweep_file}: 'checkpoints_of' feeds {TRANSFER}; this sweep runs {spec['notebook']!r}")
     if of and (CASES in grid or any(CASES in extra for extra in presets.values())):
-        raise ValueError(f"{sweep_file}: 'checkpoints_of' makes the grid's cases; leave 'cases' out of the grid")
+        raise ValueError(f"{sweep_file}: 'checkpoints_of' makes the grid's cases; leave 'cases' out of the grid "
+                         "and out of every preset's entry")
     return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed,
             "presets": presets, "checkpoints_of": of}
 
