@@ -50,8 +50,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     import os
     import signal
 
+    from coarsecrop.runs.children import OutliveReader
     from coarsecrop.train import TrainingDiverged, load_pretrain_params, pretrain
 
+    # a notebook kernel streams this output: when it dies, the run must still reach its checkpoint
+    sys.stdout, sys.stderr = OutliveReader(sys.stdout), OutliveReader(sys.stderr)
     overrides = dict(args.overrides or [])
     if args.resume:
         overrides["resume"] = True

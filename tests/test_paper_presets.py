@@ -150,3 +150,26 @@ def test_the_transfer_points_of_a_scenes_v3_preset_evaluate_each_trunk_on_its_ow
     assert scenes == {"runs/02_pretrain/_scenes/1000x128px-seed0-v3"}
     v1 = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "cpu-full-v1")["points"]
     assert {p["task"]["record"]["parameters"]["scenes"] for p in v1} == {"runs/02_pretrain/_scenes/1000x128px-seed0"}
+
+
+def test_every_cpu_full_byol_row_runs_the_one_calibrated_recipe_and_the_tables_share_their_rows():
+    """The calibrated BYOL recipe (params/cpu-full/02_pretrain.yaml's comments: no RandomResizedCrop, base lr
+    4.8) is written into each table sweep's cpu-full entry: one copy gone astray would train a row on another
+    recipe and split a shared row into two runs, so the tables would no longer compare like with like."""
+    tables = ["table1", "table2", "table10", "table11", "table12_13", "table14", "table15"]
+    ablation = {"table15": "random_resized_crop", "table11": "local_views"}  # the key each ablation varies
+    shared = {}
+    for table in tables:
+        for p in runs.plan_sweep(ROOT / "params" / "sweeps" / f"{table}.yaml", ROOT, "cpu-full")["points"]:
+            q = p["task"]["record"]["parameters"]
+            if q["method"] != "byol":
+                continue
+            recipe = {k: v for k, v in q["method_params"].items() if k != ablation.get(table)}
+            assert q["lr"] == 4.8 and q["optimizer"] is None and q["scene_version"] == 3, (table, q)
+            assert recipe == ({} if table == "table15" else {"random_resized_crop": False}), (table, q)
+            if q["method_params"] == {"random_resized_crop": False} and q["n"] == 5 and q["epochs"] == 36 \
+                    and q["phi"] == "random":
+                shared.setdefault((q["strategy"], q["seed"]), set()).add(p["run_dir"].name)
+    assert {k: ids for k, ids in shared.items() if len(ids) > 1} == {}
+    # Table 1's rows are the ones the other tables reuse (its Image-Crop seed 0 sits in all seven)
+    assert {("image", 0), ("gt", 0), ("grid", 0), ("ours", 0), ("ours_coarse", 0)} <= set(shared)

@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -51,6 +52,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without i
 from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic
 from coarsecrop.params import NOT_HASHED, project_root
+from coarsecrop.runs.children import stop_with_parent
 from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_complete, notebook_defaults, notebook_task,
                                       read_preset, read_record, write_record, yaml_mapping)
 
@@ -409,9 +411,12 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
             execute_point(task)
             bar.update(counts[rid])
     else:
-        # spawn: a clean interpreter per worker (no forked threads); one task per worker process.
+        # spawn: a clean interpreter per worker (no forked threads); one task per worker process. A worker
+        # gets SIGTERM when this process dies (killed: its papermill then shuts the kernel down, whose
+        # trainer saves its checkpoint; coarsecrop.runs.children), instead of running on as an orphan.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1,
+                                 initializer=stop_with_parent, initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(execute_point, task): rid for rid, task in todo.items()}
             for future in as_completed(futures):
                 rid = futures[future]

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ from coarsecrop.data.scenes import open_scenes
 from coarsecrop.data.synthetic import scenes_or_builtin, shared_scenes_name
 from coarsecrop.io import write_text
 from coarsecrop.params import default_run_dir, project_root
+from coarsecrop.runs.children import preexec
 from coarsecrop.runs.provenance import provenance
 from coarsecrop.studies.crops import crop_table
 from coarsecrop.train.params import make_params
@@ -231,7 +233,9 @@ def is_finished(train_dir: Path) -> bool:
 
 def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str = "pretrain.yaml") -> float:
     """Run the trainer in a subprocess, streaming its output; resume an interrupted run; skip a finished
-    one. Returns the wall time in seconds. Raises RuntimeError with the output's tail when it fails."""
+    one. Returns the wall time in seconds. Raises RuntimeError with the output's tail when it fails. The
+    trainer never outlives this process: an interrupt is passed on to it, and its death sends it SIGTERM;
+    either way it saves its checkpoint first."""
     train_dir = Path(train.out)
     if is_finished(train_dir):
         print(f"finished run in {train_dir}: not retrained (delete it to train again)")
@@ -244,12 +248,23 @@ def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str =
     if params.processes > 1:
         env.setdefault("OMP_NUM_THREADS", str(params.threads or 1))
     t0, tail = time.perf_counter(), []
+    # The trainer stops with this process (a kernel restarted, shut down or killed: SIGTERM, it saves its
+    # checkpoint) and sits in a session of its own; an interrupt here (JupyterLab's stop button, Ctrl-C) is
+    # passed on to it as SIGINT, and waited for while it saves (coarsecrop.runs.children).
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                          cwd=project_root()) as proc:
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            tail = (tail + [line])[-40:]
-        code = proc.wait()
+                          cwd=project_root(), preexec_fn=preexec, start_new_session=True) as proc:
+        try:
+            for line in proc.stdout:
+                print(line, end="", flush=True)
+                tail = (tail + [line])[-40:]
+            code = proc.wait()
+        except BaseException:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                print(f"interrupted: the trainer saves its checkpoint in {train_dir}; running this again resumes",
+                      flush=True)
+                proc.wait()
+            raise
     if code != 0:
         raise RuntimeError(f"the trainer exited with code {code}:\n{''.join(tail)}")
     return time.perf_counter() - t0

@@ -1,0 +1,211 @@
+"""A killed parent stops its children (coarsecrop.runs.children): the trainer a kernel started saves its
+checkpoint and exits instead of running on as an orphan. Linux only (prctl)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _wait_for(predicate, seconds: float, what: str):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+# A child that says when it is ready and writes which signal ended it.
+CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    from pathlib import Path
+    from coarsecrop.runs.children import stop_with_parent
+    flag = Path(sys.argv[1])
+    def stopped(signum, _frame):
+        flag.write_text(signal.Signals(signum).name)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stopped)
+    if sys.argv[2] == "self":
+        stop_with_parent(parent=os.getppid())
+    Path(str(flag) + ".ready").write_text(str(os.getpid()))
+    time.sleep(120)
+""")
+
+# A parent that starts the child, either letting it ask for the signal itself (a pool worker's initializer)
+# or asking for it between fork and exec (how launch() starts the trainer), then sleeps until killed.
+PARENT = textwrap.dedent("""
+    import subprocess, sys, time
+    from coarsecrop.runs.children import preexec
+    child, flag, how = sys.argv[1], sys.argv[2], sys.argv[3]
+    extra = dict(preexec_fn=preexec, start_new_session=True) if how == "preexec" else {}
+    subprocess.Popen([sys.executable, child, flag, how], **extra)
+    time.sleep(120)
+""")
+
+
+@pytest.mark.parametrize("how", ["self", "preexec"])
+def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path, how):
+    (tmp_path / "child.py").write_text(CHILD)
+    (tmp_path / "parent.py").write_text(PARENT)
+    flag = tmp_path / "flag"
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path / "child.py"), str(flag),
+                               how], env=_env(), start_new_session=True)
+    try:
+        _wait_for(lambda: Path(str(flag) + ".ready").exists(), 60, "the child started")
+        if how == "self":  # `kill -9 PID` on a sweep: its pool workers share its process group
+            os.kill(parent.pid, signal.SIGKILL)
+        else:  # SIGKILL to the parent's whole process group, as jupyter_client kills a kernel: the preexec
+            # child sits in a session of its own, so only the parent's death reaches it, as SIGTERM
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        _wait_for(flag.exists, 10, "the child was told its parent died")
+        assert flag.read_text() == "SIGTERM"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        ready = Path(str(flag) + ".ready")
+        if ready.exists() and not flag.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(ready.read_text()), signal.SIGKILL)
+
+
+def test_a_parent_that_died_before_the_call_stops_the_child_at_once(tmp_path):
+    code = ("import os, signal; from coarsecrop.runs.children import stop_with_parent; "
+            "stop_with_parent(parent=os.getppid() + 1); signal.pause()")
+    res = subprocess.run([sys.executable, "-c", code], env=_env(), timeout=60)
+    assert res.returncode == -signal.SIGTERM
+
+
+def test_output_to_a_reader_that_died_is_dropped_instead_of_stopping_the_writer():
+    """The trainer prints an epoch line on a pipe to its kernel; with the kernel killed, that print used to
+    raise BrokenPipeError before the trainer reached its checkpoint."""
+    from coarsecrop.runs.children import OutliveReader
+
+    read, write = os.pipe()
+    stream = OutliveReader(os.fdopen(write, "w"))
+    stream.write("epoch 1/2\n")
+    stream.flush()
+    assert os.read(read, 100) == b"epoch 1/2\n" and not stream.gone
+    os.close(read)  # the kernel is gone
+    assert stream.write("epoch 2/2\n") == len("epoch 2/2\n")
+    stream.flush()
+    stream.write("stopped at step 7\n")
+    stream.flush()
+    assert stream.gone
+
+
+# What a notebook kernel does: launch() the trainer (coarsecrop.studies.pretrain), streaming its output.
+KERNEL = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from coarsecrop.studies.pretrain import PretrainStudyParams, launch
+    from coarsecrop.train import load_pretrain_params
+    run_dir = Path(sys.argv[2])
+    train = load_pretrain_params(sys.argv[1], {"out": str(run_dir / "train")})
+    launch(PretrainStudyParams(), train, run_dir)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, trainer_saw", [("kill the kernel", "SIGTERM"), ("interrupt the kernel", "SIGINT")])
+def test_a_stopped_kernel_stops_its_trainer_which_saves_its_checkpoint(tmp_path, stop, trainer_saw):
+    """Before, a kernel restarted in JupyterLab (or a killed sweep) left its trainer running to the end."""
+    from coarsecrop.crops.job import run_crop_job
+    from coarsecrop.data.synthetic import write_scenes
+    from coarsecrop.train.checkpoint import load_checkpoint
+
+    write_scenes(tmp_path / "scenes", num_images=16, seed=0, size=64, progress=False)
+    run_crop_job(tmp_path / "scenes", split="train", out=tmp_path / "gt", strategy="gt", n=5, workers=0,
+                 progress=False, device="cpu")
+    params = tmp_path / "train.yaml"
+    params.write_text(yaml.safe_dump(dict(
+        method="moco_v2", backbone="resnet10_w8", image_size=16, method_params={"queue_size": 64}, epochs=400,
+        batch_size=8, workers=0, threads=1, monitor="none", log_every=1, progress=False, device="cpu",
+        manifest=str(tmp_path / "gt"))))
+    (tmp_path / "kernel.py").write_text(KERNEL)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    metrics = run_dir / "train" / "metrics.jsonl"
+
+    def lines() -> list[dict]:
+        return [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
+
+    kernel = subprocess.Popen([sys.executable, str(tmp_path / "kernel.py"), str(params), str(run_dir)], env=_env(),
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: sum(r["kind"] == "step" for r in lines()) >= 3, 120, "the trainer took 3 steps")
+        if stop == "kill the kernel":
+            os.killpg(kernel.pid, signal.SIGKILL)  # jupyter_client's kill: the kernel's whole process group
+        else:
+            kernel.send_signal(signal.SIGINT)  # JupyterLab's stop button: SIGINT to the kernel
+        kernel.wait(timeout=120)
+        _wait_for(lambda: bool(lines()) and lines()[-1]["kind"] == "end", 60, "the trainer wrote its end record")
+        end = lines()[-1]
+        assert end["interrupted"] == trainer_saw
+        stopped = load_checkpoint(run_dir / "train" / "checkpoint.pt")
+        assert 3 <= stopped["step"] == end["step"] < stopped["resolved"]["total_steps"]
+    finally:
+        if kernel.poll() is None:
+            os.killpg(kernel.pid, signal.SIGKILL)
+
+
+def _processes_reading(path: Path) -> list[int]:
+    """Pids whose command line names ``path`` (the trainer's parameters file)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(path).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs, signum", [(2, signal.SIGTERM), (1, signal.SIGKILL)])
+def test_a_killed_sweep_leaves_no_trainer_running_and_its_run_saved(tmp_path, jobs, signum):
+    """`kill PID` on a sweep of worker processes, `kill -9 PID` on a sweep that runs its notebooks itself:
+    the kernel below goes (ipykernel watches its parent), and the trainer below it saves and exits."""
+    from tests.conftest import copy_book_sources
+
+    root = copy_book_sources(tmp_path / "book")
+    sweep = root / "params" / "sweeps" / "long.yaml"
+    sweep.write_text(yaml.safe_dump({"notebook": "02_pretrain", "preset": "smoke", "fixed": {"epochs": 400},
+                                     "grid": {"strategy": ["gt"]}}))
+    main = subprocess.Popen([sys.executable, "-m", "coarsecrop", "sweep", str(sweep), "--jobs", str(jobs)],
+                            cwd=root, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def steps() -> int:
+            found = list((root / "runs" / "02_pretrain").glob("*/train/metrics.jsonl"))
+            return sum('"kind": "step"' in x for x in found[0].read_text().splitlines()) if found else 0
+
+        _wait_for(lambda: steps() >= 3, 240, "the sweep's trainer took 3 steps")
+        (train,) = [p.parent for p in (root / "runs" / "02_pretrain").glob("*/train/metrics.jsonl")]
+        params_file = train.parent / "pretrain.yaml"
+        assert _processes_reading(params_file), "the trainer is running"
+        os.kill(main.pid, signum)
+        main.wait(timeout=60)
+        _wait_for(lambda: not _processes_reading(params_file), 60, "no trainer left running")
+        end = json.loads((train / "metrics.jsonl").read_text().splitlines()[-1])
+        assert end["kind"] == "end" and end["interrupted"] == "SIGTERM" and (train / "checkpoint.pt").is_file()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(main.pid, signal.SIGKILL)
