@@ -141,8 +141,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         for line in missing_inputs(plan, root):
             print(f"missing input: {line}")
         return 0
-    table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
-                      preset=args.preset, only=args.point)
+    try:
+        table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
+                          preset=args.preset, only=args.point)
+    except KeyboardInterrupt:
+        print("\ncoarsecrop sweep: interrupted; the running points stopped (a trainer saves its checkpoint "
+              "first) and no new one started. The same command resumes them.", file=sys.stderr)
+        return 130
     counts = table["status"].value_counts().to_dict()
     print(f"{len(table)} point(s): {counts.get('ok', 0)} ok ({int(table['reused'].sum())} reused), "
           f"{counts.get('failed', 0)} failed")

@@ -179,33 +179,50 @@ def _processes_reading(path: Path) -> list[int]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("jobs, signum", [(2, signal.SIGTERM), (1, signal.SIGKILL)])
-def test_a_killed_sweep_leaves_no_trainer_running_and_its_run_saved(tmp_path, jobs, signum):
-    """`kill PID` on a sweep of worker processes, `kill -9 PID` on a sweep that runs its notebooks itself:
-    the kernel below goes (ipykernel watches its parent), and the trainer below it saves and exits."""
+@pytest.mark.parametrize("jobs, signum, to", [(2, signal.SIGTERM, "sweep"), (1, signal.SIGKILL, "sweep"),
+                                              (2, signal.SIGINT, "group"), (1, signal.SIGINT, "group")])
+def test_a_stopped_sweep_starts_nothing_more_leaves_no_trainer_running_and_its_runs_saved(tmp_path, jobs, signum,
+                                                                                        to):
+    """`kill PID` on a sweep, `kill -9 PID`, and Ctrl-C (SIGINT to the terminal's process group) with worker
+    processes or without: the sweep stops, the kernels below go (ipykernel watches its parent), each trainer
+    below them saves and exits, and no further point starts (Ctrl-C once used to let the worker pool start
+    every queued point)."""
     from tests.conftest import copy_book_sources
 
     root = copy_book_sources(tmp_path / "book")
     sweep = root / "params" / "sweeps" / "long.yaml"
     sweep.write_text(yaml.safe_dump({"notebook": "02_pretrain", "preset": "smoke", "fixed": {"epochs": 400},
-                                     "grid": {"strategy": ["gt"]}}))
+                                     "grid": {"strategy": ["gt", "image", "grid"]}}))
+    runs = root / "runs" / "02_pretrain"
     main = subprocess.Popen([sys.executable, "-m", "coarsecrop", "sweep", str(sweep), "--jobs", str(jobs)],
                             cwd=root, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a terminal's
     try:
-        def steps() -> int:
-            found = list((root / "runs" / "02_pretrain").glob("*/train/metrics.jsonl"))
-            return sum('"kind": "step"' in x for x in found[0].read_text().splitlines()) if found else 0
+        def trains() -> list[Path]:
+            return sorted(p.parent for p in runs.glob("*/train/metrics.jsonl"))
 
-        _wait_for(lambda: steps() >= 3, 240, "the sweep's trainer took 3 steps")
-        (train,) = [p.parent for p in (root / "runs" / "02_pretrain").glob("*/train/metrics.jsonl")]
-        params_file = train.parent / "pretrain.yaml"
-        assert _processes_reading(params_file), "the trainer is running"
-        os.kill(main.pid, signum)
+        def steps(train: Path) -> int:
+            return sum('"kind": "step"' in x for x in (train / "metrics.jsonl").read_text().splitlines())
+
+        _wait_for(lambda: len(trains()) == jobs and all(steps(t) >= 3 for t in trains()), 240,
+                  f"{jobs} trainer(s) took 3 steps")
+        started = trains()
+        params_files = [t.parent / "pretrain.yaml" for t in started]
+        assert all(_processes_reading(f) for f in params_files), "the trainers are running"
+        if to == "group":
+            os.killpg(main.pid, signum)
+        else:
+            os.kill(main.pid, signum)
         main.wait(timeout=60)
-        _wait_for(lambda: not _processes_reading(params_file), 60, "no trainer left running")
-        end = json.loads((train / "metrics.jsonl").read_text().splitlines()[-1])
-        assert end["kind"] == "end" and end["interrupted"] == "SIGTERM" and (train / "checkpoint.pt").is_file()
+        if signum == signal.SIGINT:
+            assert main.returncode == 130
+        _wait_for(lambda: not any(_processes_reading(f) for f in params_files), 60, "no trainer left running")
+        for train in started:
+            end = json.loads((train / "metrics.jsonl").read_text().splitlines()[-1])
+            assert end["kind"] == "end" and end["interrupted"] in ("SIGTERM", "SIGINT"), train
+            assert (train / "checkpoint.pt").is_file()
+        assert len([p for p in runs.iterdir() if p.is_dir() and not p.name.startswith("_")]) == jobs
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(main.pid, signal.SIGKILL)

@@ -43,7 +43,7 @@ import itertools
 import json
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing.connection import wait
 from pathlib import Path
 
 import pandas as pd
@@ -373,6 +373,45 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
             "base": base}
 
 
+def _worker(task: dict, parent: int) -> None:
+    """One point in a process of its own (``--jobs`` > 1): it stops when the sweep dies (its kernel follows
+    it, and the trainer below saves its checkpoint: coarsecrop.runs.children). The run folder's record is
+    its result."""
+    stop_with_parent(parent)
+    execute_point(task)
+
+
+def run_in_workers(todo: dict, jobs: int, done) -> None:
+    """Run ``todo`` ({run id: task}) in at most ``jobs`` worker processes at once, each a fresh interpreter
+    (spawn: no forked threads) for one point; ``done(rid)`` after each. A worker that dies without recording
+    its end (killed, out of memory) gets its run recorded as failed. Ctrl-C starts no more points and stops
+    the running ones: each worker gets SIGTERM, its kernel and trainer follow (the trainer saves first), so
+    the runs stay unfinished and the same command resumes them; the KeyboardInterrupt then goes on up."""
+    context = multiprocessing.get_context("spawn")
+    waiting, running = list(todo.items()), {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                rid, task = waiting.pop(0)
+                running[rid] = context.Process(target=_worker, args=(task, os.getpid()), name=f"sweep-{rid}")
+                running[rid].start()
+            wait([proc.sentinel for proc in running.values()])
+            for rid in [rid for rid, proc in running.items() if not proc.is_alive()]:
+                proc = running.pop(rid)
+                proc.join()
+                if proc.exitcode != 0:
+                    run_dir = Path(todo[rid]["run_dir"])
+                    write_record(run_dir, {**read_record(run_dir), "status": "failed",
+                                           "error": f"worker process died (exit code {proc.exitcode})"})
+                done(rid)
+    except KeyboardInterrupt:
+        for proc in running.values():
+            proc.terminate()
+        for proc in running.values():
+            proc.join(timeout=120)
+        raise
+
+
 def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
               preset: str | None = None, only: list[int] | None = None):
     """Run every point of ``sweep_file`` not yet complete (all with ``force``, from scratch); returns the
@@ -411,22 +450,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
             execute_point(task)
             bar.update(counts[rid])
     else:
-        # spawn: a clean interpreter per worker (no forked threads); one task per worker process. A worker
-        # gets SIGTERM when this process dies (killed: its papermill then shuts the kernel down, whose
-        # trainer saves its checkpoint; coarsecrop.runs.children), instead of running on as an orphan.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1,
-                                 initializer=stop_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(execute_point, task): rid for rid, task in todo.items()}
-            for future in as_completed(futures):
-                rid = futures[future]
-                try:
-                    future.result()
-                except Exception as err:  # the worker process itself died (killed, out of memory)
-                    run_dir = Path(todo[rid]["run_dir"])
-                    write_record(run_dir, {**read_record(run_dir), "status": "failed",
-                                           "error": f"worker process died: {type(err).__name__}: {err}"})
-                bar.update(counts[rid])
+        run_in_workers(todo, jobs, lambda rid: bar.update(counts[rid]))
     bar.close()
     rows = [summary_row(p["point"], p["run_dir"], root, p["run_dir"].name in reused) for p in plan["points"]]
     table = pd.DataFrame(rows)

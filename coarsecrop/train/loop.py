@@ -183,7 +183,10 @@ class StopRequest:
 
     def __exit__(self, *exc):
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # once stopping, a further SIGTERM (a dying parent can send more than one) must not kill the
+            # process between the loop and its end record: it is ignored until the process exits
+            stopping = self.signum is not None and signum == signal.SIGTERM
+            signal.signal(signum, signal.SIG_IGN if stopping else handler)
         return False
 
 
