@@ -53,9 +53,9 @@ CHILD = textwrap.dedent("""
 # or asking for it between fork and exec (how launch() starts the trainer), then sleeps until killed.
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
-    from coarsecrop.runs.children import preexec
+    from coarsecrop.runs.children import stop_with_parent
     child, flag, how = sys.argv[1], sys.argv[2], sys.argv[3]
-    extra = dict(preexec_fn=preexec, start_new_session=True) if how == "preexec" else {}
+    extra = dict(preexec_fn=stop_with_parent, start_new_session=True) if how == "preexec" else {}
     subprocess.Popen([sys.executable, child, flag, how], **extra)
     time.sleep(120)
 """)

@@ -20,7 +20,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# Bound once, here: between fork and exec (``preexec``) a child may not load anything.
+# Bound once, here: between fork and exec (``Popen(preexec_fn=stop_with_parent)``) nothing may be loaded.
 _PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
@@ -28,22 +28,17 @@ def stop_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) ->
     """Ask the kernel to send this process ``signum`` when its parent dies; True when it took effect (Linux).
 
     ``parent``: the pid the caller expects as its parent. When the parent died before this call (the child is
-    already an orphan), the signal is sent at once, so a late start cannot escape the stop. For a child that
-    runs our code: a ``ProcessPoolExecutor`` initializer (``initargs=(os.getpid(),)``)."""
+    already an orphan), the signal is sent at once, so a late start cannot escape the stop. Two uses: the
+    first call of a worker that runs our code, given the pid that started it (the sweep passes its own),
+    and ``subprocess.Popen(preexec_fn=stop_with_parent, start_new_session=True)``, between fork and exec
+    (one system call, nothing loaded), for a child that runs anything (torchrun passes the SIGTERM on to its
+    workers); its own session keeps it out of the parent's process group, so a SIGKILL to that group spares
+    it the time to save its checkpoint."""
     if _PRCTL is None or _PRCTL(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
         return False
     if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), signum)
     return True
-
-
-def preexec() -> None:
-    """``subprocess.Popen(preexec_fn=preexec, start_new_session=True)``: the child (and what it execs, e.g.
-    torchrun, which passes the SIGTERM on to its workers) gets SIGTERM when the process that started it dies.
-    Its own session keeps it out of the parent's process group, so a SIGKILL to that group spares it the
-    time to save its checkpoint. Runs between fork and exec: one system call, nothing loaded."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
 
 class OutliveReader:
