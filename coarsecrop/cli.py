@@ -50,7 +50,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from coarsecrop.runs.children import OutliveReader
+    from coarsecrop.train.children import OutliveReader
     from coarsecrop.train import TrainingDiverged, load_pretrain_params, pretrain
 
     # a notebook kernel streams this output: when it dies, the run must still reach its checkpoint

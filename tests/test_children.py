@@ -1,4 +1,4 @@
-"""A killed parent stops its children (coarsecrop.runs.children): the trainer a kernel started saves its
+"""A killed parent stops its children (coarsecrop.train.children): the trainer a kernel started saves its
 checkpoint and exits instead of running on as an orphan. Linux only (prctl)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _wait_for(predicate, seconds: float, what: str):
 CHILD = textwrap.dedent("""
     import os, signal, sys, time
     from pathlib import Path
-    from coarsecrop.runs.children import stop_with_parent
+    from coarsecrop.train.children import stop_with_parent
     flag = Path(sys.argv[1])
     def stopped(signum, _frame):
         flag.write_text(signal.Signals(signum).name)
@@ -53,15 +53,18 @@ CHILD = textwrap.dedent("""
 # or asking for it between fork and exec (how launch() starts the trainer), then sleeps until killed.
 PARENT = textwrap.dedent("""
     import subprocess, sys, time
-    from coarsecrop.runs.children import stop_with_parent
+    from pathlib import Path
+    from coarsecrop.train.children import run_logged, stop_with_parent
     child, flag, how = sys.argv[1], sys.argv[2], sys.argv[3]
+    if how == "logged":  # how evaluate.d2 runs detectron2: blocking, output to a log file
+        run_logged([sys.executable, child, flag, how], Path(flag + ".log"))
     extra = dict(preexec_fn=stop_with_parent, start_new_session=True) if how == "preexec" else {}
     subprocess.Popen([sys.executable, child, flag, how], **extra)
     time.sleep(120)
 """)
 
 
-@pytest.mark.parametrize("how", ["self", "preexec"])
+@pytest.mark.parametrize("how", ["self", "preexec", "logged"])
 def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path, how):
     (tmp_path / "child.py").write_text(CHILD)
     (tmp_path / "parent.py").write_text(PARENT)
@@ -70,7 +73,7 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path, how):
                                how], env=_env(), start_new_session=True)
     try:
         _wait_for(lambda: Path(str(flag) + ".ready").exists(), 60, "the child started")
-        if how == "self":  # `kill -9 PID` on a sweep: its pool workers share its process group
+        if how in ("self", "logged"):  # `kill -9 PID` on a sweep or a kernel: the children share its group
             os.kill(parent.pid, signal.SIGKILL)
         else:  # SIGKILL to the parent's whole process group, as jupyter_client kills a kernel: the preexec
             # child sits in a session of its own, so only the parent's death reaches it, as SIGTERM
@@ -88,16 +91,25 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path, how):
 
 
 def test_a_parent_that_died_before_the_call_stops_the_child_at_once(tmp_path):
-    code = ("import os, signal; from coarsecrop.runs.children import stop_with_parent; "
+    code = ("import os, signal; from coarsecrop.train.children import stop_with_parent; "
             "stop_with_parent(parent=os.getppid() + 1); signal.pause()")
     res = subprocess.run([sys.executable, "-c", code], env=_env(), timeout=60)
     assert res.returncode == -signal.SIGTERM
 
 
+def test_run_logged_returns_the_exit_code_and_keeps_the_output(tmp_path):
+    from coarsecrop.train.children import run_logged
+
+    log = tmp_path / "log.txt"
+    assert run_logged([sys.executable, "-c", "import sys; print('to out'); sys.exit('to err')"], log) == 1
+    text = log.read_text()
+    assert "to out" in text and "to err" in text
+
+
 def test_output_to_a_reader_that_died_is_dropped_instead_of_stopping_the_writer():
     """The trainer prints an epoch line on a pipe to its kernel; with the kernel killed, that print used to
     raise BrokenPipeError before the trainer reached its checkpoint."""
-    from coarsecrop.runs.children import OutliveReader
+    from coarsecrop.train.children import OutliveReader
 
     read, write = os.pipe()
     stream = OutliveReader(os.fdopen(write, "w"))

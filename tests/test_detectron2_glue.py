@@ -480,7 +480,7 @@ def test_the_transfer_task_runs_coarsecrop_detectron2_as_a_subprocess(scenes, mo
     data = d2.prepare_data(open_scenes(scenes, split="train"), open_scenes(scenes, split="val"))
     seen = {}
 
-    def fake_run(cmd, stdout, stderr):
+    def fake_run(cmd, stdout, stderr, **_):
         seen["cmd"] = cmd
         args = cmd[cmd.index("detectron2") + 1:]
         weights, out = Path(args[0]), Path(args[args.index("--out") + 1])
@@ -503,7 +503,7 @@ def test_the_transfer_task_runs_coarsecrop_detectron2_as_a_subprocess(scenes, mo
     assert cmd[cmd.index("--train-split") + 1] == "train" and cmd[cmd.index("--val-split") + 1] == "val"
     assert cmd[cmd.index("--scenes") + 1] == str(scenes / "annotations.json")
 
-    def failing(cmd, stdout, stderr):
+    def failing(cmd, stdout, stderr, **_):
         stdout.write("loading\nKeyError: boom\n")
         return subprocess.CompletedProcess(cmd, 1)
 

@@ -37,7 +37,6 @@ import math
 import os
 import pickle
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ import torch
 from coarsecrop.evaluate import d2_data
 from coarsecrop.evaluate.export import export_checkpoint, to_detectron2
 from coarsecrop.io import write_json
+from coarsecrop.train.children import run_logged
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 INSTALL_HINT = ("detectron2 is not installed (it is not on PyPI): build it from its repository against the "
@@ -468,11 +468,10 @@ def run_finetune(trunk: torch.nn.Module, data: dict, seed: int, device: torch.de
         for key, value in zip(opts[::2], opts[1::2]):
             cmd += ["--opt", key, value]
         log = Path(tmp) / "log.txt"
-        with open(log, "w") as f:
-            done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
+        code = run_logged(cmd, log)  # stops with this process: a killed kernel leaves no detectron2 behind
+        if code != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise RuntimeError(f"detectron2 ({config}, seed {seed}) failed with exit code {done.returncode}:\n{tail}")
+            raise RuntimeError(f"detectron2 ({config}, seed {seed}) failed with exit code {code}:\n{tail}")
         record = json.loads((out / "metrics.json").read_text())
     metrics = {k: v for k, v in record["headline"].items() if v is not None}
     if record.get("seconds_per_iter") is not None:

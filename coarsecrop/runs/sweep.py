@@ -52,7 +52,7 @@ from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without i
 from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic
 from coarsecrop.params import NOT_HASHED, project_root
-from coarsecrop.runs.children import stop_with_parent
+from coarsecrop.train.children import stop_with_parent
 from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_complete, notebook_defaults, notebook_task,
                                       read_preset, read_record, write_record, yaml_mapping)
 
@@ -375,7 +375,7 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
 
 def _worker(task: dict, parent: int) -> None:
     """One point in a process of its own (``--jobs`` > 1): it stops when the sweep dies (its kernel follows
-    it, and the trainer below saves its checkpoint: coarsecrop.runs.children). The run folder's record is
+    it, and the trainer below saves its checkpoint: coarsecrop.train.children). The run folder's record is
     its result."""
     stop_with_parent(parent)
     execute_point(task)

@@ -32,7 +32,7 @@ from coarsecrop.data.scenes import open_scenes
 from coarsecrop.data.synthetic import scenes_or_builtin, shared_scenes_name
 from coarsecrop.io import write_text
 from coarsecrop.params import default_run_dir, project_root
-from coarsecrop.runs.children import stop_with_parent
+from coarsecrop.train.children import stop_with_parent
 from coarsecrop.runs.provenance import provenance
 from coarsecrop.studies.crops import crop_table
 from coarsecrop.train.params import make_params
@@ -250,7 +250,7 @@ def launch(params: PretrainStudyParams, train, run_dir: Path, params_name: str =
     t0, tail = time.perf_counter(), []
     # The trainer stops with this process (a kernel restarted, shut down or killed: SIGTERM, it saves its
     # checkpoint) and sits in a session of its own; an interrupt here (JupyterLab's stop button, Ctrl-C) is
-    # passed on to it as SIGINT, and waited for while it saves (coarsecrop.runs.children).
+    # passed on to it as SIGINT, and waited for while it saves (coarsecrop.train.children).
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                           cwd=project_root(), preexec_fn=stop_with_parent, start_new_session=True) as proc:
         try:

@@ -10,6 +10,12 @@ the stop walks down the tree: a sweep worker's papermill shuts its kernel down, 
 in a session of its own so that the kernel's shutdown (SIGKILL to the kernel's process group) does not reach
 it, gets SIGTERM, finishes its step, saves its checkpoint and exits; running the same sweep or notebook
 again resumes from there. Elsewhere than Linux this is a no-op and the old behaviour stays.
+
+The detectron2 finetuning that a transfer kernel starts (``coarsecrop.evaluate.d2``) is such a child too
+(``run_logged``): it keeps no checkpoint worth saving (it starts again from the trunk), so it stays in its
+parent's process group, and a parent that dies any other way stops it with SIGTERM.
+
+This sits on the trainer's floor (3) so that ``evaluate`` can use it as well as ``runs`` and ``studies``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # Bound once, here: between fork and exec (``Popen(preexec_fn=stop_with_parent)``) nothing may be loaded.
@@ -39,6 +47,14 @@ def stop_with_parent(parent: int | None = None, signum: int = signal.SIGTERM) ->
     if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), signum)
     return True
+
+
+def run_logged(cmd: list[str], log: Path) -> int:
+    """Run ``cmd`` to the end with its stdout and stderr in the file ``log``, as a child that gets SIGTERM
+    when this process dies (a killed kernel, ``kill -9`` on a sweep); its exit code. An exception here (a
+    kernel interrupt) kills the child before it propagates, as ``subprocess.run`` does."""
+    with open(log, "w") as f:
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, preexec_fn=stop_with_parent).returncode
 
 
 class OutliveReader:
