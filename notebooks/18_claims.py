@@ -19,7 +19,9 @@
 # computed them in this build (their `metrics.json`), and counts per source and measure how many claims are
 # **decided**: our difference is larger than twice its standard error over seeds, in the paper's direction
 # ("agrees") or against it ("disagrees"). A claim within the noise is not evidence either way; a claim on
-# one seed only gives a direction. The counts are what the landing page quotes.
+# one seed only gives a direction. The row "either measure" counts a claim once when it is decided on the
+# object probe, on mAP^l or on both ("split" when one measure agrees and the other disagrees). The counts are
+# what the landing page quotes.
 #
 # The sources differ in what they can show. `cpu-full` is the remake on scenes v3, where the class is the
 # shape and a trunk must learn it (chapter "The built-in benchmark"); its sweeps are run a part at a time, and

@@ -170,9 +170,14 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     assert (probe["within noise"], probe["one seed"]) == (1, 1)
     # table10 has no mAP^l runs: its claims count as "no runs" there, so both measures count 4 claims
     assert (mapl["claims"], mapl["with runs"], mapl["decided"], mapl["disagrees"]) == (4, 1, 1, 1)
+    # on either measure: table1 c0 agrees on the probe and disagrees on mAP^l (split), table10 c0 agrees
+    either = counts.loc[(ref, T.EITHER)]
+    assert (either["claims"], either["with runs"], either["decided"]) == (4, 4, 2)
+    assert (either["agrees"], either["disagrees"], either["split"]) == (1, 0, 1)
     sentence = T.count_sentence(T.claim_counts(overview), ref)
     assert sentence == ("of 4 claims, 4 have runs; decided beyond twice the standard error: 2 on the object probe "
-                        "(linear top-1) (2 agree, 0 disagree) and 1 on mAP^l (0 agree, 1 disagree)")
+                        "(linear top-1) (2 agree, 0 disagree), 1 on mAP^l (0 agree, 1 disagree) and 2 on either "
+                        "measure (1 agree, 0 disagree, 1 split)")
     assert T.count_sentence(T.claim_counts(overview), "reference (gpu)").endswith("no chapter has checked its claims yet")
 
 

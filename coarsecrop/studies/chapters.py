@@ -304,6 +304,7 @@ def plot_objectness(result: dict, rows: list[Row], measure: str = "linear", pape
 
 DECIDED = ("agrees", "disagrees")  # beyond twice the standard error over seeds, either way
 MAP_L = "mAP^l"
+EITHER = "either measure"  # a claim decided on at least one of them
 
 
 def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None = None) -> pd.DataFrame:
@@ -345,7 +346,10 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
 
 def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     """Per source and measure: the claims, how many have runs, how many agree or disagree beyond twice the
-    standard error (decided) and how many sit within the noise or rest on one seed."""
+    standard error (decided) and how many sit within the noise or rest on one seed. Then, per source, a row
+    for EITHER (the issue's target counts these): a claim is decided when it is on at least one measure; it
+    agrees when no measure disagrees, disagrees when none agrees, and is "split" when one measure agrees
+    and the other disagrees."""
     out = []
     for (source, measure), group in overview.groupby(["source", "measure"], sort=False):
         verdict = group["verdict"]
@@ -355,20 +359,36 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                     "decided": int(verdict.isin(DECIDED).sum()),
                     "within noise": int(verdict.str.contains("within noise").sum()),
                     "one seed": int(verdict.str.contains("one seed").sum())})
-    return pd.DataFrame(out)
+    for source, group in overview.groupby("source", sort=False):
+        per_claim = group.groupby(["sweep", "claim"], sort=False)["verdict"]
+        agree = per_claim.agg(lambda v: (v == "agrees").any())
+        disagree = per_claim.agg(lambda v: (v == "disagrees").any())
+        runs = per_claim.agg(lambda v: (v != "no runs").any())
+        out.append({"source": source, "measure": EITHER, "claims": len(agree), "with runs": int(runs.sum()),
+                    "agrees": int((agree & ~disagree).sum()), "disagrees": int((disagree & ~agree).sum()),
+                    "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum())})
+    columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided",
+               "within noise", "one seed"]
+    order = {source: i for i, source in enumerate(dict.fromkeys(row["source"] for row in out))}
+    out.sort(key=lambda row: order[row["source"]])  # stable: each source's measures, then EITHER
+    return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:]})
 
 
 def count_sentence(counts: pd.DataFrame, source: str) -> str:
     """'of 40 claims, 31 have runs; decided beyond twice the standard error: 12 on the object probe (linear
-    top-1) (10 agree, 2 disagree) and 9 on mAP^l (...)' for one source of ``claim_counts``."""
+    top-1) (10 agree, 2 disagree), 9 on mAP^l (...) and 15 on either measure (11 agree, 3 disagree, 1 split)'
+    for one source of ``claim_counts``."""
     mine = counts[counts["source"] == source].set_index("measure")
     if mine.empty:
         return f"{source}: no chapter has checked its claims yet"
     total, with_runs = int(mine["claims"].max()), int(mine["with runs"].max())
-    parts = [f"{int(mine.loc[m, 'decided'])} on {'' if m == MAP_L else 'the '}{m} ({int(mine.loc[m, 'agrees'])} agree, "
-             f"{int(mine.loc[m, 'disagrees'])} disagree)" for m in mine.index]
-    return (f"of {total} claims, {with_runs} have runs; decided beyond twice the standard error: "
-            + " and ".join(parts))
+    parts = []
+    for m in mine.index:
+        split = f", {int(mine.loc[m, 'split'])} split" if m == EITHER else ""
+        parts.append(f"{int(mine.loc[m, 'decided'])} on {'' if m in (MAP_L, EITHER) else 'the '}{m} "
+                     f"({int(mine.loc[m, 'agrees'])} agree, {int(mine.loc[m, 'disagrees'])} disagree{split})")
+    listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+    return f"of {total} claims, {with_runs} have runs; decided beyond twice the standard error: {listed}"
 
 
 def write_claims_metrics(overview: pd.DataFrame, counts: pd.DataFrame, params: ChapterParams) -> Path | None:
