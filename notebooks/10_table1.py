@@ -89,7 +89,7 @@ T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 #
 # For each claim: the paper's difference in mAP^l (percentage points), ours in the object probe and then in
 # our own mAP^l, twice its standard error over seeds, and the verdict ("agrees" only when our difference has
-# the paper's sign and is larger than twice its standard error).
+# the paper's sign and is larger than twice its standard error, with at least three seeds per row).
 
 # %%
 T.show_claims(result, params)

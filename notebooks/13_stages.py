@@ -88,7 +88,8 @@ T.crop_quality(result, [r for r in ROWS if r.label.startswith(("s0", "s4", "s5",
 #
 # For each claim: the paper's difference (percentage points, in the paper's column named below), ours in
 # the object probe and then in mAP^l, twice its standard error over seeds, and the verdict ("agrees" only
-# when our difference has the paper's sign and is larger than twice its standard error).
+# when our difference has the paper's sign and is larger than twice its standard error, with at least three
+# seeds per row).
 
 # %%
 T.show_claims(result, params)

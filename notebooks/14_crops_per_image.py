@@ -71,7 +71,8 @@ T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 #
 # For each claim: the paper's difference (percentage points, in the paper's column named below), ours in
 # the object probe and then in mAP^l, twice its standard error over seeds, and the verdict ("agrees" only
-# when our difference has the paper's sign and is larger than twice its standard error).
+# when our difference has the paper's sign and is larger than twice its standard error, with at least three
+# seeds per row).
 
 # %%
 T.show_claims(result, params)

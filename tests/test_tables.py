@@ -24,6 +24,9 @@ def runs(ours, image):
     ([0.90, 0.80, 0.95], [0.88, 0.93, 0.82], "same direction, within noise"),
     ([0.85], [0.86], "opposite direction (one seed)"),  # one seed: the spread is unknown
     ([0.90], [0.80], "same direction (one seed)"),
+    # two seeds: far beyond twice the standard error, but two seeds do not decide (MIN_SEEDS = 3)
+    ([0.90, 0.91], [0.80, 0.81], "same direction (two seeds)"),
+    ([0.80, 0.81, 0.82], [0.90, 0.91], "opposite direction (two seeds)"),
     ([], [0.80], "no runs"),
 ])
 def test_claim_verdicts(ours, image, verdict):
@@ -158,7 +161,7 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     os.utime(old, (1, 1))  # an earlier run of the same chapter: replaced by the newer one
     _chapter_metrics(tmp_path, "10_table1", "new", "table1", "quick", {ref: ["agrees", "same direction, within noise"]},
                      transfer={ref: ["disagrees", "no runs"]})
-    _chapter_metrics(tmp_path, "16_budget", "a", "table10", "quick", {ref: ["agrees", "same direction (one seed)"]})
+    _chapter_metrics(tmp_path, "16_budget", "a", "table10", "quick", {ref: ["agrees", "same direction (two seeds)"]})
     _chapter_metrics(tmp_path, "16_budget", "b", "table10", "smoke", {ref: ["disagrees", "disagrees"]})  # other preset
     knn = _chapter_metrics(tmp_path, "11_objectness", "k", "table2", "quick", {ref: ["disagrees"]})
     knn.write_text(knn.read_text().replace('"linear"', '"knn"'))  # checked on another measure: left out
@@ -167,7 +170,7 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     counts = T.claim_counts(overview).set_index(["source", "measure"])
     probe, mapl = counts.loc[(ref, "object probe (linear top-1)")], counts.loc[(ref, "mAP^l")]
     assert (probe["claims"], probe["with runs"], probe["agrees"], probe["disagrees"], probe["decided"]) == (4, 4, 2, 0, 2)
-    assert (probe["within noise"], probe["one seed"]) == (1, 1)
+    assert (probe["within noise"], probe["too few seeds"]) == (1, 1)
     # table10 has no mAP^l runs: its claims count as "no runs" there, so both measures count 4 claims
     assert (mapl["claims"], mapl["with runs"], mapl["decided"], mapl["disagrees"]) == (4, 1, 1, 1)
     # on either measure: table1 c0 agrees on the probe and disagrees on mAP^l (split), table10 c0 agrees

@@ -30,8 +30,8 @@ import pandas as pd
 
 from coarsecrop.io import write_json
 from coarsecrop.params import project_root
-from coarsecrop.studies.claims import (INIT_ROW, LABELS, Claim, Row, check_claim, claims, claims_table, fmt,
-                                       init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
+from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, Claim, Row, check_claim, claims, claims_table,
+                                       fmt, init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
 
 
 from coarsecrop.studies.figures import save_figure
@@ -346,7 +346,8 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
 
 def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     """Per source and measure: the claims, how many have runs, how many agree or disagree beyond twice the
-    standard error (decided) and how many sit within the noise or rest on one seed. Then, per source, a row
+    standard error (decided) and how many sit within the noise or rest on fewer than three seeds per
+    row (a direction only). Then, per source, a row
     for EITHER (the issue's target counts these): a claim is decided when it is on at least one measure; it
     agrees when no measure disagrees, disagrees when none agrees, and is "split" when one measure agrees
     and the other disagrees."""
@@ -358,7 +359,7 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                     "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
                     "decided": int(verdict.isin(DECIDED).sum()),
                     "within noise": int(verdict.str.contains("within noise").sum()),
-                    "one seed": int(verdict.str.contains("one seed").sum())})
+                    "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
     for source, group in overview.groupby("source", sort=False):
         per_claim = group.groupby(["sweep", "claim"], sort=False)["verdict"]
         agree = per_claim.agg(lambda v: (v == "agrees").any())
@@ -368,7 +369,7 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                     "agrees": int((agree & ~disagree).sum()), "disagrees": int((disagree & ~agree).sum()),
                     "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum())})
     columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided",
-               "within noise", "one seed"]
+               "within noise", "too few seeds"]
     order = {source: i for i, source in enumerate(dict.fromkeys(row["source"] for row in out))}
     out.sort(key=lambda row: order[row["source"]])  # stable: each source's measures, then EITHER
     return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:]})
