@@ -50,7 +50,10 @@ def test_summary_is_mean_and_sd_over_seeds_and_side_by_side_labels_the_paper():
     no_paper = T.side_by_side({"x": summary}, [T.Row("a", {"strategy": "ours"}, None)], "table2", ["mAP_linear"])
     assert no_paper.loc["a", "paper mAP_linear"] == "–"
     assert table.loc["a", "this build (quick): linear top-1"] == "85.0 ± 7.1"
-    text = T.verdict_paragraph(T.claims_table([CLAIM], df), "this build (quick)")
+    text = T.verdict_paragraph(T.claims_table([CLAIM], df), "this build (quick)")  # two seeds: a direction only
+    assert "1 same direction (two seeds)" in text and "With fewer than 3 seeds per row" in text
+    three = runs([0.9, 0.8, 0.85], [0.7, 0.71, 0.72])
+    text = T.verdict_paragraph(T.claims_table([CLAIM], three), "this build (quick)")
     assert "of 1 claim: 1 agrees" in text and "Borne out beyond the spread over seeds: ours > image" in text
 
 
