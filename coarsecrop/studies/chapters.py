@@ -346,32 +346,29 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
 
 def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     """Per source and measure: the claims, how many have runs, how many agree or disagree beyond twice the
-    standard error (decided) and how many sit within the noise or rest on fewer than three seeds per
-    row (a direction only). Then, per source, a row
-    for EITHER (the issue's target counts these): a claim is decided when it is on at least one measure; it
-    agrees when no measure disagrees, disagrees when none agrees, and is "split" when one measure agrees
-    and the other disagrees."""
+    standard error (decided) and how many sit within the noise or rest on fewer than three seeds per row (a
+    direction only). Then, per source, a row for EITHER (the issue's target counts these): a claim is decided
+    when it is on at least one measure; it agrees when no measure disagrees, disagrees when none agrees, and
+    is "split" when one measure agrees and the other disagrees."""
     out = []
-    for (source, measure), group in overview.groupby(["source", "measure"], sort=False):
-        verdict = group["verdict"]
-        out.append({"source": source, "measure": measure, "claims": len(group),
-                    "with runs": int((verdict != "no runs").sum()),
-                    "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
-                    "decided": int(verdict.isin(DECIDED).sum()),
-                    "within noise": int(verdict.str.contains("within noise").sum()),
-                    "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
-    for source, group in overview.groupby("source", sort=False):
-        per_claim = group.groupby(["sweep", "claim"], sort=False)["verdict"]
-        agree = per_claim.agg(lambda v: (v == "agrees").any())
-        disagree = per_claim.agg(lambda v: (v == "disagrees").any())
-        runs = per_claim.agg(lambda v: (v != "no runs").any())
-        out.append({"source": source, "measure": EITHER, "claims": len(agree), "with runs": int(runs.sum()),
+    for source, mine in overview.groupby("source", sort=False):
+        for measure, group in mine.groupby("measure", sort=False):
+            verdict = group["verdict"]
+            out.append({"source": source, "measure": measure, "claims": len(group),
+                        "with runs": int((verdict != "no runs").sum()),
+                        "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
+                        "decided": int(verdict.isin(DECIDED).sum()),
+                        "within noise": int(verdict.str.contains("within noise").sum()),
+                        "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
+        verdict = mine["verdict"]
+        flags = (mine.assign(agree=verdict == "agrees", disagree=verdict == "disagrees", runs=verdict != "no runs")
+                 .groupby(["sweep", "claim"], sort=False)[["agree", "disagree", "runs"]].any())
+        agree, disagree = flags["agree"], flags["disagree"]
+        out.append({"source": source, "measure": EITHER, "claims": len(flags), "with runs": int(flags["runs"].sum()),
                     "agrees": int((agree & ~disagree).sum()), "disagrees": int((disagree & ~agree).sum()),
                     "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum())})
     columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided",
                "within noise", "too few seeds"]
-    order = {source: i for i, source in enumerate(dict.fromkeys(row["source"] for row in out))}
-    out.sort(key=lambda row: order[row["source"]])  # stable: each source's measures, then EITHER
     return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:]})
 
 
