@@ -66,6 +66,19 @@ def one_torch_thread():
 
 
 
+def all_ok(table, root: Path):
+    """Fail the fixture, not a later assertion, when a sweep point failed: name each failed run, its error
+    and the end of its logs (a sweep records a failing point and goes on)."""
+    failed = table[table["status"] != "ok"]
+    report = []
+    for _, row in failed.iterrows():
+        logs = sorted((root / row["run_dir"]).rglob("*.log")) + sorted((root / row["run_dir"]).glob("FAILED.txt"))
+        tails = "".join(f"\n--- {log}:\n" + "".join(log.read_text(errors="replace").splitlines(True)[-30:])
+                        for log in logs)
+        report.append(f"{row['run_dir']}: {row['status']}: {row['error']}{tails}")
+    assert not report, f"{table.attrs.get('csv')}: {len(report)} point(s) did not finish:\n" + "\n".join(report)
+
+
 @pytest.fixture(scope="session")
 def smoke_book(smoke_run, book_copy) -> Path:
     """Every notebook the book shows, executed at the smoke preset in the temporary root, as `make book
@@ -76,15 +89,15 @@ def smoke_book(smoke_run, book_copy) -> Path:
     from coarsecrop.runs.sweep import run_sweep
 
     os.environ.setdefault("MPLBACKEND", "Agg")
-    run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,
-              preset="smoke")
+    all_ok(run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,
+                     preset="smoke"), book_copy)
     # the transfer sweep (mAP^l) of those runs: a copy that reads table15 only (the full one would record
     # the other tables' points as failed: their pretraining has not run)
     spec = yaml.safe_load((book_copy / "params" / "sweeps" / "transfer.yaml").read_text())
     (book_copy / "params" / "sweeps" / "transfer15.yaml").write_text(
         yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
-    run_sweep(book_copy / "params" / "sweeps" / "transfer15.yaml", jobs=2, progress=False, root=book_copy,
-              preset="smoke")
+    all_ok(run_sweep(book_copy / "params" / "sweeps" / "transfer15.yaml", jobs=2, progress=False, root=book_copy,
+                     preset="smoke"), book_copy)
     for name in book_notebooks(book_copy):
         if name != "01_crops":
             run_notebook(book_copy, name, "smoke", log_output=False)

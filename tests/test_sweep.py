@@ -176,6 +176,49 @@ def test_an_unfinished_run_continues_in_place(root, monkeypatch):
     assert seen[-1] is False
 
 
+DYING_KERNEL = """import pathlib, sys
+starts = pathlib.Path(__file__).with_name("starts")
+n = int(starts.read_text()) + 1 if starts.exists() else 1
+starts.write_text(str(n))
+if n <= int(pathlib.Path(__file__).with_name("deaths").read_text()):  # as a kernel that lost its port
+    sys.exit("zmq.error.ZMQError: Address already in use (the test's kernel, start %d)" % n)
+from ipykernel import kernelapp
+kernelapp.launch_new_instance()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deaths,status", [(1, "ok"), (3, "failed")])
+def test_a_kernel_that_dies_before_it_answers_is_started_again(root, tmp_path, monkeypatch, deaths, status):
+    """Runs side by side can hand two kernels the same free port; the one that loses dies before it answers.
+    The run starts its kernel again (KERNEL_STARTS in all), and a kernel that never answers fails the run
+    with jupyter_client's error, its own in kernel.log."""
+    import sys
+
+    from coarsecrop.runs.notebook import KERNEL_STARTS, KERNELSPEC
+
+    spec = tmp_path / "jupyter" / "kernels" / KERNELSPEC["name"]
+    spec.mkdir(parents=True)
+    (spec / "kernel.py").write_text(DYING_KERNEL)
+    (spec / "deaths").write_text(str(deaths))
+    (spec / "kernel.json").write_text(json.dumps({"argv": [sys.executable, str(spec / "kernel.py"), "-f",
+                                                           "{connection_file}"], **KERNELSPEC}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))  # found before the installed python3
+    sweep = write_sweep(root, f"dying{deaths}", {"notebook": "01_crops", "preset": "smoke",
+                                                 "grid": {"n": [1]}, "fixed": TINY})
+    task = runs.plan_sweep(sweep, root)["points"][0]["task"]
+    result = runs.execute_point({**task, "resume": False})
+    assert result["status"] == status, result["error"]
+    assert int((spec / "starts").read_text()) == min(deaths + 1, KERNEL_STARTS)
+    log = (Path(task["run_dir"]) / "kernel.log").read_text()
+    assert log.count("Address already in use") == min(deaths, KERNEL_STARTS)
+    assert log.count("starting it again") == min(deaths, KERNEL_STARTS - 1)
+    if status == "failed":
+        assert "Kernel died before replying to kernel_info" in result["error"]
+    else:
+        assert (Path(task["run_dir"]) / "metrics.json").is_file()
+
+
 def test_flatten_keeps_scalars_under_dotted_names():
     nested = {"a": {"b": {"c": 1.5}, "d": [1, 2]}, "e": None, "f": True, "g": "s"}
     assert runs.flatten(nested) == {"a.b.c": 1.5, "e": None, "f": True, "g": "s"}

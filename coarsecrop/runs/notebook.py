@@ -32,6 +32,12 @@ from coarsecrop.params import run_id_of
 from coarsecrop.runs.provenance import write_if_missing
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+# Starts of a kernel that dies before it answers (before any cell runs) that a run makes before it fails.
+# With runs side by side (sweep --jobs) two kernels can be handed the same free TCP port: jupyter_client
+# finds free ports, closes them and gives them to the kernel, which binds them a moment later, so a kernel
+# started at the same time may take one first (ZMQError "Address already in use" in kernel.log;
+# nteract/papermill#511). The next start draws new ports.
+KERNEL_STARTS = 3
 
 
 def convert(source: Path, target: Path) -> Path:
@@ -142,6 +148,11 @@ def notebook_task(root: Path, name: str, values: dict, preset: str | None, prese
             "inject": {**values, "out": str(run_dir), "preset": preset_label}, "requires": requires}
 
 
+def kernel_did_not_start(err: BaseException) -> bool:
+    """jupyter_client's errors for a kernel that died or hung before its first reply: no cell has run."""
+    return str(err).startswith(("Kernel died before replying to kernel_info", "Kernel didn't respond"))
+
+
 @contextlib.contextmanager
 def stderr_to(path: Path):
     """Send this process's standard error (file descriptor 2, which the kernel papermill starts inherits) to
@@ -186,12 +197,21 @@ def execute(task: dict, resume: bool = True, show_output: bool = False, blocked:
     os.environ.setdefault("MPLBACKEND", "Agg")
     t0 = time.perf_counter()
     try:
-        with contextlib.nullcontext() if show_output else stderr_to(run_dir / "kernel.log"):
-            papermill.execute_notebook(
-                task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
-                kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False, log_output=show_output,
-                request_save_on_cell_execute=True,
-            )
+        for start in range(1, KERNEL_STARTS + 1):
+            try:
+                with contextlib.nullcontext() if show_output else stderr_to(run_dir / "kernel.log"):
+                    papermill.execute_notebook(
+                        task["ipynb"], str(run_dir / f"{record['notebook']}.ipynb"), parameters=task["inject"],
+                        kernel_name=KERNELSPEC["name"], cwd=task["root"], progress_bar=False,
+                        log_output=show_output, request_save_on_cell_execute=True,
+                    )
+                break
+            except RuntimeError as err:
+                if start == KERNEL_STARTS or not kernel_did_not_start(err):
+                    raise
+                note = f"{run_dir}: {err} (start {start} of {KERNEL_STARTS}); starting it again\n"
+                with contextlib.nullcontext(sys.stderr) if show_output else open(run_dir / "kernel.log", "a") as log:
+                    log.write(note)  # beside the kernel's own error (its standard error goes there too)
         if not (run_dir / "metrics.json").is_file():
             raise RuntimeError(f"the notebook ran but wrote no {run_dir / 'metrics.json'}")
     except Exception as err:  # record it; the caller decides whether to go on
