@@ -125,9 +125,12 @@ def test_output_to_a_reader_that_died_is_dropped_instead_of_stopping_the_writer(
 
 
 # What a notebook kernel does: launch() the trainer (coarsecrop.studies.pretrain), streaming its output.
+# Like ipykernel, it installs its own SIGINT handler: a process started in the background by a shell without
+# job control (`make test &`) inherits SIGINT ignored, and would not see the stop button.
 KERNEL = textwrap.dedent("""
-    import sys
+    import signal, sys
     from pathlib import Path
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from coarsecrop.studies.pretrain import PretrainStudyParams, launch
     from coarsecrop.train import load_pretrain_params
     run_dir = Path(sys.argv[2])
