@@ -79,7 +79,8 @@ def test_a_child_gets_sigterm_when_its_parent_is_killed(tmp_path, how):
             # child sits in a session of its own, so only the parent's death reaches it, as SIGTERM
             os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
-        _wait_for(flag.exists, 10, "the child was told its parent died")
+        # the flag exists from the moment the child opens it, empty until its write lands: wait for the text
+        _wait_for(lambda: flag.exists() and flag.read_text() != "", 10, "the child was told its parent died")
         assert flag.read_text() == "SIGTERM"
     finally:
         if parent.poll() is None:
