@@ -151,6 +151,23 @@ def test_probe_features_and_chance():
     assert np.allclose(gates.shape_features(np.rot90(ring)), b, atol=1e-6)  # no change when it turns
 
 
+
+def test_shape_features_of_a_shape_reaching_past_the_padding_are_finite_and_repeatable():
+    """A T (a heavy bar, a long thin stem): its centroid sits near the bar, its farthest pixel at the stem's
+    end, so the polar resampling circle leaves the padded image. Those samples are 0; cv2.warpPolar without
+    WARP_FILL_OUTLIERS left them as whatever the freshly allocated buffer held (4.9e23 once here; in CI an
+    overflow warning on top of the benchmark chapter), so the features changed from call to call."""
+    mask = np.zeros((64, 64), bool)
+    mask[:12, :] = True
+    mask[12:, 31:33] = True
+    first = gates.shape_features(mask)
+    for sign in (1, -1, 1, -1):  # leave large numbers in freed memory the next buffer may reuse
+        junk = [np.full(size, sign * 3e38, np.float32) for size in (1024, 2048, 4096, 8192)]
+        del junk
+        again = gates.shape_features(mask)
+        assert np.isfinite(again).all() and np.array_equal(again, first)
+    assert np.abs(first).max() < 100
+
 # ----------------------------------------------------------------------------------- version plumbing
 
 
