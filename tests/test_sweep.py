@@ -403,3 +403,35 @@ def test_a_random_init_transfer_point_needs_only_its_scene_set(root):
     (scenes / "annotations.json").write_text("{}")  # the second run wrote them; the first never ran
     assert runs.missing_pretraining(init["task"]) == ""
     assert "is not complete" in runs.missing_pretraining(trunk["task"])  # a trunk still needs its own run
+
+
+def test_a_preset_adds_extra_points_after_its_grid_and_the_grid_points_keep_their_indices(root):
+    """Issue 13: five seeds for the rows a comparison near its threshold needs, three for the others. A preset's
+    extra_points come after its grid's points (so committed run.json files keep their --point K), other presets
+    do not see them, and a repeated point, a bad entry or a key 'fixed' sets is refused naming the entry."""
+    spec = {"notebook": "02_pretrain", "preset": "smoke", "fixed": {"num_images": 2},
+            "grid": {"strategy": ["image", "gt", "grid"]},
+            "presets": {"quick": {"seed": [0, 1], "extra_points": [{"seed": [2, 3], "strategy": ["gt", "grid"]},
+                                                                   {"seed": [2], "strategy": ["image"]}]}}}
+    path = write_sweep(root, "extra", spec)
+    plain = runs.plan_sweep(write_sweep(root, "plain", {**spec, "presets": {"quick": {"seed": [0, 1]}}}), root,
+                            preset="quick")["points"]
+    quick = runs.plan_sweep(path, root, preset="quick")["points"]
+    assert [p["run_dir"] for p in quick[:6]] == [p["run_dir"] for p in plain]  # the grid's points, in place
+    assert [p["point"] for p in quick[6:]] == [{"seed": 2, "strategy": "gt"}, {"seed": 2, "strategy": "grid"},
+                                               {"seed": 3, "strategy": "gt"}, {"seed": 3, "strategy": "grid"},
+                                               {"seed": 2, "strategy": "image"}]
+    assert len({p["run_dir"] for p in quick}) == 11
+    assert len(runs.plan_sweep(path, root)["points"]) == 3  # smoke: the grid alone
+    repeated = {**spec, "presets": {"quick": {"seed": [0, 1], "extra_points": [{"seed": [1], "strategy": ["gt"]}]}}}
+    with pytest.raises(ValueError, match=r"extra_points\[0\] repeats the point .*point 4"):
+        runs.plan_sweep(write_sweep(root, "repeated", repeated), root, preset="quick")
+    for bad in ([{"seed": 3}], [{}], ["seed: 3"]):
+        with pytest.raises(ValueError, match=r"presets.quick.extra_points\[0\] must be a grid"):
+            runs.read_sweep(write_sweep(root, "bad_extra", {**spec, "presets": {"quick": {"extra_points": bad}}}))
+    with pytest.raises(ValueError, match=r"presets.quick.extra_points\[1\] sets num_images, which 'fixed' sets"):
+        runs.read_sweep(write_sweep(root, "extra_fixed", {**spec, "presets": {"quick": {"extra_points": [
+            {"seed": [3]}, {"num_images": [5]}]}}}))
+    with pytest.raises(ValueError, match="unknown parameter.*sede"):
+        runs.plan_sweep(write_sweep(root, "extra_typo", {**spec, "presets": {"quick": {"extra_points": [
+            {"sede": [3]}]}}}), root, preset="quick")

@@ -11,6 +11,8 @@ A sweep file (YAML) names a notebook, an optional base preset, a grid and option
     presets:                       # optional: grid entries added for one preset (seeds, epoch budgets)
       quick: {seed: [0]}
       cpu-full: {seed: [0, 1, 2], n: [3, 5]}  # an axis the grid has too: this preset's values replace it
+      # extra_points: more points at this preset after the grid's (each entry a grid of its own), e.g. more
+      # seeds for the rows a comparison needs: cpu-full: {..., extra_points: [{seed: [3, 4], n: [3]}]}
 
 A transfer sweep (notebook 03_transfer) may take its checkpoints from pretraining sweeps instead of a grid:
 
@@ -57,6 +59,7 @@ from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_com
                                       read_preset, read_record, write_record, yaml_mapping)
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
+EXTRA = "extra_points"  # a preset's points beyond its grid: a list of grids, planned after the grid's points
 PRETRAIN, TRANSFER = "02_pretrain", "03_transfer"  # checkpoints_of: the notebook that makes them, that reads them
 CASES = "cases"  # a grid axis whose values are mappings of several parameters
 # Parameters that name files or folders a run reads (relative paths: from the project root, the kernel's cwd).
@@ -91,18 +94,24 @@ def read_sweep(sweep_file: Path) -> dict:
         for key, values in extra.items():
             if not isinstance(values, list) or not values:
                 raise ValueError(f"{sweep_file}: presets.{preset}.{key} must be a non-empty list")
-        clash = sorted(set(grid_keys(sweep_file, preset_grid(grid, extra))) & set(fixed))
-        if clash:
-            raise ValueError(f"{sweep_file}: presets.{preset} sets {', '.join(clash)}, which 'fixed' sets too; "
-                             "keep each in one")
+        for k, more in enumerate(extra.get(EXTRA, [])):
+            if not isinstance(more, dict) or not more or not all(isinstance(v, list) and v for v in more.values()):
+                raise ValueError(f"{sweep_file}: presets.{preset}.{EXTRA}[{k}] must be a grid (a mapping of "
+                                 "parameter: non-empty list), e.g. - {seed: [3, 4], strategy: [gt]}")
+        for where, keys in [("", grid_keys(sweep_file, preset_grid(grid, extra)))] + [
+                (f".{EXTRA}[{k}]", grid_keys(sweep_file, more)) for k, more in enumerate(extra.get(EXTRA, []))]:
+            clash = sorted(set(keys) & set(fixed))
+            if clash:
+                raise ValueError(f"{sweep_file}: presets.{preset}{where} sets {', '.join(clash)}, which 'fixed' sets "
+                                 "too; keep each in one")
     of = spec.get("checkpoints_of") or []
     if not isinstance(of, list) or not all(isinstance(name, str) for name in of):
         raise ValueError(f"{sweep_file}: 'checkpoints_of' must list pretraining sweeps, e.g. checkpoints_of: [table1]")
     if of and spec["notebook"] != TRANSFER:
         raise ValueError(f"{sweep_file}: 'checkpoints_of' feeds {TRANSFER}; this sweep runs {spec['notebook']!r}")
-    if of and (CASES in grid or any(CASES in extra for extra in presets.values())):
+    if of and (CASES in grid or any(CASES in extra or EXTRA in extra for extra in presets.values())):
         raise ValueError(f"{sweep_file}: 'checkpoints_of' makes the grid's cases; leave 'cases' out of the grid "
-                         "and out of every preset's entry")
+                         f"and 'cases' and '{EXTRA}' out of every preset's entry")
     return {"notebook": spec["notebook"], "preset": spec.get("preset"), "grid": grid, "fixed": fixed,
             "presets": presets, "checkpoints_of": of}
 
@@ -124,8 +133,25 @@ def expand_grid(grid: dict) -> list[dict]:
 def preset_grid(grid: dict, extra: dict) -> dict:
     """The grid at one preset: the preset's new entries (seeds, budgets) first, so they vary slowest (a partly
     run sweep has every point at seed 0 first); an entry the grid has too (``cases``, ``strategy``) replaces
-    the grid's values in the grid's place, so the other presets' points and their order stay as they are."""
-    return {**{k: v for k, v in extra.items() if k not in grid}, **{k: extra.get(k, v) for k, v in grid.items()}}
+    the grid's values in the grid's place, so the other presets' points and their order stay as they are.
+    The preset's EXTRA points are not part of it (``preset_points``)."""
+    return {**{k: v for k, v in extra.items() if k not in grid and k != EXTRA},
+            **{k: extra.get(k, v) for k, v in grid.items()}}
+
+
+def preset_points(sweep_file: Path, grid: dict, extra: dict) -> list[dict]:
+    """Every point at one preset: those of ``grid`` (the grid at the preset, ``preset_grid``), then those of
+    each of the preset's EXTRA grids in turn, so a point's index (``--point K``, a committed run.json's
+    "point") does not move when extra points are added. An extra point equal to an earlier one is refused
+    (it would be the same run twice)."""
+    points = expand_grid(grid)
+    for k, more in enumerate(extra.get(EXTRA, [])):
+        for point in expand_grid(more):
+            if point in points:
+                raise ValueError(f"{sweep_file}: {EXTRA}[{k}] repeats the point {point}, which the sweep has "
+                                 f"already (point {points.index(point)}); leave it out")
+            points.append(point)
+    return points
 
 
 def grid_keys(sweep_file: Path, grid: dict) -> list[str]:
@@ -339,14 +365,16 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     spec = read_sweep(sweep_file)
     if preset:
         spec["preset"] = preset
-    spec["grid"] = preset_grid(spec["grid"], spec["presets"].get(spec["preset"], {}))
+    at_preset = spec["presets"].get(spec["preset"], {})
+    spec["grid"] = preset_grid(spec["grid"], at_preset)
     name = spec["notebook"]
     source = root / "notebooks" / f"{name}.py"
     if not source.is_file():
         raise FileNotFoundError(f"{sweep_file}: notebook {name!r} not found ({source} does not exist)")
     ipynb = convert(source, source.with_suffix(".ipynb"))
     defaults = notebook_defaults(ipynb)
-    check_keys(sweep_file, [*grid_keys(sweep_file, spec["grid"]), *spec["fixed"]], defaults)
+    check_keys(sweep_file, [*grid_keys(sweep_file, spec["grid"]), *spec["fixed"],
+                            *(k for more in at_preset.get(EXTRA, []) for k in grid_keys(sweep_file, more))], defaults)
     base = {}
     if spec["preset"]:
         base = read_preset(root / "params" / spec["preset"] / f"{name}.yaml", defaults)
@@ -363,7 +391,9 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     except ValueError:
         label = str(sweep_file.resolve())
     points = []
-    for point in expand_grid(spec["grid"]):
+    grid_points = (expand_grid(spec["grid"]) if spec["checkpoints_of"]
+                   else preset_points(sweep_file, spec["grid"], at_preset))
+    for point in grid_points:
         requires = point.pop("_requires", None)  # (pretraining sweep, run id) a checkpoints_of point reads
         values = {**base, **spec["fixed"], **point}  # what is injected, besides out and preset
         task = notebook_task(root, name, values, spec["preset"], label, ipynb=ipynb, defaults=defaults, code=code,
