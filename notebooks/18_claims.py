@@ -23,6 +23,10 @@
 # spread too poorly: on scenes v3 a third seed overturned several of the two-seed verdicts it was run for).
 # The row "either measure" counts a claim once when it is decided on the object probe, on mAP^l or on both
 # ("split" when one measure agrees and the other disagrees). The counts are what the landing page quotes.
+# Some tables repeat a comparison on the same runs (BYOL's Image- and Our-Crop rows are in Tables 1, 2 and
+# 15; Table 11's s0 and s2 are Table 1's BYOL Image and Grid): each chapter checks the claim of its own
+# table, so such a claim is counted once per table. The column "distinct" counts the decided claims again
+# with each comparison of the same runs once: the evidence, as opposed to the paper's list of claims.
 #
 # The sources differ in what they can show. `cpu-full` is the remake on scenes v3, where the class is the
 # shape and a trunk must learn it (chapter "The built-in benchmark"); its sweeps are run a part at a time, and

@@ -188,6 +188,29 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     assert T.count_sentence(T.claim_counts(overview), "reference (gpu)").endswith("no chapter has checked its claims yet")
 
 
+def test_a_comparison_that_two_tables_share_is_one_distinct_comparison(tmp_path):
+    """Tables 1 and 2 both claim BYOL Our-Crop > Image-Crop on the same runs: both chapters count it, the
+    landing page's sentence adds how many distinct comparisons the decided claims are."""
+    df = runs([0.9, 0.91, 0.92], [0.8, 0.81, 0.82]).assign(run_id=[f"r{i}" for i in range(6)])
+    checked = T.check_claim(CLAIM, df)
+    assert checked["comparison"] == "r0,r1,r2>r3,r4,r5" and T.check_claim(CLAIM, runs([0.9], [0.8]))["comparison"] == ""
+    ref = "reference (cpu-full)"
+    for notebook, sweep in (("10_table1", "table1"), ("11_objectness", "table2")):
+        path = _chapter_metrics(tmp_path, notebook, "a", sweep, "quick", {ref: ["agrees", "disagrees"]},
+                                transfer={ref: ["agrees", "no runs"]})
+        record = json.loads(path.read_text())
+        for table in (record["claims"][ref], record["claims_mAP_l"][ref]):
+            table[0]["comparison"] = "r0,r1,r2>r3,r4,r5"  # c0: the same runs in both tables
+            table[1]["comparison"] = f"{sweep}-own>x"  # c1: rows of this table only
+        path.write_text(json.dumps(record))
+    counts = T.claim_counts(T.claims_overview("quick", "linear", tmp_path)).set_index(["source", "measure"])
+    either = counts.loc[(ref, T.EITHER)]
+    assert (either["decided"], either["distinct"]) == (4, 3)
+    assert (counts.loc[(ref, "mAP^l"), "decided"], counts.loc[(ref, "mAP^l"), "distinct"]) == (2, 1)
+    assert T.count_sentence(counts.reset_index(), ref).endswith(
+        "; 3 distinct comparisons among the 4 (claims that several tables make about the same runs counted once)")
+
+
 def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():
     """Two reference sources can hold the same sweep on different scene generators: the header says which."""
     empty = pd.DataFrame(columns=["commit", "date", "code"])

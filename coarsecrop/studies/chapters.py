@@ -137,10 +137,10 @@ def show_claims(result: dict, params: ChapterParams) -> None:
 
     for label, checked in result["claims"].items():
         display(Markdown(verdict_paragraph(checked, f"{label}, {MEASURE_NAMES[params.measure]}")))
-        display(checked.round(2))
+        display(checked.drop(columns="comparison", errors="ignore").round(2))  # run ids: metrics.json
         if label in result["claims_transfer"]:
             display(Markdown(verdict_paragraph(result["claims_transfer"][label], f"{label}, {MEASURE_NAMES['mAP_l']}")))
-            display(result["claims_transfer"][label].round(2))
+            display(result["claims_transfer"][label].drop(columns="comparison", errors="ignore").round(2))
         else:
             display(Markdown(f"**{label}, {MEASURE_NAMES['mAP_l']}:** no transfer runs (run "
                              f"`coarsecrop sweep params/sweeps/{TRANSFER_SWEEP}.yaml --preset "
@@ -336,12 +336,17 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
         for source, checked in record["claims"].items():
             transfer = {c["claim"]: c for c in record.get("claims_mAP_l", {}).get(source, [])}
             for claim in checked:
+                # the runs compared; a chapter run by older code recorded none: its (sweep, claim) stands alone
+                key = claim.get("comparison") or f"{sweep}: {claim['claim']}"
                 rows.append({"sweep": sweep, "source": source, "measure": probe, "claim": claim["claim"],
-                             "verdict": claim["verdict"], "ours Δ": claim["ours Δ"], "± 2 SE": claim["± 2 SE"]})
+                             "verdict": claim["verdict"], "ours Δ": claim["ours Δ"], "± 2 SE": claim["± 2 SE"],
+                             "comparison": key})
                 other = transfer.get(claim["claim"], {"verdict": "no runs", "ours Δ": None, "± 2 SE": None})
                 rows.append({"sweep": sweep, "source": source, "measure": MAP_L, "claim": claim["claim"],
-                             "verdict": other["verdict"], "ours Δ": other["ours Δ"], "± 2 SE": other["± 2 SE"]})
-    return pd.DataFrame(rows, columns=["sweep", "source", "measure", "claim", "verdict", "ours Δ", "± 2 SE"])
+                             "verdict": other["verdict"], "ours Δ": other["ours Δ"], "± 2 SE": other["± 2 SE"],
+                             "comparison": key})
+    return pd.DataFrame(rows, columns=["sweep", "source", "measure", "claim", "verdict", "ours Δ", "± 2 SE",
+                                       "comparison"])
 
 
 def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
@@ -349,7 +354,8 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     standard error (decided) and how many sit within the noise or rest on fewer than three seeds per row (a
     direction only). Then, per source, a row for EITHER (the issue's target counts these): a claim is decided
     when it is on at least one measure; it agrees when no measure disagrees, disagrees when none agrees, and
-    is "split" when one measure agrees and the other disagrees."""
+    is "split" when one measure agrees and the other disagrees. "distinct" counts the decided claims again
+    with each comparison once (a claim two tables share, on the same runs, is one piece of evidence)."""
     out = []
     for source, mine in overview.groupby("source", sort=False):
         for measure, group in mine.groupby("measure", sort=False):
@@ -358,16 +364,20 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                         "with runs": int((verdict != "no runs").sum()),
                         "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
                         "decided": int(verdict.isin(DECIDED).sum()),
+                        "distinct": int(group.loc[verdict.isin(DECIDED), "comparison"].nunique()),
                         "within noise": int(verdict.str.contains("within noise").sum()),
                         "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
         verdict = mine["verdict"]
         flags = (mine.assign(agree=verdict == "agrees", disagree=verdict == "disagrees", runs=verdict != "no runs")
-                 .groupby(["sweep", "claim"], sort=False)[["agree", "disagree", "runs"]].any())
+                 .groupby(["sweep", "claim"], sort=False)
+                 .agg(agree=("agree", "any"), disagree=("disagree", "any"), runs=("runs", "any"),
+                      comparison=("comparison", "first")))
         agree, disagree = flags["agree"], flags["disagree"]
         out.append({"source": source, "measure": EITHER, "claims": len(flags), "with runs": int(flags["runs"].sum()),
                     "agrees": int((agree & ~disagree).sum()), "disagrees": int((disagree & ~agree).sum()),
-                    "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum())})
-    columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided",
+                    "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum()),
+                    "distinct": int(flags.loc[agree | disagree, "comparison"].nunique())})
+    columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided", "distinct",
                "within noise", "too few seeds"]
     return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:]})
 
@@ -386,7 +396,11 @@ def count_sentence(counts: pd.DataFrame, source: str) -> str:
         parts.append(f"{int(mine.loc[m, 'decided'])} on {'' if m in (MAP_L, EITHER) else 'the '}{m} "
                      f"({int(mine.loc[m, 'agrees'])} agree, {int(mine.loc[m, 'disagrees'])} disagree{split})")
     listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
-    return f"of {total} claims, {with_runs} have runs; decided beyond twice the standard error: {listed}"
+    text = f"of {total} claims, {with_runs} have runs; decided beyond twice the standard error: {listed}"
+    if EITHER in mine.index and mine.loc[EITHER, "distinct"] < mine.loc[EITHER, "decided"]:
+        text += (f"; {int(mine.loc[EITHER, 'distinct'])} distinct comparisons among the {int(mine.loc[EITHER, 'decided'])} "
+                 "(claims that several tables make about the same runs counted once)")
+    return text
 
 
 def write_claims_metrics(overview: pd.DataFrame, counts: pd.DataFrame, params: ChapterParams) -> Path | None:

@@ -158,11 +158,13 @@ def check_claim(claim: Claim, df: pd.DataFrame, measure: str = "linear") -> dict
     "disagrees" (opposite sign beyond twice the standard error). With one seed the spread is unknown, and
     with two it is too poorly estimated to decide anything: only the direction is reported, "same direction
     (one seed)" / "opposite direction (two seeds)" and so on (the standard error is still given for two).
-    "no runs" when a row has none."""
+    "no runs" when a row has none. "comparison" names the runs compared (``comparison_key``): two tables that
+    share the rows of a claim share its evidence."""
     paper = paper_value(claim.paper_key, claim.better.paper, claim.paper_column) - \
         paper_value(claim.paper_key, claim.worse.paper, claim.paper_column)
     a, b = claim.better.select(df), claim.worse.select(df)
-    rec = {"claim": claim.text, "paper Δ (paper's units)": paper, "measure": LABELS.get(measure, measure)}
+    rec = {"claim": claim.text, "paper Δ (paper's units)": paper, "measure": LABELS.get(measure, measure),
+           "comparison": comparison_key(a, b)}
     x = a[measure].dropna().astype(float) if not a.empty and measure in a else pd.Series(dtype=float)
     y = b[measure].dropna().astype(float) if not b.empty and measure in b else pd.Series(dtype=float)
     if not len(x) or not len(y):
@@ -181,6 +183,15 @@ def check_claim(claim: Claim, df: pd.DataFrame, measure: str = "linear") -> dict
     else:
         verdict = "same direction, within noise" if same else "opposite direction, within noise"
     return {**rec, "ours Δ": diff, "± 2 SE": 2 * se, "seeds": seeds, "verdict": verdict}
+
+
+def comparison_key(better: pd.DataFrame, worse: pd.DataFrame) -> str:
+    """'id,id,id>id,id,id': the run ids of the two rows a claim compares, sorted ('' when a row has none or the
+    frame has no run ids). Tables 1 and 2 both hold BYOL's Image- and Our-Crop rows, the same runs: their
+    claims about them are one comparison, and the landing page counts it once among the distinct ones."""
+    if better.empty or worse.empty or "run_id" not in better or "run_id" not in worse:
+        return ""
+    return f"{','.join(sorted(better['run_id']))}>{','.join(sorted(worse['run_id']))}"
 
 
 def claims_table(claims: list[Claim], df: pd.DataFrame, measure: str = "linear") -> pd.DataFrame:
