@@ -28,6 +28,15 @@
 # table, so such a claim is counted once per table. The column "distinct" counts the decided claims again
 # with each comparison of the same runs once: the evidence, as opposed to the paper's list of claims.
 #
+# The rule is the issue's, and it is a loose one. With three seeds per row, a difference beyond twice its
+# standard error is Welch's t beyond 2 at about four degrees of freedom: where two rows do not differ at all,
+# it still decides 11.5% of claims (8.1% with five seeds per row; `coarsecrop.studies.claims.chance_rate`
+# simulates it). The column "by chance" sums that rate over the claims with runs: about that many of the
+# decided claims would be there if no crop strategy differed from another, half of them "agreeing" with the
+# paper and half not. On either measure the sum treats the two measures as independent, so it over-counts
+# (they are read from the same trunks). A count well above it is evidence that some rows differ; which
+# claims are the chance ones, the count cannot say.
+#
 # The sources differ in what they can show. `cpu-full` is the remake on scenes v3, where the class is the
 # shape and a trunk must learn it (chapter "The built-in benchmark"); its sweeps are run a part at a time, and
 # each chapter says how many of its runs are there. `cpu-full-v1` holds the first reference results, on the

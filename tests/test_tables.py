@@ -147,7 +147,9 @@ def test_every_committed_run_says_how_to_rerun_it_from_the_repository(project_ro
 def _chapter_metrics(root, notebook, run, sweep, runs_preset, verdicts, transfer=None):
     """A chapter's metrics.json as show_claims writes it: claims per source (and on mAP^l where given)."""
     def table(vs):
-        return [{"claim": f"c{i}", "verdict": v, "ours Δ": 1.0, "± 2 SE": 0.5} for i, v in enumerate(vs)]
+        return [{"claim": f"c{i}", "verdict": v, "ours Δ": 1.0, "± 2 SE": 0.5,
+                 "seeds": 0 if v == "no runs" else 1 if "one seed" in v else 2 if "two seeds" in v else 3}
+                for i, v in enumerate(vs)]
     folder = root / "runs" / notebook / run
     folder.mkdir(parents=True)
     record = {"sweep": sweep, "params": {"runs_preset": runs_preset, "measure": "linear"},
@@ -181,10 +183,18 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     either = counts.loc[(ref, T.EITHER)]
     assert (either["claims"], either["with runs"], either["decided"]) == (4, 4, 2)
     assert (either["agrees"], either["disagrees"], either["split"]) == (1, 0, 1)
+    # by chance: 3 + 3 seeds decide 11.5% of claims with nothing to find (chance_rate); two seeds decide nothing
+    rate = T.chance_rate(3, 3)
+    assert rate == pytest.approx(0.115, abs=0.002) and T.chance_rate(2, 3) == 0.0
+    assert T.chance_rate(5, 5) == pytest.approx(0.081, abs=0.002) and T.chance_rate(3, 3) == rate  # seeded
+    assert probe["by chance"] == round(3 * rate, 1) and mapl["by chance"] == round(rate, 1)
+    assert either["by chance"] == round(1 - (1 - rate) ** 2 + 2 * rate, 1)  # table1 c0 on both measures
     sentence = T.count_sentence(T.claim_counts(overview), ref)
-    assert sentence == ("of 4 claims, 4 have runs; decided beyond twice the standard error: 2 on the object probe "
-                        "(linear top-1) (2 agree, 0 disagree), 1 on mAP^l (0 agree, 1 disagree) and 2 on either "
-                        "measure (1 agree, 0 disagree, 1 split)")
+    assert sentence.startswith("of 4 claims, 4 have runs; decided beyond twice the standard error: 2 on the object "
+                               "probe (linear top-1) (2 agree, 0 disagree), 1 on mAP^l (0 agree, 1 disagree) and 2 "
+                               "on either measure (1 agree, 0 disagree, 1 split). If no row differed from another, "
+                               "chance alone would decide about 0.3 on the object probe (linear top-1), 0.1 on "
+                               "mAP^l and at most 0.4 on either measure")
     assert T.count_sentence(T.claim_counts(overview), "reference (gpu)").endswith("no chapter has checked its claims yet")
 
 
@@ -207,8 +217,8 @@ def test_a_comparison_that_two_tables_share_is_one_distinct_comparison(tmp_path)
     either = counts.loc[(ref, T.EITHER)]
     assert (either["decided"], either["distinct"]) == (4, 3)
     assert (counts.loc[(ref, "mAP^l"), "decided"], counts.loc[(ref, "mAP^l"), "distinct"]) == (2, 1)
-    assert T.count_sentence(counts.reset_index(), ref).endswith(
-        "; 3 distinct comparisons among the 4 (claims that several tables make about the same runs counted once)")
+    assert ("; 3 distinct comparisons among the 4 (claims that several tables make about the same runs counted "
+            "once). If no row") in T.count_sentence(counts.reset_index(), ref)
 
 
 def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():

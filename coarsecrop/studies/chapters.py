@@ -30,7 +30,7 @@ import pandas as pd
 
 from coarsecrop.io import write_json
 from coarsecrop.params import project_root
-from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, Claim, Row, check_claim, claims, claims_table,
+from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, Claim, Row, chance_rate, check_claim, claims, claims_table,
                                        fmt, init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
 
 
@@ -130,6 +130,9 @@ def write_chapter_metrics(result: dict, params: ChapterParams) -> Path | None:
     return path
 
 
+RECORD_ONLY = ["comparison", "seeds better", "seeds worse"]  # in metrics.json for the landing page, not shown
+
+
 def show_claims(result: dict, params: ChapterParams) -> None:
     """The verdict paragraph and the claims table of each source, on the object probe and (where the
     transfer sweep has run) on mAP^l; then the chapter's metrics.json."""
@@ -137,10 +140,10 @@ def show_claims(result: dict, params: ChapterParams) -> None:
 
     for label, checked in result["claims"].items():
         display(Markdown(verdict_paragraph(checked, f"{label}, {MEASURE_NAMES[params.measure]}")))
-        display(checked.drop(columns="comparison", errors="ignore").round(2))  # run ids: metrics.json
+        display(checked.drop(columns=RECORD_ONLY, errors="ignore").round(2))
         if label in result["claims_transfer"]:
             display(Markdown(verdict_paragraph(result["claims_transfer"][label], f"{label}, {MEASURE_NAMES['mAP_l']}")))
-            display(result["claims_transfer"][label].drop(columns="comparison", errors="ignore").round(2))
+            display(result["claims_transfer"][label].drop(columns=RECORD_ONLY, errors="ignore").round(2))
         else:
             display(Markdown(f"**{label}, {MEASURE_NAMES['mAP_l']}:** no transfer runs (run "
                              f"`coarsecrop sweep params/sweeps/{TRANSFER_SWEEP}.yaml --preset "
@@ -338,15 +341,26 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
             for claim in checked:
                 # the runs compared; a chapter run by older code recorded none: its (sweep, claim) stands alone
                 key = claim.get("comparison") or f"{sweep}: {claim['claim']}"
-                rows.append({"sweep": sweep, "source": source, "measure": probe, "claim": claim["claim"],
-                             "verdict": claim["verdict"], "ours Δ": claim["ours Δ"], "± 2 SE": claim["± 2 SE"],
-                             "comparison": key})
                 other = transfer.get(claim["claim"], {"verdict": "no runs", "ours Δ": None, "± 2 SE": None})
-                rows.append({"sweep": sweep, "source": source, "measure": MAP_L, "claim": claim["claim"],
-                             "verdict": other["verdict"], "ours Δ": other["ours Δ"], "± 2 SE": other["± 2 SE"],
-                             "comparison": key})
+                for measure, c in ((probe, claim), (MAP_L, other)):
+                    rows.append({"sweep": sweep, "source": source, "measure": measure, "claim": claim["claim"],
+                                 "verdict": c["verdict"], "ours Δ": c["ours Δ"], "± 2 SE": c["± 2 SE"],
+                                 "comparison": key, **_seeds(c)})
     return pd.DataFrame(rows, columns=["sweep", "source", "measure", "claim", "verdict", "ours Δ", "± 2 SE",
-                                       "comparison"])
+                                       "comparison", "seeds better", "seeds worse"])
+
+
+def _seeds(checked: dict) -> dict:
+    """The seeds of a checked claim's two rows (a chapter run by older code recorded only the smaller)."""
+    fewer = int(checked.get("seeds") or 0)
+    return {"seeds better": int(checked.get("seeds better", fewer)), "seeds worse": int(checked.get("seeds worse", fewer))}
+
+
+def _by_chance(group: pd.DataFrame) -> pd.Series:
+    """Per claim-measure row: how likely the rule decides it if its two rows did not differ (``chance_rate``)."""
+    return pd.Series([chance_rate(int(b), int(w)) if v != "no runs" else 0.0
+                      for b, w, v in zip(group["seeds better"], group["seeds worse"], group["verdict"])],
+                     index=group.index, dtype=float)
 
 
 def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
@@ -355,7 +369,10 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     direction only). Then, per source, a row for EITHER (the issue's target counts these): a claim is decided
     when it is on at least one measure; it agrees when no measure disagrees, disagrees when none agrees, and
     is "split" when one measure agrees and the other disagrees. "distinct" counts the decided claims again
-    with each comparison once (a claim two tables share, on the same runs, is one piece of evidence)."""
+    with each comparison once (a claim two tables share, on the same runs, is one piece of evidence). "by
+    chance" is how many the rule would decide if no row differed from another (``chance_rate`` summed over
+    the claims with runs; on either measure as if the two measures were independent, which over-counts: they
+    are measured on the same trunks)."""
     out = []
     for source, mine in overview.groupby("source", sort=False):
         for measure, group in mine.groupby("measure", sort=False):
@@ -365,21 +382,24 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                         "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
                         "decided": int(verdict.isin(DECIDED).sum()),
                         "distinct": int(group.loc[verdict.isin(DECIDED), "comparison"].nunique()),
+                        "by chance": round(float(_by_chance(group).sum()), 1),
                         "within noise": int(verdict.str.contains("within noise").sum()),
                         "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
         verdict = mine["verdict"]
-        flags = (mine.assign(agree=verdict == "agrees", disagree=verdict == "disagrees", runs=verdict != "no runs")
+        flags = (mine.assign(agree=verdict == "agrees", disagree=verdict == "disagrees", runs=verdict != "no runs",
+                             undecided=1 - _by_chance(mine))
                  .groupby(["sweep", "claim"], sort=False)
                  .agg(agree=("agree", "any"), disagree=("disagree", "any"), runs=("runs", "any"),
-                      comparison=("comparison", "first")))
+                      comparison=("comparison", "first"), undecided=("undecided", "prod")))
         agree, disagree = flags["agree"], flags["disagree"]
         out.append({"source": source, "measure": EITHER, "claims": len(flags), "with runs": int(flags["runs"].sum()),
                     "agrees": int((agree & ~disagree).sum()), "disagrees": int((disagree & ~agree).sum()),
                     "split": int((agree & disagree).sum()), "decided": int((agree | disagree).sum()),
-                    "distinct": int(flags.loc[agree | disagree, "comparison"].nunique())})
+                    "distinct": int(flags.loc[agree | disagree, "comparison"].nunique()),
+                    "by chance": round(float((1 - flags["undecided"]).sum()), 1)})
     columns = ["source", "measure", "claims", "with runs", "agrees", "disagrees", "split", "decided", "distinct",
-               "within noise", "too few seeds"]
-    return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:]})
+               "by chance", "within noise", "too few seeds"]
+    return pd.DataFrame(out, columns=columns).astype({c: "Int64" for c in columns[2:] if c != "by chance"})
 
 
 def count_sentence(counts: pd.DataFrame, source: str) -> str:
@@ -400,6 +420,13 @@ def count_sentence(counts: pd.DataFrame, source: str) -> str:
     if EITHER in mine.index and mine.loc[EITHER, "distinct"] < mine.loc[EITHER, "decided"]:
         text += (f"; {int(mine.loc[EITHER, 'distinct'])} distinct comparisons among the {int(mine.loc[EITHER, 'decided'])} "
                  "(claims that several tables make about the same runs counted once)")
+    if with_runs:
+        chance = [f"{'at most ' if m == EITHER else ''}{mine.loc[m, 'by chance']:.1f} on "
+                  f"{'' if m in (MAP_L, EITHER) else 'the '}{m}" for m in mine.index]
+        text += (". If no row differed from another, chance alone would decide about "
+                 f"{', '.join(chance[:-1]) + ' and ' + chance[-1] if len(chance) > 1 else chance[0]} "
+                 "(twice the standard error over 3 to 5 seeds is no 5% test: it decides about 11% of claims "
+                 "with 3 seeds per row and nothing to find)")
     return text
 
 
