@@ -391,9 +391,7 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
     except ValueError:
         label = str(sweep_file.resolve())
     points = []
-    grid_points = (expand_grid(spec["grid"]) if spec["checkpoints_of"]
-                   else preset_points(sweep_file, spec["grid"], at_preset))
-    for point in grid_points:
+    for point in preset_points(sweep_file, spec["grid"], at_preset):
         requires = point.pop("_requires", None)  # (pretraining sweep, run id) a checkpoints_of point reads
         values = {**base, **spec["fixed"], **point}  # what is injected, besides out and preset
         task = notebook_task(root, name, values, spec["preset"], label, ipynb=ipynb, defaults=defaults, code=code,

@@ -30,8 +30,9 @@ import pandas as pd
 
 from coarsecrop.io import write_json
 from coarsecrop.params import project_root
-from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, Claim, Row, chance_rate, check_claim, claims, claims_table,
-                                       fmt, init_summary, paper_value, side_by_side, summarise, verdict_paragraph)
+from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, MIN_SEEDS, Claim, Row, chance_rate, check_claim,
+                                       claims, claims_table, fmt, init_summary, paper_value, side_by_side, summarise,
+                                       verdict_paragraph)
 
 
 from coarsecrop.studies.figures import save_figure
@@ -46,7 +47,7 @@ __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "
            "figure", "plot_rows", "plot_objectness", "MEASURE_NAMES", "METHOD_NAMES",
            # statistics and claims (coarsecrop.studies.claims)
            "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
-           "side_by_side", "summarise", "verdict_paragraph",
+           "side_by_side", "summarise", "verdict_paragraph", "chance_rate",
            # reading runs (coarsecrop.studies.results)
            "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESETS", "sweep_points", "transfer_points",
            "results_dir", "read_run", "committed_run_ids", "recomputed_run_id", "export_results"]
@@ -425,8 +426,9 @@ def count_sentence(counts: pd.DataFrame, source: str) -> str:
                   f"{'' if m in (MAP_L, EITHER) else 'the '}{m}" for m in mine.index]
         text += (". If no row differed from another, chance alone would decide about "
                  f"{', '.join(chance[:-1]) + ' and ' + chance[-1] if len(chance) > 1 else chance[0]} "
-                 "(twice the standard error over 3 to 5 seeds is no 5% test: it decides about 11% of claims "
-                 "with 3 seeds per row and nothing to find)")
+                 f"(twice the standard error over a few seeds is no 5% test: it decides about "
+                 f"{100 * chance_rate(MIN_SEEDS, MIN_SEEDS):.0f}% of claims with {MIN_SEEDS} seeds per row and "
+                 "nothing to find)")
     return text
 
 
