@@ -376,6 +376,7 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
     are measured on the same trunks)."""
     out = []
     for source, mine in overview.groupby("source", sort=False):
+        mine = mine.assign(chance=_by_chance(mine))  # once per claim and measure; summed two ways below
         for measure, group in mine.groupby("measure", sort=False):
             verdict = group["verdict"]
             out.append({"source": source, "measure": measure, "claims": len(group),
@@ -383,12 +384,12 @@ def claim_counts(overview: pd.DataFrame) -> pd.DataFrame:
                         "agrees": int((verdict == "agrees").sum()), "disagrees": int((verdict == "disagrees").sum()),
                         "decided": int(verdict.isin(DECIDED).sum()),
                         "distinct": int(group.loc[verdict.isin(DECIDED), "comparison"].nunique()),
-                        "by chance": round(float(_by_chance(group).sum()), 1),
+                        "by chance": round(float(group["chance"].sum()), 1),
                         "within noise": int(verdict.str.contains("within noise").sum()),
                         "too few seeds": int(verdict.str.contains(FEW_SEEDS).sum())})
         verdict = mine["verdict"]
         flags = (mine.assign(agree=verdict == "agrees", disagree=verdict == "disagrees", runs=verdict != "no runs",
-                             undecided=1 - _by_chance(mine))
+                             undecided=1 - mine["chance"])
                  .groupby(["sweep", "claim"], sort=False)
                  .agg(agree=("agree", "any"), disagree=("disagree", "any"), runs=("runs", "any"),
                       comparison=("comparison", "first"), undecided=("undecided", "prod")))
