@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import copy_book_sources
 
 from coarsecrop.params import run_id_of
 from coarsecrop.runs import sweep as runs
 from coarsecrop.runs.notebook import notebook_defaults, read_preset
-from coarsecrop.runs.provenance import write_if_missing
+from coarsecrop.runs.provenance import cpu_model, write_if_missing
 
 # Small enough that a real run of 01_crops takes seconds: 2 scenes, two cheap strategies.
 TINY = {"num_images": 2, "strategies": ["grid", "ours"], "show_images": 1}
@@ -113,6 +114,9 @@ def test_sweep_logic_with_a_fake_executor(root, monkeypatch):
     prov = json.loads((root / table["run_dir"][0] / "provenance.json").read_text())
     assert prov["parameters"]["n"] == 2 and prov["device"] == "cpu" and prov["wall_time_s"] == 1.5
     assert {"torch", "torchvision", "coarsecrop"} <= set(prov["versions"])
+    # a CPU run names the kind of CPU: two kinds round differently, so only the same kind repeats bit for bit
+    assert torch.backends.cpu.get_cpu_capability() in prov["device_name"]
+    assert cpu_model() in prov["device_name"]
     # Rerun: every run is complete and made by the same code, so nothing executes; force runs them again.
     calls.clear()
     table = runs.run_sweep(sweep, root=root, progress=False)

@@ -53,11 +53,25 @@ def versions() -> dict:
     return found
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux; else what ``platform`` knows, e.g. "x86_64")."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
+    """The GPU's name; for a CPU its model, the vector instructions torch's kernels use (AVX2, AVX512, ...:
+    two machines that differ there round differently, so a CPU run repeats bit for bit only on the same
+    kind), its cores and torch's threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return (f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"{torch.get_num_threads()} torch threads)")
+    return (f"cpu ({cpu_model()}, {platform.machine()}, {torch.backends.cpu.get_cpu_capability()}, "
+            f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads)")
 
 
 def provenance(device: str | torch.device | None, wall_s: float, world_size: int = 1) -> dict:
