@@ -3,9 +3,11 @@ the committed reference results still match the sweep definitions that claim the
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import copy_book_sources
 
 from coarsecrop.studies import chapters as T
 
@@ -120,6 +122,40 @@ def test_committed_results_are_points_of_the_current_sweep_definitions(project_r
             run = T.read_run(folder)
             assert run is not None and all(0 <= value <= 100 for value in _headlines(run["metrics"]))
             assert not any(p.suffix in (".pt", ".ipynb") for p in folder.iterdir())
+
+
+def test_a_row_that_several_tables_share_has_the_same_seeds_in_each(project_root):
+    """A pretraining configuration (every parameter but the seed) that two table sweeps plan at cpu-full is
+    one row read twice: both must plan it at the same seeds, or the same row shows another mean in each
+    chapter (Table 10 once read BYOL's coarse Our-Crop at three seeds where Table 1 read it at four)."""
+    seeds: dict[str, dict[str, set]] = {}
+    for sweep in T.TABLE_SWEEPS:
+        for point in T.sweep_points(sweep, "cpu-full", project_root):
+            config = json.dumps({k: v for k, v in point["params"].items() if k != "seed"}, sort_keys=True)
+            seeds.setdefault(config, {}).setdefault(sweep, set()).add(point["params"]["seed"])
+    for config, per_sweep in seeds.items():
+        if len({frozenset(s) for s in per_sweep.values()}) > 1:
+            pytest.fail(f"one configuration, other seeds per table sweep: {sorted((k, sorted(v)) for k, v in per_sweep.items())}; "
+                        f"give the sweeps the same cpu-full seeds (extra_points) for {config}")
+
+
+def test_export_re_points_runs_committed_before_a_sweep_gained_points(tmp_path):
+    """A point added to a sweep moves the indices after it (the transfer sweep's above all): export must
+    rewrite the rerun command of every committed run, not only of those it copies, and leave its numbers."""
+    root = copy_book_sources(tmp_path / "project")
+    point = T.sweep_points("table15", "smoke", root)[1]
+    folder = T.results_dir("smoke", root) / point["run_id"]
+    folder.mkdir(parents=True)
+    stale = {"run_id": point["run_id"], "parameters": point["params"], "status": "ok", "sweep": "params/sweeps/table15.yaml",
+             "point": 99, "rerun": "coarsecrop sweep params/sweeps/table15.yaml --preset smoke --point 99"}
+    (folder / "run.json").write_text(json.dumps(stale))
+    (folder / "metrics.json").write_text('{"kept": true}')
+    assert T.export_results("smoke", tmp_path / "nothing here", root) == []  # nothing to copy ...
+    record = json.loads((folder / "run.json").read_text())  # ... but the committed run is re-pointed
+    planned = T.sweep_points(Path(record["sweep"]).stem, "smoke", root)[record["point"]]
+    assert planned["run_id"] == point["run_id"] and record["point"] != 99
+    assert record["rerun"] == f"coarsecrop sweep {record['sweep']} --preset smoke --point {record['point']}"
+    assert record["parameters"] == point["params"] and json.loads((folder / "metrics.json").read_text()) == {"kept": True}
 
 
 def _headlines(metrics: dict) -> list[float]:

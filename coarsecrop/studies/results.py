@@ -176,16 +176,25 @@ def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) 
 def export_results(preset: str, source_root: Path, root: Path | None = None, sweeps=TABLE_SWEEPS) -> list[str]:
     """Copy metrics.json and run.json of every complete run of the table sweeps at ``preset``, and of the
     transfer sweep's runs on them, from source_root/runs/ to results/<preset>/ (small files: no
-    checkpoints, no notebooks). Returns the run ids copied."""
+    checkpoints, no notebooks). Every committed run.json, copied now or before, then names the point that
+    remakes it in the sweep files as they are now (``rerun_record``): a point added to a sweep moves the
+    transfer sweep's indices, and a run committed earlier must follow. Returns the run ids copied."""
     root = Path(root or project_root()).resolve()
     copied = []
-    todo = [(NOTEBOOK, point) for sweep in sweeps for point in sweep_points(sweep, preset, root)]
-    todo += [(TRANSFER_NOTEBOOK, point) for point in transfer_points(preset, root)]
-    for notebook, point in todo:
-        src = Path(source_root) / "runs" / notebook / point["run_id"]
+    plan = {}  # (notebook, run id) -> the point that remakes it (the last sweep that plans it)
+    for sweep in sweeps:
+        plan.update({(NOTEBOOK, point["run_id"]): point for point in sweep_points(sweep, preset, root)})
+    plan.update({(TRANSFER_NOTEBOOK, point["run_id"]): point for point in transfer_points(preset, root)})
+    for (notebook, rid), point in plan.items():
+        src = Path(source_root) / "runs" / notebook / rid
+        dst = results_dir(preset, root, notebook) / rid
         if read_run(src) is None:
+            if (dst / "run.json").is_file():  # committed before: only where it is planned may have moved
+                record = read_record(dst)
+                if {k: record.get(k) for k in ("sweep", "point", "rerun")} != rerun_record(point, preset):
+                    write_text(dst / "run.json", json.dumps({**record, **rerun_record(point, preset)}, indent=2,
+                                                            sort_keys=True) + "\n")
             continue
-        dst = results_dir(preset, root, notebook) / point["run_id"]
         dst.mkdir(parents=True, exist_ok=True)
         record = read_record(src)
         record.update(rerun_record(point, preset))
@@ -194,7 +203,7 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
                                                time.localtime((src / "metrics.json").stat().st_mtime))
         write_atomic(dst / "metrics.json", lambda f: f.write((src / "metrics.json").read_bytes()))
         write_text(dst / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
-        copied.append(point["run_id"])
+        copied.append(rid)
     return sorted(set(copied))
 
 
