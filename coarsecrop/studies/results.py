@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from coarsecrop.io import write_atomic, write_text
+from coarsecrop.io import write_atomic
 from coarsecrop.params import project_root, run_id_of
-from coarsecrop.runs.notebook import code_fingerprint, read_record
+from coarsecrop.runs.notebook import code_fingerprint, read_record, write_record
 from coarsecrop.runs.sweep import plan_sweep
 from coarsecrop.studies.pretrain import PretrainStudyParams
 
@@ -190,10 +190,9 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
         dst = results_dir(preset, root, notebook) / rid
         if read_run(src) is None:
             if (dst / "run.json").is_file():  # committed before: only where it is planned may have moved
-                record = read_record(dst)
-                if {k: record.get(k) for k in ("sweep", "point", "rerun")} != rerun_record(point, preset):
-                    write_text(dst / "run.json", json.dumps({**record, **rerun_record(point, preset)}, indent=2,
-                                                            sort_keys=True) + "\n")
+                record, rerun = read_record(dst), rerun_record(point, preset)
+                if {k: record.get(k) for k in rerun} != rerun:
+                    write_record(dst, {**record, **rerun})
             continue
         dst.mkdir(parents=True, exist_ok=True)
         record = read_record(src)
@@ -202,9 +201,9 @@ def export_results(preset: str, source_root: Path, root: Path | None = None, swe
             record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S",
                                                time.localtime((src / "metrics.json").stat().st_mtime))
         write_atomic(dst / "metrics.json", lambda f: f.write((src / "metrics.json").read_bytes()))
-        write_text(dst / "run.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+        write_record(dst, record)
         copied.append(rid)
-    return sorted(set(copied))
+    return sorted(copied)
 
 
 def rerun_record(point: dict, preset: str) -> dict:
