@@ -166,8 +166,14 @@ def _cmd_book(args: argparse.Namespace) -> int:
 def _cmd_tables(args: argparse.Namespace) -> int:
     from coarsecrop.studies.results import export_results, results_dir
 
-    ids = export_results(args.preset, Path(args.source).resolve())
-    print(f"{len(ids)} run(s) in {results_dir(args.preset).parent}")
+    source = Path(args.source).resolve() / "runs"
+    ids = export_results(args.preset, source.parent)
+    target = results_dir(args.preset).parent
+    if source.is_dir():
+        print(f"{len(ids)} complete run(s) copied from {source} to {target}")
+    else:  # a typo in --from must not read as "nothing new": say what was (not) read
+        print(f"{source} does not exist: nothing copied (--from names the project root whose runs/ to read); "
+              f"the run.json files in {target} now name their points in the sweep files as they are")
     return 0
 
 

@@ -23,6 +23,17 @@ def test_tables_export_of_an_unknown_preset_fails_cleanly(capsys):
     assert "no_such_preset" in capsys.readouterr().err
 
 
+def test_tables_export_names_a_source_without_runs(tmp_path, monkeypatch, capsys):
+    """A mistyped --from copies nothing; the command says which folder it looked for, not only "0 runs"."""
+    monkeypatch.setattr("coarsecrop.studies.results.export_results", lambda preset, source: [])
+    assert main(["tables", "export", "--preset", "smoke", "--from", str(tmp_path / "typo")]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'typo' / 'runs'} does not exist: nothing copied" in out
+    (tmp_path / "typo" / "runs").mkdir(parents=True)
+    assert main(["tables", "export", "--preset", "smoke", "--from", str(tmp_path / "typo")]) == 0
+    assert "0 complete run(s) copied from" in capsys.readouterr().out
+
+
 def test_python_m_alias():
     """`python -m coarsecrop.book` stays (issue 12); `coarsecrop tables export` is the tables' only entry."""
     for module, words in (("coarsecrop.book", ["run", "--help"]),):
