@@ -79,8 +79,9 @@ T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 # the s6 row trains on *precise* crops, not coarse ones, which is not the paper's s6. In the committed
 # cpu-full runs (scenes v3, three seeds) s6's crops have 73% objectness, 57% of them Precise, with a
 # median side of 22 px, against 35%, 5% and 64 px for s5's coarse crops; this is Fig. 3 with a trained
-# phi, and it moves the other way from the paper's. On those crops BYOL loses 5.2 points of object probe
-# against s5 (decided, against the paper's s6 > s5) but gains 1.3 points of mAP^l (decided, as the paper).
+# phi, and it moves the other way from the paper's. What BYOL makes of those crops against s5 is the claim
+# s6 > s5 below, on the object probe and on mAP^l (the committed results: lower on the first, higher on the
+# second).
 # The crops each row trained on, measured (objectness: share of object pixels; poor / precise: Fig. 3's
 # buckets; median side in px of the scenes):
 

@@ -22,7 +22,9 @@
 # evidence either way; a claim on one or two seeds per row only gives a direction (two seeds estimate the
 # spread too poorly: on scenes v3 a third seed overturned several of the two-seed verdicts it was run for).
 # The row "either measure" counts a claim once when it is decided on the object probe, on mAP^l or on both
-# ("split" when one measure agrees and the other disagrees). The counts are what the landing page quotes.
+# ("split" when one measure agrees and the other disagrees). The counts are what the landing page quotes,
+# and so are the table chapters' row means and claim differences it cites: this page glues them from the
+# chapters' numbers (`coarsecrop.studies.chapters.quoted_numbers`), so the landing page follows the results.
 # Some tables repeat a comparison on the same runs (BYOL's Image- and Our-Crop rows are in Tables 1, 2 and
 # 15; Table 11's s0 and s2 are Table 1's BYOL Image and Grid): each chapter checks the claim of its own
 # table, so such a claim is counted once per table. The column "distinct" counts the decided claims again
@@ -38,8 +40,8 @@
 # claims are the chance ones, the count cannot say.
 #
 # The sources differ in what they can show. `cpu-full` is the remake on scenes v3, where the class is the
-# shape and a trunk must learn it (chapter "The built-in benchmark"); its sweeps are run a part at a time, and
-# each chapter says how many of its runs are there. `cpu-full-v1` holds the first reference results, on the
+# shape and a trunk must learn it (chapter "The built-in benchmark"); every table sweep is there, and each
+# chapter says how many of its runs are. `cpu-full-v1` holds the first reference results, on the
 # v1 scenes where colour alone names the class, so a random network already separates the classes and most
 # differences there are small.
 
@@ -74,6 +76,10 @@ for preset_name in params.reference_presets:
     display(Markdown(f"- **reference ({preset_name})**: {sentence}."))
 display(Markdown(f"- **this build ({params.runs_preset})**: "
                  f"{T.count_sentence(counts, f'this build ({params.runs_preset})')}."))
+# the numbers the landing page quotes (T.quoted_numbers), pasted there by key: it follows the results
+for preset_name in params.reference_presets:
+    for key, text in T.quoted_numbers(params.runs_preset, preset_name, params.measure).items():
+        glue(key, text, display=False)
 
 # %% [markdown]
 # ## Per source and measure

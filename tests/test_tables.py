@@ -257,6 +257,33 @@ def test_a_comparison_that_two_tables_share_is_one_distinct_comparison(tmp_path)
             "once). If no row") in T.count_sentence(counts.reset_index(), ref)
 
 
+def test_the_landing_page_quotes_each_chapters_numbers_by_a_key_named_after_the_row_or_claim(tmp_path):
+    """book/intro.md pastes its results from 18_claims' glue (quoted_numbers): a row's mean and spread in
+    percent, a claim's difference with twice its standard error and its verdict, per measure; nothing for a
+    measure without runs or another source."""
+    ref = "reference (cpu-full)"
+    path = _chapter_metrics(tmp_path, "11_objectness", "a", "table2", "quick", {ref: ["agrees"]},
+                            transfer={ref: ["opposite direction, within noise"]})
+    record = json.loads(path.read_text())
+    record["claims"][ref][0].update({"claim": "GTPad > GT", "ours Δ": 3.74, "± 2 SE": 3.86})
+    record["claims_mAP_l"][ref][0].update({"claim": "GTPad > GT", "ours Δ": -0.34, "± 2 SE": 1.84})
+    record["summaries"] = {ref: [{"row": "Our (literal)", "linear": 0.25, "linear_n": 3, "linear_sd": 0.0123,
+                                  "mAP_l": None, "mAP_l_n": 0, "objectness": 0.391, "objectness_n": 3, "seeds": 3}]}
+    path.write_text(json.dumps(record))
+    quoted = T.quoted_numbers("quick", "cpu-full", root=tmp_path)
+    assert quoted == {"cpu_full_table2_our_literal_probe": "25.0", "cpu_full_table2_our_literal_probe_sd": "1.2",
+                      "cpu_full_table2_our_literal_objectness": "39", "cpu_full_table2_our_literal_seeds": "3",
+                      "cpu_full_table2_gtpad_vs_gt_probe": "+3.7 ± 3.9", "cpu_full_table2_gtpad_vs_gt_probe_abs": "3.7",
+                      "cpu_full_table2_gtpad_vs_gt_probe_verdict": "agrees",
+                      "cpu_full_table2_gtpad_vs_gt_mapl": "-0.3 ± 1.8", "cpu_full_table2_gtpad_vs_gt_mapl_abs": "0.3",
+                      "cpu_full_table2_gtpad_vs_gt_mapl_verdict": "opposite direction, within noise",
+                      "cpu_full_probe": "linear top-1"}
+    assert T.quoted_numbers("quick", "cpu-full-v1", root=tmp_path) == {}  # no chapter checked that source
+    assert T.quoted_numbers("smoke", "cpu-full", root=tmp_path) == {}  # nor at that build preset
+    assert T.glue_key("cpu-full", "table11", "s5 Our (coarse), random phi > s4 Random boxes", "mapl") == \
+        "cpu_full_table11_s5_our_coarse_random_phi_vs_s4_random_boxes_mapl"
+
+
 def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():
     """Two reference sources can hold the same sweep on different scene generators: the header says which."""
     empty = pd.DataFrame(columns=["commit", "date", "code"])

@@ -43,7 +43,8 @@ from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESETS, TABLE_SWEEP
                                         sweep_points, transfer_points, export_results)
 
 __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "init_comparison", "header_markdown",
-           "crop_quality", "claims_overview", "claim_counts", "count_sentence", "write_claims_metrics",
+           "crop_quality", "latest_chapters", "claims_overview", "claim_counts", "count_sentence",
+           "write_claims_metrics", "glue_key", "quoted_numbers",
            "figure", "plot_rows", "plot_objectness", "MEASURE_NAMES", "METHOD_NAMES",
            # statistics and claims (coarsecrop.studies.claims)
            "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
@@ -311,12 +312,9 @@ MAP_L = "mAP^l"
 EITHER = "either measure"  # a claim decided on at least one of them
 
 
-def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None = None) -> pd.DataFrame:
-    """Every claim the table chapters checked, read from the latest run of each chapter made with this build's
-    ``runs_preset`` and the object probe ``measure`` (runs/1N_*/<id>/metrics.json, written by
-    ``show_claims``): one row per chapter sweep, source, measure (the object probe; mAP^l) and claim, with the
-    verdict. A source without mAP^l runs has its claims listed as "no runs" on mAP^l, so every source and
-    measure counts the same claims."""
+def latest_chapters(runs_preset: str, measure: str = "linear", root: Path | None = None) -> dict[str, dict]:
+    """The latest metrics.json of each table chapter (runs/1N_*/<id>/metrics.json, written by ``show_claims``)
+    made with this build's ``runs_preset`` and the object probe ``measure``, by sweep, in TABLE_SWEEPS order."""
     root = Path(root or project_root())
     latest: dict[str, tuple[float, dict]] = {}
     for path in root.glob("runs/1[0-9]_*/*/metrics.json"):
@@ -332,11 +330,16 @@ def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None
         stamp = path.stat().st_mtime
         if record["sweep"] not in latest or stamp > latest[record["sweep"]][0]:
             latest[record["sweep"]] = (stamp, record)
+    return {sweep: latest[sweep][1] for sweep in TABLE_SWEEPS if sweep in latest}
+
+
+def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None = None) -> pd.DataFrame:
+    """Every claim the table chapters checked, read from the latest run of each chapter made with this build's
+    ``runs_preset`` and the object probe ``measure`` (``latest_chapters``): one row per chapter sweep, source,
+    measure (the object probe; mAP^l) and claim, with the verdict. A source without mAP^l runs has its claims
+    listed as "no runs" on mAP^l, so every source and measure counts the same claims."""
     rows, probe = [], f"object probe ({LABELS[measure]})"
-    for sweep in TABLE_SWEEPS:
-        if sweep not in latest:
-            continue
-        record = latest[sweep][1]
+    for sweep, record in latest_chapters(runs_preset, measure, root).items():
         for source, checked in record["claims"].items():
             transfer = {c["claim"]: c for c in record.get("claims_mAP_l", {}).get(source, [])}
             for claim in checked:
@@ -431,6 +434,58 @@ def count_sentence(counts: pd.DataFrame, source: str) -> str:
                  f"{100 * chance_rate(MIN_SEEDS, MIN_SEEDS):.0f}% of claims with {MIN_SEEDS} seeds per row and "
                  "nothing to find)")
     return text
+
+
+def glue_key(*parts: str) -> str:
+    """A glue key from names: lower case, every run of other characters than letters and digits one '_', and
+    '>' as '_vs_' ('table2', 'GTPad > GT', 'probe' -> 'table2_gtpad_vs_gt_probe')."""
+    text = "_".join(parts).replace(">", " vs ").lower()
+    return "_".join("".join(c if c.isascii() and c.isalnum() else " " for c in text).split())
+
+
+def quoted_numbers(runs_preset: str, reference: str, measure: str = "linear",
+                   root: Path | None = None) -> dict[str, str]:
+    """The numbers of one source that the landing page quotes (book/intro.md pastes each with
+    ``{glue:text}`generated/18_claims.ipynb::KEY:s```), read from the latest run of every table chapter
+    (``latest_chapters``), so the page follows the results instead of repeating them by hand. Keys
+    (``glue_key``), with M = probe (the object probe's ``measure``) or mapl (mAP^l), in percent or points:
+
+    - ``<preset>_<sweep>_<row>_M``: the row's mean over seeds ('26.6'); ``..._M_sd``: its standard deviation;
+      ``<preset>_<sweep>_<row>_objectness``: its mean objectness; ``<preset>_<sweep>_<row>_seeds``: its seeds;
+    - ``<preset>_<sweep>_<claim>_M``: our difference, better row minus worse row, with twice its standard
+      error ('+3.7 ± 3.9'); ``..._M_abs``: its size alone ('3.7'), for prose that says the direction in words;
+      ``..._M_verdict``: the verdict ('agrees', 'same direction, within noise', ...);
+    - ``<preset>_probe``: what the object probe's numbers are ('linear top-1'; the smoke preset checks kNN).
+
+    ``reference`` is a committed preset ('cpu-full'); a row or claim without runs on a measure has no key."""
+    source, prefix = f"reference ({reference})", reference
+    out: dict[str, str] = {}
+
+    def put(value, *name, digits=1, scale=1.0, sign=False):
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            out[glue_key(prefix, *name)] = f"{scale * value:{'+' if sign else ''}.{digits}f}"
+
+    for sweep, record in latest_chapters(runs_preset, measure, root).items():
+        for row in record.get("summaries", {}).get(source, []):
+            for key, name in ((measure, "probe"), ("mAP_l", "mapl")):
+                if row.get(f"{key}_n"):
+                    put(row.get(key), sweep, row["row"], name, scale=100)
+                    put(row.get(f"{key}_sd"), sweep, row["row"], name, "sd", scale=100)
+            if row.get("objectness_n"):
+                put(row.get("objectness"), sweep, row["row"], "objectness", digits=0, scale=100)
+            put(row.get("seeds"), sweep, row["row"], "seeds", digits=0)
+        for key, name in (("claims", "probe"), ("claims_mAP_l", "mapl")):
+            for claim in record.get(key, {}).get(source, []):
+                delta, spread = claim.get("ours Δ"), claim.get("± 2 SE")
+                if delta is None or (isinstance(delta, float) and math.isnan(delta)):
+                    continue
+                base = glue_key(prefix, sweep, claim["claim"], name)
+                out[base + "_abs"] = f"{abs(delta):.1f}"
+                out[base + "_verdict"] = claim["verdict"]
+                out[base] = f"{delta:+.1f}" + ("" if spread is None or math.isnan(spread) else f" ± {spread:.1f}")
+    if out:
+        out[glue_key(prefix, "probe")] = LABELS[measure]  # what M = probe measured: 'linear top-1' or 'kNN top-1'
+    return out
 
 
 def write_claims_metrics(overview: pd.DataFrame, counts: pd.DataFrame, params: ChapterParams) -> Path | None:
