@@ -461,9 +461,9 @@ def quoted_numbers(runs_preset: str, reference: str, measure: str = "linear",
     source, prefix = f"reference ({reference})", reference
     out: dict[str, str] = {}
 
-    def put(value, *name, digits=1, scale=1.0, sign=False):
+    def put(value, *name, digits=1, scale=1.0):
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            out[glue_key(prefix, *name)] = f"{scale * value:{'+' if sign else ''}.{digits}f}"
+            out[glue_key(prefix, *name)] = f"{scale * value:.{digits}f}"
 
     for sweep, record in latest_chapters(runs_preset, measure, root).items():
         for row in record.get("summaries", {}).get(source, []):
