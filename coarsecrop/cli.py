@@ -125,14 +125,17 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.runs.sweep import missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
+    from coarsecrop.runs.sweep import check_points, missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
 
     if args.dry_run:
         import pandas as pd
 
         root = sweep_root(args.sweep_file)
         plan = plan_sweep(Path(args.sweep_file), root, args.preset)
+        check_points(args.sweep_file, plan, args.point)  # a bad --point errors here as it would in the run
         table = plan_table(plan)
+        if args.point:  # what the same command without --dry-run would run
+            table = table.loc[sorted(set(args.point))]
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
             print(table.to_string())
         counts = table["state"].value_counts()
@@ -307,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "Slurm array task, e.g. --point $SLURM_ARRAY_TASK_ID")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
-                   help="run nothing: list every point, its run id and what a run would do (complete, new, "
+                   help="run nothing: list every point (with --point, those), its run id and what a run would do (complete, new, "
                         "stale, failed, waiting for its pretraining run), and any missing input")
     p.set_defaults(func=_cmd_sweep)
 

@@ -64,7 +64,8 @@ preset = ""  # preset file (set by coarsecrop.book)
 # %% tags=["hide-input"]
 params = load_notebook_params(T.ChapterParams, globals(), _before,
                               source=preset or "notebooks/18_claims.py")
-overview = T.claims_overview(params.runs_preset, params.measure)
+latest = T.latest_chapters(params.runs_preset, params.measure)  # each table chapter's latest run, read once
+overview = T.claims_overview(latest, params.measure)
 counts = T.claim_counts(overview)
 chapters = sorted(set(overview["sweep"])) if len(overview) else []
 display(Markdown(f"Read the claims of {len(chapters)} of {len(T.TABLE_SWEEPS)} table chapters "
@@ -78,7 +79,7 @@ display(Markdown(f"- **this build ({params.runs_preset})**: "
                  f"{T.count_sentence(counts, f'this build ({params.runs_preset})')}."))
 # the numbers the landing page quotes (T.quoted_numbers), pasted there by key: it follows the results
 for preset_name in params.reference_presets:
-    for key, text in T.quoted_numbers(params.runs_preset, preset_name, params.measure).items():
+    for key, text in T.quoted_numbers(latest, preset_name, params.measure).items():
         glue(key, text, display=False)
 
 # %% [markdown]

@@ -141,6 +141,12 @@ def test_point_runs_one_point_and_the_dry_run_numbers_them(root, monkeypatch, ca
     assert list(runs.plan_table(runs.plan_sweep(sweep, root))["state"]) == ["new", "complete", "new"]
     with pytest.raises(ValueError, match="no point 3; this sweep has points 0 to 2"):
         runs.run_sweep(sweep, root=root, progress=False, only=[3])
+    # The dry run with --point lists what the same command would run, and a bad point errors there too.
+    assert cli_main(["sweep", str(sweep), "--dry-run", "--point", "2", "--point", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "2 point(s) of 01_crops at preset smoke: 2 new" in out and "\n1 " not in out
+    assert cli_main(["sweep", str(sweep), "--dry-run", "--point", "3"]) == 2
+    assert "no point 3; this sweep has points 0 to 2" in capsys.readouterr().err
 
 
 def test_an_unfinished_run_continues_in_place(root, monkeypatch):

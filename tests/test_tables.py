@@ -207,7 +207,7 @@ def test_the_claims_of_every_chapter_are_counted_from_their_latest_run_at_the_pr
     _chapter_metrics(tmp_path, "16_budget", "b", "table10", "smoke", {ref: ["disagrees", "disagrees"]})  # other preset
     knn = _chapter_metrics(tmp_path, "11_objectness", "k", "table2", "quick", {ref: ["disagrees"]})
     knn.write_text(knn.read_text().replace('"linear"', '"knn"'))  # checked on another measure: left out
-    overview = T.claims_overview("quick", "linear", tmp_path)
+    overview = T.claims_overview(T.latest_chapters("quick", "linear", tmp_path))
     assert sorted(set(overview["sweep"])) == ["table1", "table10"]
     counts = T.claim_counts(overview).set_index(["source", "measure"])
     probe, mapl = counts.loc[(ref, "object probe (linear top-1)")], counts.loc[(ref, "mAP^l")]
@@ -249,7 +249,7 @@ def test_a_comparison_that_two_tables_share_is_one_distinct_comparison(tmp_path)
             table[0]["comparison"] = "r0,r1,r2>r3,r4,r5"  # c0: the same runs in both tables
             table[1]["comparison"] = f"{sweep}-own>x"  # c1: rows of this table only
         path.write_text(json.dumps(record))
-    counts = T.claim_counts(T.claims_overview("quick", "linear", tmp_path)).set_index(["source", "measure"])
+    counts = T.claim_counts(T.claims_overview(T.latest_chapters("quick", "linear", tmp_path))).set_index(["source", "measure"])
     either = counts.loc[(ref, T.EITHER)]
     assert (either["decided"], either["distinct"]) == (4, 3)
     assert (counts.loc[(ref, "mAP^l"), "decided"], counts.loc[(ref, "mAP^l"), "distinct"]) == (2, 1)
@@ -270,7 +270,7 @@ def test_the_landing_page_quotes_each_chapters_numbers_by_a_key_named_after_the_
     record["summaries"] = {ref: [{"row": "Our (literal)", "linear": 0.25, "linear_n": 3, "linear_sd": 0.0123,
                                   "mAP_l": None, "mAP_l_n": 0, "objectness": 0.391, "objectness_n": 3, "seeds": 3}]}
     path.write_text(json.dumps(record))
-    quoted = T.quoted_numbers("quick", "cpu-full", root=tmp_path)
+    quoted = T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full")
     assert quoted == {"cpu_full_table2_our_literal_probe": "25.0", "cpu_full_table2_our_literal_probe_sd": "1.2",
                       "cpu_full_table2_our_literal_objectness": "39", "cpu_full_table2_our_literal_seeds": "3",
                       "cpu_full_table2_gtpad_vs_gt_probe": "+3.7 ± 3.9", "cpu_full_table2_gtpad_vs_gt_probe_abs": "3.7",
@@ -278,8 +278,8 @@ def test_the_landing_page_quotes_each_chapters_numbers_by_a_key_named_after_the_
                       "cpu_full_table2_gtpad_vs_gt_mapl": "-0.3 ± 1.8", "cpu_full_table2_gtpad_vs_gt_mapl_abs": "0.3",
                       "cpu_full_table2_gtpad_vs_gt_mapl_verdict": "opposite direction, within noise",
                       "cpu_full_probe": "linear top-1"}
-    assert T.quoted_numbers("quick", "cpu-full-v1", root=tmp_path) == {}  # no chapter checked that source
-    assert T.quoted_numbers("smoke", "cpu-full", root=tmp_path) == {}  # nor at that build preset
+    assert T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full-v1") == {}  # no chapter checked that source
+    assert T.quoted_numbers(T.latest_chapters("smoke", root=tmp_path), "cpu-full") == {}  # nor at that build preset
     assert T.glue_key("cpu-full", "table11", "s5 Our (coarse), random phi > s4 Random boxes", "mapl") == \
         "cpu_full_table11_s5_our_coarse_random_phi_vs_s4_random_boxes_mapl"
 

@@ -440,6 +440,15 @@ def run_in_workers(todo: dict, jobs: int, done) -> None:
         raise
 
 
+def check_points(sweep_file, plan: dict, only: list[int] | None) -> None:
+    """Raise ValueError naming every index in ``only`` that is not a point of ``plan`` (and the valid range)."""
+    n = len(plan["points"])
+    bad = sorted(set(only or []) - set(range(n)))
+    if bad:
+        raise ValueError(f"{sweep_file}: no point {', '.join(map(str, bad))}; this sweep has points 0 to {n - 1} "
+                         "(--dry-run lists them)")
+
+
 def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
               preset: str | None = None, only: list[int] | None = None):
     """Run every point of ``sweep_file`` not yet complete (all with ``force``, from scratch); returns the
@@ -457,11 +466,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
             f"{sweep_file}: the runs read data that is not there (paths relative to {root}):\n  "
             + "\n  ".join(missing) + "\nPut the data set there (a symlink will do, e.g. ln -s /datasets/VOCdevkit "
             "data/VOCdevkit) or change the path in that file.")
-    n = len(plan["points"])
-    bad = sorted(set(only or []) - set(range(n)))
-    if bad:
-        raise ValueError(f"{sweep_file}: no point {', '.join(map(str, bad))}; this sweep has points 0 to {n - 1} "
-                         "(--dry-run lists them)")
+    check_points(sweep_file, plan, only)
     todo, reused = {}, set()
     for index, p in enumerate(plan["points"]):
         rid = p["run_dir"].name

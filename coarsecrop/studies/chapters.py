@@ -31,8 +31,8 @@ import pandas as pd
 from coarsecrop.io import write_json
 from coarsecrop.params import project_root
 from coarsecrop.studies.claims import (FEW_SEEDS, INIT_ROW, LABELS, MIN_SEEDS, Claim, Row, chance_rate, check_claim,
-                                       claims, claims_table, fmt, init_summary, paper_value, side_by_side, summarise,
-                                       verdict_paragraph)
+                                       claims, claims_table, fmt, init_summary, missing, paper_value, side_by_side,
+                                       summarise, verdict_paragraph)
 
 
 from coarsecrop.studies.figures import save_figure
@@ -333,13 +333,13 @@ def latest_chapters(runs_preset: str, measure: str = "linear", root: Path | None
     return {sweep: latest[sweep][1] for sweep in TABLE_SWEEPS if sweep in latest}
 
 
-def claims_overview(runs_preset: str, measure: str = "linear", root: Path | None = None) -> pd.DataFrame:
-    """Every claim the table chapters checked, read from the latest run of each chapter made with this build's
-    ``runs_preset`` and the object probe ``measure`` (``latest_chapters``): one row per chapter sweep, source,
+def claims_overview(chapters: dict[str, dict], measure: str = "linear") -> pd.DataFrame:
+    """Every claim the table chapters checked, from their latest runs (``latest_chapters``, checked on the
+    object probe ``measure``): one row per chapter sweep, source,
     measure (the object probe; mAP^l) and claim, with the verdict. A source without mAP^l runs has its claims
     listed as "no runs" on mAP^l, so every source and measure counts the same claims."""
     rows, probe = [], f"object probe ({LABELS[measure]})"
-    for sweep, record in latest_chapters(runs_preset, measure, root).items():
+    for sweep, record in chapters.items():
         for source, checked in record["claims"].items():
             transfer = {c["claim"]: c for c in record.get("claims_mAP_l", {}).get(source, [])}
             for claim in checked:
@@ -443,10 +443,9 @@ def glue_key(*parts: str) -> str:
     return "_".join("".join(c if c.isascii() and c.isalnum() else " " for c in text).split())
 
 
-def quoted_numbers(runs_preset: str, reference: str, measure: str = "linear",
-                   root: Path | None = None) -> dict[str, str]:
+def quoted_numbers(chapters: dict[str, dict], reference: str, measure: str = "linear") -> dict[str, str]:
     """The numbers of one source that the landing page quotes (book/intro.md pastes each with
-    ``{glue:text}`generated/18_claims.ipynb::KEY:s```), read from the latest run of every table chapter
+    ``{glue:text}`generated/18_claims.ipynb::KEY:s```), from ``chapters``, the latest run of every table chapter
     (``latest_chapters``), so the page follows the results instead of repeating them by hand. Keys
     (``glue_key``), with M = probe (the object probe's ``measure``) or mapl (mAP^l), in percent or points:
 
@@ -462,10 +461,10 @@ def quoted_numbers(runs_preset: str, reference: str, measure: str = "linear",
     out: dict[str, str] = {}
 
     def put(value, *name, digits=1, scale=1.0):
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+        if not missing(value):
             out[glue_key(prefix, *name)] = f"{scale * value:.{digits}f}"
 
-    for sweep, record in latest_chapters(runs_preset, measure, root).items():
+    for sweep, record in chapters.items():
         for row in record.get("summaries", {}).get(source, []):
             for key, name in ((measure, "probe"), ("mAP_l", "mapl")):
                 if row.get(f"{key}_n"):
@@ -477,12 +476,12 @@ def quoted_numbers(runs_preset: str, reference: str, measure: str = "linear",
         for key, name in (("claims", "probe"), ("claims_mAP_l", "mapl")):
             for claim in record.get(key, {}).get(source, []):
                 delta, spread = claim.get("ours Δ"), claim.get("± 2 SE")
-                if delta is None or (isinstance(delta, float) and math.isnan(delta)):
+                if missing(delta):
                     continue
                 base = glue_key(prefix, sweep, claim["claim"], name)
                 out[base + "_abs"] = f"{abs(delta):.1f}"
                 out[base + "_verdict"] = claim["verdict"]
-                out[base] = f"{delta:+.1f}" + ("" if spread is None or math.isnan(spread) else f" ± {spread:.1f}")
+                out[base] = f"{delta:+.1f}" + ("" if missing(spread) else f" ± {spread:.1f}")
     if out:
         out[glue_key(prefix, "probe")] = LABELS[measure]  # what M = probe measured: 'linear top-1' or 'kNN top-1'
     return out

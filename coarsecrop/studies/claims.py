@@ -74,11 +74,16 @@ def _stats(df: pd.DataFrame, m: str) -> dict:
             f"{m}_sd": values.std(ddof=1) if len(values) > 1 else math.nan, f"{m}_n": len(values)}
 
 
+def missing(value) -> bool:
+    """No number: None or NaN (a row or claim without runs on a measure)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def fmt(mean: float, sd: float, scale: float = 100.0) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+    if missing(mean):
         return "–"
     text = f"{mean * scale:.1f}"
-    return text + (f" ± {sd * scale:.1f}" if sd is not None and not math.isnan(sd) else "")
+    return text + ("" if missing(sd) else f" ± {sd * scale:.1f}")
 
 
 def paper_value(key: str, match: dict | None, column: str) -> float:
