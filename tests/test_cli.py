@@ -34,6 +34,14 @@ def test_tables_export_names_a_source_without_runs(tmp_path, monkeypatch, capsys
     assert "0 complete run(s) copied from" in capsys.readouterr().out
 
 
+def test_book_run_of_a_mistyped_notebook_runs_nothing_and_lists_the_notebooks(monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr("coarsecrop.book.run_notebook", lambda *args, **kwargs: ran.append(args))
+    assert main(["book", "run", "--preset", "smoke", "--notebook", "01_crops", "--notebook", "01_crop"]) == 2
+    err = capsys.readouterr().err
+    assert ran == [] and "no notebook 01_crop under" in err and "one of: 01_crops, 02_pretrain" in err
+
+
 def test_python_m_alias():
     """`python -m coarsecrop.book` stays (issue 12); `coarsecrop tables export` is the tables' only entry."""
     for module, words in (("coarsecrop.book", ["run", "--help"]),):
