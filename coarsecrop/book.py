@@ -121,10 +121,11 @@ def run_book(root: Path, preset: str, names: list[str] | None = None, every: boo
     if not names:
         print(f"no notebooks under {root / 'notebooks'}", file=sys.stderr)
         return 1
-    unknown = sorted(set(names) - set(notebook_names(root)))
+    known = notebook_names(root)
+    unknown = sorted(set(names) - set(known))
     if unknown:  # a typo stops before anything runs, naming what would
         print(f"[book] no notebook {', '.join(unknown)} under {root / 'notebooks'}; --notebook takes one of: "
-              f"{', '.join(notebook_names(root))}", file=sys.stderr)
+              f"{', '.join(known)}", file=sys.stderr)
         return 2
     failed = []
     for name in names:

@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Slurm array task, e.g. --point $SLURM_ARRAY_TASK_ID")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
-                   help="run nothing: list every point (with --point, those), its run id and what a run would do (complete, new, "
-                        "stale, failed, waiting for its pretraining run), and any missing input")
+                   help="run nothing: list every point (with --point, those), its run id and what a run would do "
+                        "(complete, new, stale, failed, waiting for its pretraining run), and any missing input")
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("book", help="the book: run its notebooks into runs/ and book/generated/, then build the HTML")

@@ -249,7 +249,8 @@ def test_a_comparison_that_two_tables_share_is_one_distinct_comparison(tmp_path)
             table[0]["comparison"] = "r0,r1,r2>r3,r4,r5"  # c0: the same runs in both tables
             table[1]["comparison"] = f"{sweep}-own>x"  # c1: rows of this table only
         path.write_text(json.dumps(record))
-    counts = T.claim_counts(T.claims_overview(T.latest_chapters("quick", "linear", tmp_path))).set_index(["source", "measure"])
+    overview = T.claims_overview(T.latest_chapters("quick", "linear", tmp_path))
+    counts = T.claim_counts(overview).set_index(["source", "measure"])
     either = counts.loc[(ref, T.EITHER)]
     assert (either["decided"], either["distinct"]) == (4, 3)
     assert (counts.loc[(ref, "mAP^l"), "decided"], counts.loc[(ref, "mAP^l"), "distinct"]) == (2, 1)
@@ -278,7 +279,8 @@ def test_the_landing_page_quotes_each_chapters_numbers_by_a_key_named_after_the_
                       "cpu_full_table2_gtpad_vs_gt_mapl": "-0.3 ± 1.8", "cpu_full_table2_gtpad_vs_gt_mapl_abs": "0.3",
                       "cpu_full_table2_gtpad_vs_gt_mapl_verdict": "opposite direction, within noise",
                       "cpu_full_probe": "linear top-1"}
-    assert T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full-v1") == {}  # no chapter checked that source
+    # no chapter checked that source
+    assert T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full-v1") == {}
     assert T.quoted_numbers(T.latest_chapters("smoke", root=tmp_path), "cpu-full") == {}  # nor at that build preset
     assert T.glue_key("cpu-full", "table11", "s5 Our (coarse), random phi > s4 Random boxes", "mapl") == \
         "cpu_full_table11_s5_our_coarse_random_phi_vs_s4_random_boxes_mapl"

@@ -335,9 +335,9 @@ def latest_chapters(runs_preset: str, measure: str = "linear", root: Path | None
 
 def claims_overview(chapters: dict[str, dict], measure: str = "linear") -> pd.DataFrame:
     """Every claim the table chapters checked, from their latest runs (``latest_chapters``, checked on the
-    object probe ``measure``): one row per chapter sweep, source,
-    measure (the object probe; mAP^l) and claim, with the verdict. A source without mAP^l runs has its claims
-    listed as "no runs" on mAP^l, so every source and measure counts the same claims."""
+    object probe ``measure``): one row per chapter sweep, source, measure (the object probe; mAP^l) and claim,
+    with the verdict. A source without mAP^l runs has its claims listed as "no runs" on mAP^l, so every source
+    and measure counts the same claims."""
     rows, probe = [], f"object probe ({LABELS[measure]})"
     for sweep, record in chapters.items():
         for source, checked in record["claims"].items():
