@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/crop_speed.py
 	$(BIN)/python benchmarks/pretrain_speed.py
 	$(BIN)/python benchmarks/eval_speed.py
+	$(BIN)/python benchmarks/scenes_speed.py
 
 clean:
 	rm -rf _build book/generated notebooks/*.ipynb

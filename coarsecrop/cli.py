@@ -27,7 +27,8 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
     from coarsecrop.data.synthetic import write_scenes
 
     ann = write_scenes(args.out, num_images=args.num_images, seed=args.seed, size=args.size,
-                       val_fraction=args.val_fraction, progress=not args.quiet, version=args.version)
+                       val_fraction=args.val_fraction, progress=not args.quiet, version=args.version,
+                       workers=args.workers)
     print(f"wrote {args.num_images} scenes: {ann}")
     return 0
 
@@ -125,17 +126,17 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from coarsecrop.runs.sweep import check_points, missing_inputs, plan_sweep, plan_table, run_sweep, sweep_root
+    from coarsecrop.runs.sweep import missing_inputs, plan_sweep, plan_table, run_sweep, select_points, sweep_root
 
     if args.dry_run:
         import pandas as pd
 
         root = sweep_root(args.sweep_file)
         plan = plan_sweep(Path(args.sweep_file), root, args.preset)
-        check_points(args.sweep_file, plan, args.point)  # a bad --point errors here as it would in the run
-        table = plan_table(plan)
-        if args.point:  # what the same command without --dry-run would run
-            table = table.loc[sorted(set(args.point))]
+        only = select_points(args.sweep_file, plan, args.point, args.seed)  # a bad --point or --seed errors
+        table = plan_table(plan)  # here as it would in the run
+        if only is not None:  # what the same command without --dry-run would run
+            table = table.loc[sorted(set(only))]
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 40):
             print(table.to_string())
         counts = table["state"].value_counts()
@@ -146,7 +147,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
-                          preset=args.preset, only=args.point)
+                          preset=args.preset, only=args.point, seeds=args.seed)
     except KeyboardInterrupt:
         print("\ncoarsecrop sweep: interrupted; the running points stopped (a trainer saves its checkpoint "
               "first) and no new one started. The same command resumes them.", file=sys.stderr)
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", type=int, default=1, choices=(1, 2, 3),
                    help="generator: 1 (the committed results'), 2 (scenes v2: the class is the shape) or 3 "
                         "(scenes v3: v2's objects on a ground that can be told apart from them)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes rendering scenes side by side (the same bytes whatever their number)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_scenes)
 
@@ -308,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", type=int, action="append", default=None, metavar="K",
                    help="run only point K (0-based, the order --dry-run lists; repeatable): one point per "
                         "Slurm array task, e.g. --point $SLURM_ARRAY_TASK_ID")
+    p.add_argument("--seed", type=int, action="append", default=None, metavar="S",
+                   help="run only the points at seed S (a transfer sweep: the trunks of seed S; repeatable, "
+                        "adds to --point): a sweep a seed at a time, e.g. --preset gpu --seed 0")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="run nothing: list every point (with --point, those), its run id and what a run would do "

@@ -34,7 +34,7 @@ _before = set(globals())
 
 # %% tags=["parameters"]
 runs_preset = "quick"  # the preset of this build's sweep runs (make book runs the sweeps at its preset)
-reference_presets = ["cpu-full", "cpu-full-v1"]  # committed reference results (results/<preset>/): scenes v3, then v1
+reference_presets = ["cpu-full", "gpu", "cpu-full-v1"]  # committed results (results/<preset>/, where it exists)
 measure = "linear"  # linear | knn: the object probe the claims are checked on
 out = None  # run folder (set by coarsecrop.book)
 preset = ""  # preset file (set by coarsecrop.book)

@@ -201,10 +201,11 @@ B.calibration_table(_calibration_v2)
 # epochs), and the table chapters show its runs as the `cpu-full` source, a part of the sweeps at a time
 # (each chapter says how many of its runs are there), beside the first results on scenes v1, where colour
 # names the class and most claims sit within noise (the `cpu-full-v1` source). The gate is passed by a
-# narrow margin, so a crop strategy whose crops are worse than GT-Crop's may gain less than the noise; a
-# `gpu` preset (a ResNet-18 at 32-64 px, around a million samples per run) would widen it and is not
-# written yet. `params/cpu-full/17_benchmark.yaml` records the calibration in its comments, with one GPU
-# observation on v2.
+# narrow margin, so a crop strategy whose crops are worse than GT-Crop's may gain less than the noise. The
+# `gpu` preset (`params/gpu/`: 5,000 scenes v3 of 256 px, a 32-wide ResNet-18 at 64-px views, about
+# 840,000 samples for a GT-Crop run) is meant to widen it; it is written but **not yet run or calibrated**
+# (no GPU so far), so nothing in this book comes from it. `params/cpu-full/17_benchmark.yaml` records the
+# calibration in its comments, with one GPU observation on v2.
 #
 # BYOL learns less at this budget. Its best configuration, {glue:text}`calibration_byol_best`, gains
 # {glue:text}`calibration_byol_gain` points over random init at 12 epochs, where MoCo-v2 gains about 8. The

@@ -56,7 +56,7 @@ _before = set(globals())
 
 # %% tags=["parameters"]
 runs_preset = "quick"  # the preset of this build's sweep runs (make book runs the sweeps at its preset)
-reference_presets = ["cpu-full", "cpu-full-v1"]  # committed reference results (results/<preset>/): scenes v3, then v1
+reference_presets = ["cpu-full", "gpu", "cpu-full-v1"]  # committed results (results/<preset>/, where it exists)
 measure = "linear"  # linear | knn: the object probe the chapters checked the claims on (their own parameter)
 out = None  # run folder (set by coarsecrop.book)
 preset = ""  # preset file (set by coarsecrop.book)
@@ -71,14 +71,14 @@ chapters = sorted(set(overview["sweep"])) if len(overview) else []
 display(Markdown(f"Read the claims of {len(chapters)} of {len(T.TABLE_SWEEPS)} table chapters "
                  f"({', '.join(chapters) or 'none'}), run with this build's preset `{params.runs_preset}` and "
                  f"checked on the object probe's {T.LABELS[params.measure]}."))
-for preset_name in params.reference_presets:
+for preset_name in T.committed_presets(params.reference_presets):
     sentence = T.count_sentence(counts, f"reference ({preset_name})")
     glue(f"count_{preset_name.replace('-', '_')}", sentence, display=False)
     display(Markdown(f"- **reference ({preset_name})**: {sentence}."))
 display(Markdown(f"- **this build ({params.runs_preset})**: "
                  f"{T.count_sentence(counts, f'this build ({params.runs_preset})')}."))
 # the numbers the landing page quotes (T.quoted_numbers), pasted there by key: it follows the results
-for preset_name in params.reference_presets:
+for preset_name in T.committed_presets(params.reference_presets):
     for key, text in T.quoted_numbers(latest, preset_name, params.measure).items():
         glue(key, text, display=False)
 

@@ -21,7 +21,7 @@ from coarsecrop.params import load_params
 from coarsecrop.studies.pretrain import PretrainStudyParams
 from tests.conftest import ROOT, copy_book_sources
 
-PRESETS = ("smoke", "quick", "cpu-full", "cpu-full-v1", "voc07", "coco")
+PRESETS = ("smoke", "quick", "cpu-full", "cpu-full-v1", "gpu", "voc07", "coco")
 CLASSES = {"01_crops": CropStudyParams, "02_pretrain": PretrainStudyParams, "03_transfer": TransferParams}
 TABLE_SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("table*.yaml"))
 SWEEPS = sorted(p.stem for p in (ROOT / "params" / "sweeps").glob("*.yaml"))
@@ -152,24 +152,95 @@ def test_the_transfer_points_of_a_scenes_v3_preset_evaluate_each_trunk_on_its_ow
     assert {p["task"]["record"]["parameters"]["scenes"] for p in v1} == {"runs/02_pretrain/_scenes/1000x128px-seed0"}
 
 
-def test_every_cpu_full_byol_row_runs_the_one_calibrated_recipe_and_the_tables_share_their_rows():
+@pytest.mark.parametrize("preset, full_epochs", [("cpu-full", 36), ("gpu", 30)])
+def test_every_cpu_full_byol_row_runs_the_one_calibrated_recipe_and_the_tables_share_their_rows(preset, full_epochs):
     """The calibrated BYOL recipe (params/cpu-full/02_pretrain.yaml's comments: no RandomResizedCrop, base lr
-    4.8) is written into each table sweep's cpu-full entry: one copy gone astray would train a row on another
-    recipe and split a shared row into two runs, so the tables would no longer compare like with like."""
+    4.8) is written into each table sweep's cpu-full entry, and copied into its gpu entry: one copy gone astray
+    would train a row on another recipe and split a shared row into two runs, so the tables would no longer
+    compare like with like."""
     tables = ["table1", "table2", "table10", "table11", "table12_13", "table14", "table15"]
     ablation = {"table15": "random_resized_crop", "table11": "local_views"}  # the key each ablation varies
     shared = {}
     for table in tables:
-        for p in runs.plan_sweep(ROOT / "params" / "sweeps" / f"{table}.yaml", ROOT, "cpu-full")["points"]:
+        for p in runs.plan_sweep(ROOT / "params" / "sweeps" / f"{table}.yaml", ROOT, preset)["points"]:
             q = p["task"]["record"]["parameters"]
             if q["method"] != "byol":
                 continue
             recipe = {k: v for k, v in q["method_params"].items() if k != ablation.get(table)}
             assert q["lr"] == 4.8 and q["optimizer"] is None and q["scene_version"] == 3, (table, q)
             assert recipe == ({} if table == "table15" else {"random_resized_crop": False}), (table, q)
-            if q["method_params"] == {"random_resized_crop": False} and q["n"] == 5 and q["epochs"] == 36 \
+            if q["method_params"] == {"random_resized_crop": False} and q["n"] == 5 and q["epochs"] == full_epochs \
                     and q["phi"] == "random":
                 shared.setdefault((q["strategy"], q["seed"]), set()).add(p["run_dir"].name)
     assert {k: ids for k, ids in shared.items() if len(ids) > 1} == {}
     # Table 1's rows are the ones the other tables reuse (its Image-Crop seed 0 sits in all seven)
     assert {("image", 0), ("gt", 0), ("grid", 0), ("ours", 0), ("ours_coarse", 0)} <= set(shared)
+
+
+def seed0_rows(plan: dict) -> list[str]:
+    """The rows a table sweep trains at seed 0: what each varies, without the preset's scale (MoCo-v2's queue
+    grows with the data at gpu)."""
+    rows = set()
+    for p in plan["points"]:
+        q = p["task"]["record"]["parameters"]
+        if q["seed"] == 0:
+            method_params = {k: v for k, v in q["method_params"].items() if k != "queue_size"}
+            rows.add(json.dumps({"method_params": method_params, **{k: q[k] for k in ("strategy", "method", "n",
+                                                                                        "phi", "lr")}}, sort_keys=True))
+    return sorted(rows)
+
+
+def test_the_gpu_preset_runs_the_cpu_full_tables_on_larger_scenes_and_evaluates_each_trunk_on_its_own_set():
+    """params/gpu (issue 13, item 6; not yet run on a GPU): every table sweep has the cpu-full rows at three
+    seeds on 5,000 scenes v3 of 256 px with the paper's anchors, 64-px views of a 32-wide ResNet-18 on CUDA;
+    its transfer points read that very scene set with the same trunk, and the seeds run one at a time."""
+    for table in TABLE_SWEEPS:
+        cpu = runs.plan_sweep(ROOT / "params" / "sweeps" / f"{table}.yaml", ROOT, "cpu-full")
+        gpu = runs.plan_sweep(ROOT / "params" / "sweeps" / f"{table}.yaml", ROOT, "gpu")
+        values = [p["task"]["record"]["parameters"] for p in gpu["points"]]
+        assert {(v["num_images"], v["scene_size"], v["scene_version"], v["backbone"], v["image_size"], v["device"])
+                for v in values} == {(5000, 256, 3, "resnet18_w32_cifar", 64, "cuda")}, table
+        assert {tuple(v["anchor_sizes"]) for v in values} == {(32, 64, 128, 256)}
+        assert sorted({v["seed"] for v in values}) == [0, 1, 2]
+        if table != "table10":  # the budget table halves each preset's own epochs
+            assert seed0_rows(gpu) == seed0_rows(cpu), f"{table}: the gpu rows differ from cpu-full's"
+    transfer = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "gpu")["points"]
+    values = [p["task"]["record"]["parameters"] for p in transfer]
+    assert {(v["scenes"], v["backbone"], v["device"]) for v in values} == {
+        ("runs/02_pretrain/_scenes/5000x256px-seed0-v3", "resnet18_w32_cifar", "cuda")}
+    assert {v["task_params"]["linear"]["image_size"] for v in values} == {128}
+    assert runs.select_points("transfer.yaml", {"points": transfer, "preset": "gpu"}, None, [1]) == \
+        [i for i, v in enumerate(values) if v["first_seed"] == 1]
+
+
+@pytest.mark.slow
+def test_a_gpu_seed_runs_exports_and_appears_in_its_chapter_beside_cpu_full(tmp_path):
+    """The gpu preset's way, with only its sizes shrunk to a CPU: Table 15's sweep and its transfer sweep at
+    seed 0 (--seed), `tables export --preset gpu`, then the chapter of a smoke build shows results/gpu/ as a
+    reference source beside cpu-full; without that folder the chapters show no gpu source at all."""
+    from coarsecrop.book import run_notebook
+    from coarsecrop.studies.results import REFERENCE_PRESETS, committed_presets, export_results
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    root = copy_book_sources(tmp_path)
+    shrink(root / "params" / "gpu" / "02_pretrain.yaml", {**TINY_PRETRAIN, "num_images": 16, "scene_size": 64,
+                                                          "anchor_sizes": [16, 32, 64]})
+    shrink(root / "params" / "gpu" / "03_transfer.yaml", TINY_TRANSFER)
+    sweeps = root / "params" / "sweeps"
+
+    assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "cpu-full-v1"]  # no results/gpu/ yet
+    table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=root, preset="gpu", seeds=[0])
+    assert sorted(table["status"]) == ["missing"] * 12 + ["ok"] * 6, table["error"].tolist()  # 6 rows x 3 seeds
+    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
+    (sweeps / "transfer15.yaml").write_text(yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
+    transfer = runs.run_sweep(sweeps / "transfer15.yaml", jobs=2, progress=False, root=root, preset="gpu",
+                              seeds=[0])
+    assert sorted(transfer["status"]) == ["missing"] * 14 + ["ok"] * 7  # 6 trunks and the random init of seed 0
+    (sweeps / "transfer15.yaml").unlink()
+    assert len(export_results("gpu", root, root)) == 6 + 7
+    assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "gpu", "cpu-full-v1"]
+    run_dir = run_notebook(root, "15_random_resized_crop", "smoke", log_output=False)
+    headers = json.loads((run_dir / "metrics.json").read_text())["headers"]
+    assert set(headers) == {"this build (smoke)", "reference (cpu-full)", "reference (gpu)", "reference (cpu-full-v1)"}
+    assert "preset **gpu** (committed, results/gpu/; built-in scenes v3): 6 of 18 runs complete" in \
+        headers["reference (gpu)"]

@@ -149,6 +149,33 @@ def test_point_runs_one_point_and_the_dry_run_numbers_them(root, monkeypatch, ca
     assert "no point 3; this sweep has points 0 to 2" in capsys.readouterr().err
 
 
+def test_seed_runs_the_points_of_one_seed_and_a_seed_without_points_names_the_sweeps_seeds(root, monkeypatch, capsys):
+    """A sweep run a seed at a time (the gpu preset's way): --seed S picks the points at seed S, adds to
+    --point, and a seed the sweep does not have stops before anything runs, listing the seeds it has."""
+    calls = []
+    monkeypatch.setattr(runs, "execute_point", fake_execute(calls))
+    sweep = write_sweep(root, "seeds", {"notebook": "01_crops", "preset": "smoke",
+                                        "grid": {"seed": [7, 8], "n": [21, 22]}})
+    from coarsecrop.cli import main as cli_main
+
+    assert cli_main(["sweep", str(sweep), "--dry-run", "--seed", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "2 point(s) of 01_crops at preset smoke: 2 new" in out
+    plan = runs.plan_sweep(sweep, root)
+    at8 = [i for i, p in enumerate(plan["points"]) if p["point"]["seed"] == 8]
+    assert len(at8) == 2 and [int(line.split()[0]) for line in out.splitlines()[2:4]] == at8
+    table = runs.run_sweep(sweep, root=root, progress=False, seeds=[8])
+    assert sorted(c["inject"]["n"] for c in calls) == [21, 22] and {c["inject"]["seed"] for c in calls} == {8}
+    assert [i for i, status in enumerate(table["status"]) if status == "ok"] == at8
+    other = min(set(range(4)) - set(at8))
+    assert runs.select_points(sweep, plan, [other], [8]) == sorted([other, *at8])
+    with pytest.raises(ValueError, match="no point at seed 9 at preset smoke; its seeds are 7, 8"):
+        runs.run_sweep(sweep, root=root, progress=False, seeds=[9])
+    assert len(calls) == 2
+    assert cli_main(["sweep", str(sweep), "--dry-run", "--seed", "9"]) == 2
+    assert "its seeds are 7, 8" in capsys.readouterr().err
+
+
 def test_an_unfinished_run_continues_in_place(root, monkeypatch):
     """A run killed mid-way (a time limit) keeps its folder for the notebook to resume; another code's
     folder, or --force, starts from an empty one."""

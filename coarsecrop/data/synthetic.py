@@ -25,8 +25,12 @@ annotations (its few painted pixels stay in the image, like an unannotated scrap
 from __future__ import annotations
 
 import colorsys
+import concurrent.futures
+import contextlib
+import functools
 import json
 import math
+import multiprocessing
 import shutil
 from dataclasses import dataclass
 from functools import lru_cache
@@ -444,16 +448,25 @@ def _save_jpeg(image: np.ndarray, path: Path) -> None:
     Image.fromarray(image).save(path, format="JPEG", quality=95, subsampling=0)
 
 
+def _write_scene(out: Path, seed: int, index: int, size: int, version: int) -> list[dict]:
+    """Render scene ``index``, save its JPEG under ``out``, return the annotation of each visible instance
+    (id 0, numbered by the caller): one scene's work, in a worker process when write_scenes has workers."""
+    scene = render_scene(seed, index, size, version)
+    _save_jpeg(scene.image, out / f"images/{index + 1:06d}.jpg")
+    return [_coco_annotation(0, index + 1, cat, mask) for cat, mask in zip(scene.category_ids, scene.masks)]
+
+
 def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
-                 progress: bool = True, version: int = 1) -> Path:
+                 progress: bool = True, version: int = 1, workers: int = 1) -> Path:
     """Write ``num_images`` scenes as a COCO data set under ``out``; return the annotations.json path.
 
     ``out/images/NNNNNN.jpg`` (JPEG quality 95, no chroma subsampling; NNNNNN = image id = index + 1) and
     ``out/annotations.json`` (images with ``"split": "train" | "val"``, annotations with compressed RLE
     masks as str, categories).
     ``version``: the generator (1, the default, or 2: scenes v2), recorded as ``info.generator_version``.
-    Same arguments -> byte-identical annotations and identical pixels. The json is written last, through a
-    temporary file and ``os.replace``, so a folder holding annotations.json is complete.
+    Same arguments -> byte-identical annotations and identical pixels, whatever ``workers`` (processes that
+    render and encode scenes side by side; each scene depends only on (seed, index)). The json is written
+    last, through a temporary file and ``os.replace``, so a folder holding annotations.json is complete.
     """
     if int(num_images) < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
@@ -463,19 +476,27 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
         raise ValueError(f"size must be >= 32 pixels, got {size}")
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     version = check_version(version)
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
-    for index in tqdm(range(int(num_images)), desc="scenes", unit="img", disable=not progress):
-        image_id = index + 1
-        scene = render_scene(seed, index, size, version)
-        file_name = f"images/{image_id:06d}.jpg"
-        _save_jpeg(scene.image, out / file_name)
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size,
-                       "split": "val" if _is_val(index, val_fraction) else "train"})
-        for cat, mask in zip(scene.category_ids, scene.masks):
-            annotations.append(_coco_annotation(len(annotations) + 1, image_id, cat, mask))
+    job = functools.partial(_write_scene, out, int(seed), size=int(size), version=version)
+    indices = range(int(num_images))
+    with contextlib.ExitStack() as stack:
+        if int(workers) > 1:  # spawn: no forked copy of a parent's torch threads or CUDA state
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                int(workers), mp_context=multiprocessing.get_context("spawn")))
+            scenes = pool.map(job, indices, chunksize=16)  # in index order
+        else:
+            scenes = map(job, indices)
+        for index, instances in zip(indices, tqdm(scenes, total=len(indices), desc="scenes", unit="img",
+                                                  disable=not progress)):
+            images.append({"id": index + 1, "file_name": f"images/{index + 1:06d}.jpg", "width": size,
+                           "height": size, "split": "val" if _is_val(index, val_fraction) else "train"})
+            for annotation in instances:
+                annotations.append({**annotation, "id": len(annotations) + 1})
     dataset = {
         "info": {"description": "coarsecrop synthetic scenes", "generator_version": version,
                  "seed": int(seed), "size": int(size), "num_images": int(num_images),
@@ -490,10 +511,11 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
 
 
 def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images: int, seed: int,
-                      size: int, version: int = 1) -> Path:
+                      size: int, version: int = 1, workers: int = 1) -> Path:
     """The data set a notebook works on: ``scenes`` when given (it must exist), else the built-in scenes of
-    generator ``version``, written into ``folder`` once (annotations.json is written last, so its presence
-    marks a finished set; a finished set of another generator version is refused, not reused)."""
+    generator ``version``, written into ``folder`` once by ``workers`` processes (annotations.json is written
+    last, so its presence marks a finished set; a finished set of another generator version is refused, not
+    reused)."""
     if scenes:
         path = Path(scenes).expanduser().resolve()
         if not path.exists():
@@ -504,7 +526,8 @@ def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images:
     folder = Path(folder)
     ann = folder / "annotations.json"
     if not ann.is_file():
-        write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False, version=version)
+        write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False, version=version,
+                     workers=workers)
     else:
         found = json.loads(ann.read_text(encoding="utf-8")).get("info", {}).get("generator_version", 1)
         if found != version:

@@ -449,14 +449,38 @@ def check_points(sweep_file, plan: dict, only: list[int] | None) -> None:
                          "(--dry-run lists them)")
 
 
+def point_seed(point: dict) -> int | None:
+    """The seed a point runs at: 02_pretrain's ``seed``, or 03_transfer's ``first_seed`` (a transfer point
+    evaluates a trunk of that seed)."""
+    values = point["task"]["record"]["parameters"]
+    return values.get("seed", values.get("first_seed"))
+
+
+def select_points(sweep_file, plan: dict, only: list[int] | None = None, seeds: list[int] | None = None):
+    """The point indices ``only`` and those of ``seeds`` (None: every point). Raises ValueError naming a bad
+    index (and the valid range) or a seed no point has (and the sweep's seeds)."""
+    check_points(sweep_file, plan, only)
+    if not seeds:
+        return only
+    by_seed = {}
+    for index, point in enumerate(plan["points"]):
+        by_seed.setdefault(point_seed(point), []).append(index)
+    bad = sorted(set(seeds) - set(by_seed))
+    if bad:
+        have = ", ".join(str(s) for s in sorted(s for s in by_seed if s is not None)) or "none"
+        raise ValueError(f"{sweep_file}: no point at seed {', '.join(map(str, bad))} at preset {plan['preset']}; "
+                         f"its seeds are {have} (--dry-run lists the points)")
+    return sorted(set(only or []).union(*(by_seed[s] for s in seeds)))
+
+
 def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
-              preset: str | None = None, only: list[int] | None = None):
+              preset: str | None = None, only: list[int] | None = None, seeds: list[int] | None = None):
     """Run every point of ``sweep_file`` not yet complete (all with ``force``, from scratch); returns the
     summary DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at
     once, each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
     file holding pyproject.toml). ``only``: run just these points (indices in plan order, as the dry run
-    lists them; one per Slurm array task); the summary still lists every point. A failing point does not
-    raise: its row says "failed"."""
+    lists them; one per Slurm array task); ``seeds``: and the points at these seeds (a sweep run a seed at a
+    time); the summary still lists every point. A failing point does not raise: its row says "failed"."""
     sweep_file = Path(sweep_file)
     root = sweep_root(sweep_file, root)
     plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
@@ -466,7 +490,7 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
             f"{sweep_file}: the runs read data that is not there (paths relative to {root}):\n  "
             + "\n  ".join(missing) + "\nPut the data set there (a symlink will do, e.g. ln -s /datasets/VOCdevkit "
             "data/VOCdevkit) or change the path in that file.")
-    check_points(sweep_file, plan, only)
+    only = select_points(sweep_file, plan, only, seeds)
     todo, reused = {}, set()
     for index, p in enumerate(plan["points"]):
         rid = p["run_dir"].name

@@ -39,8 +39,8 @@ from coarsecrop.studies.figures import save_figure
 from coarsecrop.studies.reference import paper_table
 from coarsecrop.studies.results import (NOTEBOOK, REFERENCE_PRESETS, TABLE_SWEEPS, TRANSFER_MEASURES,
                                         TRANSFER_NOTEBOOK, TRANSFER_SWEEP, collect, collect_transfer,
-                                        committed_run_ids, read_run, recomputed_run_id, results_dir, source_line,
-                                        sweep_points, transfer_points, export_results)
+                                        committed_presets, committed_run_ids, read_run, recomputed_run_id,
+                                        results_dir, source_line, sweep_points, transfer_points, export_results)
 
 __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "init_comparison", "header_markdown",
            "crop_quality", "latest_chapters", "claims_overview", "claim_counts", "count_sentence",
@@ -50,7 +50,8 @@ __all__ = ["ChapterParams", "chapter", "show_claims", "write_chapter_metrics", "
            "Row", "Claim", "INIT_ROW", "LABELS", "claims", "check_claim", "claims_table", "fmt", "paper_value",
            "side_by_side", "summarise", "verdict_paragraph", "chance_rate",
            # reading runs (coarsecrop.studies.results)
-           "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESETS", "sweep_points", "transfer_points",
+           "NOTEBOOK", "TRANSFER_NOTEBOOK", "TABLE_SWEEPS", "REFERENCE_PRESETS", "committed_presets", "sweep_points",
+           "transfer_points",
            "results_dir", "read_run", "committed_run_ids", "recomputed_run_id", "export_results"]
 
 MEASURE_NAMES = {"linear": "object probe, linear top-1", "knn": "object probe, kNN top-1",
@@ -67,8 +68,9 @@ class ChapterParams:
     """Parameters of a table chapter (notebooks/1N_*.py); the parameters cell mirrors these fields.
 
     runs_preset: the preset of this build's table sweeps (make book: quick; the tests: smoke).
-    reference_presets: the committed reference results shown beside them (results/<preset>/), in this order
-      (default: cpu-full, the remake on scenes v3, then cpu-full-v1, the first results, on scenes v1).
+    reference_presets: the committed reference results shown beside them (results/<preset>/), in this order,
+      each where its folder exists (default: cpu-full, the remake on scenes v3; gpu, the same on one GPU;
+      cpu-full-v1, the first results, on scenes v1).
     measure: the object probe the claims are checked on: linear | knn (top-1); where the transfer sweep
     has run, the claims are also checked on mAP^l.
     out: the run folder (set by coarsecrop.book); preset: the preset file used (set by coarsecrop.book).
@@ -87,7 +89,7 @@ def chapter(sweep: str, rows: list[Row], claims: list[Claim], params: ChapterPar
     if params.measure not in ("linear", "knn"):
         raise ValueError(f"measure must be 'linear' or 'knn', got {params.measure!r}")
     sources = [("this build", params.runs_preset, "build"),
-               *(("reference", preset, "reference") for preset in params.reference_presets)]
+               *(("reference", preset, "reference") for preset in committed_presets(params.reference_presets, root))]
     out = {"sweep": sweep, "runs": {}, "summaries": {}, "claims": {}, "claims_transfer": {}, "init": {},
            "headers": {}}
     for name, preset, source in sources:

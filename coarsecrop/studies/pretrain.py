@@ -118,17 +118,19 @@ def prepare_scenes(params: PretrainStudyParams, run_dir: Path) -> Path:
         return scenes_or_builtin(params.scenes, run_dir, 0, 0, 0)
     key = shared_scenes_name(params.num_images, params.scene_size, params.scene_seed, params.scene_version)
     return shared_builtin_scenes(run_dir.parent / "_scenes" / key, params.num_images, params.scene_seed,
-                                 params.scene_size, params.scene_version)
+                                 params.scene_size, params.scene_version, workers=params.workers)
 
 
-def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int, version: int = 1) -> Path:
-    """Built-in scenes at ``folder``, written to a private temporary folder and renamed into place, so
-    that runs started at the same time never read a half-written set."""
+def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int, version: int = 1,
+                          workers: int = 1) -> Path:
+    """Built-in scenes at ``folder``, written by ``workers`` processes (the run's loader workers: the same
+    bytes whatever their number) to a private temporary folder and renamed into place, so that runs started
+    at the same time never read a half-written set."""
     if (folder / "annotations.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.tmp.{os.getpid()}")
-    scenes_or_builtin(None, tmp, num_images, seed, size, version=version)
+    scenes_or_builtin(None, tmp, num_images, seed, size, version=version, workers=max(1, workers))
     try:
         os.rename(tmp, folder)
     except OSError:  # another run got there first: its set is identical (same seed)

@@ -4,8 +4,8 @@ Two sources per sweep, each labelled with its preset:
 - *this build*: runs/02_pretrain/<run id>/ made by ``coarsecrop sweep ... --preset P`` (``make book``
   runs the table sweeps at its preset, quick by default);
 - *reference*: results/<preset>/02_pretrain/<run id>/ (metrics.json and run.json only), the committed
-  results of a longer sweep (REFERENCE_PRESETS: cpu-full on scenes v3, cpu-full-v1 on scenes v1), written by
-  ``coarsecrop tables export`` (``export_results``).
+  results of a longer sweep (REFERENCE_PRESETS: cpu-full on scenes v3, gpu where committed, cpu-full-v1 on
+  scenes v1), written by ``coarsecrop tables export`` (``export_results``).
 
 A run belongs to a sweep when its id is one the sweep definition produces at that preset (the id hashes
 every effective parameter), so a changed sweep or notebook default silently drops nothing: its old
@@ -31,9 +31,10 @@ NOTEBOOK = "02_pretrain"
 TRANSFER_NOTEBOOK, TRANSFER_SWEEP = "03_transfer", "transfer"
 TRANSFER_SWEEPS = (TRANSFER_SWEEP, "transfer_finetune")  # mAP^l of every trunk; finetuned mAP / AP50 of Table 1
 TABLE_SWEEPS = ("table1", "table2", "table10", "table11", "table12_13", "table14", "table15")
-# The committed reference results the chapters show, in this order: cpu-full, the remake on scenes v3 (issue 13),
-# then cpu-full-v1, the first reference results, made on the v1 scenes where colour names the class.
-REFERENCE_PRESETS = ("cpu-full", "cpu-full-v1")
+# The committed reference results the chapters show, in this order, each where results/<preset>/ exists: cpu-full,
+# the remake on scenes v3 (issue 13); gpu, the same tables on one GPU at params/gpu/'s scale (none committed
+# yet); cpu-full-v1, the first reference results, made on the v1 scenes where colour names the class.
+REFERENCE_PRESETS = ("cpu-full", "gpu", "cpu-full-v1")
 # What the chapters show, from a run's metrics.json (dotted paths).
 MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top1",
             "gain_linear": "metrics.gain_bn_linear_top1", "gain_knn": "metrics.gain_bn_knn_top1",
@@ -68,6 +69,13 @@ def sweep_points(sweep: str, preset: str, root: Path | None = None) -> list[dict
 
 def results_dir(preset: str, root: Path | None = None, notebook: str = NOTEBOOK) -> Path:
     return Path(root or project_root()) / "results" / preset / notebook
+
+
+def committed_presets(presets, root: Path | None = None) -> list[str]:
+    """Those of ``presets`` with committed results (a results/<preset>/ folder), in their order: a reference
+    preset whose sweeps have not been run yet (gpu, until a GPU session commits it) is left out, not shown
+    as an empty source."""
+    return [preset for preset in presets if results_dir(preset, root).parent.is_dir()]
 
 
 def transfer_points(preset: str, root: Path | None = None) -> list[dict]:
