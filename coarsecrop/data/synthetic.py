@@ -465,8 +465,9 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
     masks as str, categories).
     ``version``: the generator (1, the default, or 2: scenes v2), recorded as ``info.generator_version``.
     Same arguments -> byte-identical annotations and identical pixels, whatever ``workers`` (processes that
-    render and encode scenes side by side; each scene depends only on (seed, index)). The json is written
-    last, through a temporary file and ``os.replace``, so a folder holding annotations.json is complete.
+    render and encode scenes side by side; each scene depends only on (seed, index); they are started with
+    "spawn", so a script that calls this needs Python's ``if __name__ == "__main__":`` guard). The json is
+    written last, through a temporary file and ``os.replace``, so a folder holding annotations.json is complete.
     """
     if int(num_images) < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
