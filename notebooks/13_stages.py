@@ -77,8 +77,8 @@ T.figure(T.plot_rows(result, ROWS, params.measure), params, "accuracy")
 # `ours_coarse` ranks anchors by centre-surround contrast so that its crops stay coarse on a random phi's
 # broad maps. A phi learned by SSL gives peakier maps, and there the same rule picks small, tight crops:
 # the s6 row trains on *precise* crops, not coarse ones, which is not the paper's s6. In the committed
-# cpu-full runs (scenes v3, three seeds) s6's crops have 73% objectness, 57% of them Precise, with a
-# median side of 22 px, against 35%, 5% and 64 px for s5's coarse crops; this is Fig. 3 with a trained
+# cpu-full runs (scenes v3, five seeds) s6's crops have 71% objectness, 53% of them Precise, with a
+# median side of 23 px, against 35%, 5% and 64 px for s5's coarse crops; this is Fig. 3 with a trained
 # phi, and it moves the other way from the paper's. What BYOL makes of those crops against s5 is the claim
 # s6 > s5 below, on the object probe and on mAP^l (the committed results: lower on the first, higher on the
 # second).

@@ -258,7 +258,7 @@ class OurCoarseCrop(_SpreadSelection):
     actually trained by SSL it does not stay coarse: the committed cpu-full-v1 s6 runs (Table 11; v1 128-px
     scenes, anchors 16 .. 128, MoCo-v2 phi on Image-Crop, 3 seeds) measure 0.69 mean objectness, 57 %
     Precise crops and a median side of 28 px: precise crops (the chapter shows this beside s5); the cpu-full
-    s6 runs (scenes v3) measure 0.73, 57 % and 22 px. Ring 0.5
+    s6 runs (scenes v3, 5 seeds) measure 0.71, 53 % and 23 px. Ring 0.5
     gave more Poor crops (43 %), 1.5 smaller crops; suppression at IoU 0.4 / containment 0.7 more
     Poor crops, at 0.6 / 0.9 nested crops (22-26 % of pairs)."""
 
