@@ -48,7 +48,7 @@ from coarsecrop.data.scenes import open_scenes
 from coarsecrop.io import write_text
 
 GENERATOR_VERSION = 3  # the newest generator; bump when the rendering changes (data sets record theirs)
-GENERATOR_VERSIONS = (1, 2, 3)  # 1 stays the default: every committed result was made with it
+GENERATOR_VERSIONS = (1, 2, 3)  # 1 stays the default: results/cpu-full-v1 was made with it (cpu-full: 3)
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ def min_visible_area(size: int) -> int:
 
 
 def check_version(version: int) -> int:
-    """``version`` as an int when it names a generator (1: v1, the default of every committed result;
+    """``version`` as an int when it names a generator (1: v1, the default, that of results/cpu-full-v1;
     2: scenes v2, ``coarsecrop.data.synthetic_v2``; 3: scenes v3, ``coarsecrop.data.synthetic_v3``), else
     ValueError."""
     if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or int(version) not in GENERATOR_VERSIONS:
@@ -463,7 +463,7 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
     ``out/images/NNNNNN.jpg`` (JPEG quality 95, no chroma subsampling; NNNNNN = image id = index + 1) and
     ``out/annotations.json`` (images with ``"split": "train" | "val"``, annotations with compressed RLE
     masks as str, categories).
-    ``version``: the generator (1, the default, or 2: scenes v2), recorded as ``info.generator_version``.
+    ``version``: the generator (1, the default; 2 or 3: scenes v2, v3), recorded as ``info.generator_version``.
     Same arguments -> byte-identical annotations and identical pixels, whatever ``workers`` (processes that
     render and encode scenes side by side; each scene depends only on (seed, index); they are started with
     "spawn", so a script that calls this needs Python's ``if __name__ == "__main__":`` guard). The json is
