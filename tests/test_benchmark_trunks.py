@@ -102,6 +102,7 @@ def test_the_calibration_verdict_reads_the_rows(tmp_path):
     assert comment == "commit abc; machine: test" and len(rows) == 3
     verdict = B.calibration_verdict(rows)
     assert verdict["best"] == "y" and verdict["passes"] and verdict["tried"] == 2
+    assert abs(verdict["gain"] - 0.11) < 1e-9 and abs(verdict["worst_gain"] - 0.05) < 1e-9  # y's and x's
     assert not B.calibration_verdict(rows[rows["name"] != "y"])["passes"]
     byol = B.calibration_verdict(rows, method="byol")  # one method's best, from the config's method
     assert byol["best"] == "x" and byol["tried"] == 1 and abs(byol["gain"] - 0.05) < 1e-9

@@ -331,8 +331,8 @@ def read_calibration(path: str | Path | None = None, min_side: float | None = 0,
 
 def calibration_verdict(rows: pd.DataFrame, method: str | None = None) -> dict:
     """From the calibration rows: the random init's linear probe (the baseline row), the best SSL row
-    (of ``method`` only, e.g. "byol", when given: the ``method`` of the row's config), its gain, and whether
-    any SSL configuration reached random init + TRUNK_MARGIN."""
+    (of ``method`` only, e.g. "byol", when given: the ``method`` of the row's config), its gain, the worst
+    row's gain, and whether any SSL configuration reached random init + TRUNK_MARGIN."""
     init = rows[rows["kind"] == "init"]
     ssl_rows = rows[rows["kind"] == "ssl"]
     if method is not None:
@@ -343,7 +343,8 @@ def calibration_verdict(rows: pd.DataFrame, method: str | None = None) -> dict:
     base = float(init["linear_top1"].iloc[-1])
     best = ssl_rows.loc[ssl_rows["linear_top1"].idxmax()]
     return {"init_linear": base, "best": str(best["name"]), "best_linear": float(best["linear_top1"]),
-            "gain": float(best["linear_top1"]) - base, "tried": int(len(ssl_rows)),
+            "gain": float(best["linear_top1"]) - base, "worst_gain": float(ssl_rows["linear_top1"].min()) - base,
+            "tried": int(len(ssl_rows)),
             "passes": bool(float(best["linear_top1"]) >= base + TRUNK_MARGIN)}
 
 
