@@ -66,6 +66,22 @@ def one_torch_thread():
 
 
 
+def transfer_sweep_of(sweeps: Path, table: str) -> Path:
+    """A copy of ``sweeps``/transfer.yaml that reads the pretraining runs of ``table`` only (the full one
+    would record the other tables' points as failed: their pretraining has not run); returns its path."""
+    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
+    path = sweeps / f"transfer_{table}.yaml"
+    path.write_text(yaml.safe_dump({**spec, "checkpoints_of": [table]}))
+    return path
+
+
+def cut_strategies(sweep: Path, preset: str, strategies: list[str]) -> None:
+    """Rewrite a copied sweep file so that ``preset`` trains only ``strategies`` (CI's time)."""
+    spec = yaml.safe_load(sweep.read_text())
+    spec["presets"][preset]["strategy"] = list(strategies)
+    sweep.write_text(yaml.safe_dump(spec))
+
+
 def all_ok(table, root: Path):
     """Fail the fixture, not a later assertion, when a sweep point failed: name each failed run, its error
     and the end of its logs (a sweep records a failing point and goes on)."""
@@ -91,13 +107,9 @@ def smoke_book(smoke_run, book_copy) -> Path:
     os.environ.setdefault("MPLBACKEND", "Agg")
     all_ok(run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,
                      preset="smoke"), book_copy)
-    # the transfer sweep (mAP^l) of those runs: a copy that reads table15 only (the full one would record
-    # the other tables' points as failed: their pretraining has not run)
-    spec = yaml.safe_load((book_copy / "params" / "sweeps" / "transfer.yaml").read_text())
-    (book_copy / "params" / "sweeps" / "transfer15.yaml").write_text(
-        yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
-    all_ok(run_sweep(book_copy / "params" / "sweeps" / "transfer15.yaml", jobs=2, progress=False, root=book_copy,
-                     preset="smoke"), book_copy)
+    # the transfer sweep (mAP^l) of those runs
+    all_ok(run_sweep(transfer_sweep_of(book_copy / "params" / "sweeps", "table15"), jobs=2, progress=False,
+                     root=book_copy, preset="smoke"), book_copy)
     for name in book_notebooks(book_copy):
         if name != "01_crops":
             run_notebook(book_copy, name, "smoke", log_output=False)

@@ -20,7 +20,7 @@ from coarsecrop.data.synthetic import write_scenes, write_voc
 from coarsecrop.studies.transfer import TransferParams
 from coarsecrop.params import load_params
 from coarsecrop.studies.pretrain import PretrainStudyParams
-from tests.conftest import ROOT, copy_book_sources
+from tests.conftest import ROOT, copy_book_sources, cut_strategies, transfer_sweep_of
 
 PRESETS = ("smoke", "quick", "cpu-full", "cpu-full-v1", "gpu", "voc07", "coco")
 CLASSES = {"01_crops": CropStudyParams, "02_pretrain": PretrainStudyParams, "03_transfer": TransferParams}
@@ -115,9 +115,7 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     os.environ.setdefault("MPLBACKEND", "Agg")
     sweeps = paper_root / "params" / "sweeps"
     # CI's time: one Our-Crop rule per preset (its crop job reads that layout), with and without RRC
-    spec = yaml.safe_load((sweeps / "table15.yaml").read_text())
-    spec["presets"][preset]["strategy"] = [{"voc07": "ours", "coco": "ours_coarse"}[preset]]
-    (sweeps / "table15.yaml").write_text(yaml.safe_dump(spec))
+    cut_strategies(sweeps / "table15.yaml", preset, [{"voc07": "ours", "coco": "ours_coarse"}[preset]])
     table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
     assert list(table["status"]) == ["ok"] * 2, table["error"].tolist()
     for run_dir in table["run_dir"]:
@@ -125,22 +123,22 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
         assert params["scenes"] == runs.read_preset(paper_root / "params" / preset / "02_pretrain.yaml",
                                                     params)["scenes"]
     # mAP^l of those trunks on VOC07 trainval -> test, and a random init (transfer.yaml restricted to table15)
-    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
-    (sweeps / "transfer15.yaml").write_text(yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
-    transfer = runs.run_sweep(sweeps / "transfer15.yaml", jobs=2, progress=False, root=paper_root, preset=preset)
+    transfer = runs.run_sweep(transfer_sweep_of(sweeps, "table15"), jobs=2, progress=False, root=paper_root,
+                              preset=preset)
     assert list(transfer["status"]) == ["ok"] * 3, transfer["error"].tolist()
     for run_dir in transfer["run_dir"]:
         metrics = json.loads((paper_root / run_dir / "metrics.json").read_text())
         assert metrics["params"]["scenes"] == "data/VOCdevkit/VOC2007" and metrics["params"]["val_split"] == "test"
         (row,) = metrics["tasks"]["linear"]["rows"].values()
         assert 0 <= row["summary"]["mAP_l"]["mean"] <= 100
-    # the chapter at that preset reads those runs: a "this build" table of 2 rows and the init, with mAP^l
+    # the chapter at that preset reads those runs: a "this build" table of Table 15's 6 rows and the init,
+    # the 2 rows run and the init with mAP^l
     run_dir = run_notebook(paper_root, "15_random_resized_crop", preset, log_output=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     (header,) = [h for label, h in metrics["headers"].items() if label.startswith("this build")]
     assert f"preset **{preset}**" in header and "2 of 2 runs complete" in header
     (rows,) = [r for label, r in metrics["summaries"].items() if label.startswith("this build")]
-    done = [r for r in rows if r["mAP_l_n"]]  # Table 15's 6 rows and the init; 2 rows run, and the init
+    done = [r for r in rows if r["mAP_l_n"]]
     assert rows[-1]["row"] == "random init" and len(rows) == 7 and len(done) == 3 and done[-1] is rows[-1]
     assert all(r["mAP_l_n"] == 1 and 0 <= r["mAP_l"] <= 1 for r in done)
 
@@ -233,19 +231,15 @@ def test_a_gpu_seed_runs_exports_and_appears_in_its_chapter_beside_cpu_full(tmp_
                                                           "anchor_sizes": [16, 32, 64]})
     shrink(root / "params" / "gpu" / "03_transfer.yaml", TINY_TRANSFER)
     sweeps = root / "params" / "sweeps"
-    spec = yaml.safe_load((sweeps / "table15.yaml").read_text())  # CI's time: Image-Crop with and without RRC only
-    spec["presets"]["gpu"]["strategy"] = ["image"]
-    (sweeps / "table15.yaml").write_text(yaml.safe_dump(spec))
+    cut_strategies(sweeps / "table15.yaml", "gpu", ["image"])  # CI's time: Image-Crop with and without RRC only
 
     assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "cpu-full-v1"]  # no results/gpu/ yet
     table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=root, preset="gpu", seeds=[0])
     assert sorted(table["status"]) == ["missing"] * 4 + ["ok"] * 2, table["error"].tolist()  # 2 rows x 3 seeds
-    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
-    (sweeps / "transfer15.yaml").write_text(yaml.safe_dump({**spec, "checkpoints_of": ["table15"]}))
-    transfer = runs.run_sweep(sweeps / "transfer15.yaml", jobs=2, progress=False, root=root, preset="gpu",
-                              seeds=[0])
+    transfer15 = transfer_sweep_of(sweeps, "table15")
+    transfer = runs.run_sweep(transfer15, jobs=2, progress=False, root=root, preset="gpu", seeds=[0])
     assert sorted(transfer["status"]) == ["missing"] * 6 + ["ok"] * 3  # 2 trunks and the random init of seed 0
-    (sweeps / "transfer15.yaml").unlink()
+    transfer15.unlink()
     assert len(export_results("gpu", root, root)) == 2 + 3
     assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "gpu", "cpu-full-v1"]
     run_dir = run_notebook(root, "15_random_resized_crop", "smoke", log_output=False)
