@@ -4,6 +4,7 @@ gate is computed from them, the committed calibration reads back, and the chapte
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ import torch
 from coarsecrop import ssl
 from coarsecrop.models.probe import MONITOR, frozen_features, knn_top1
 from coarsecrop.studies import benchmark as B
+from coarsecrop.studies import benchmark_calibration
 from coarsecrop.train.supervised import train_supervised
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -137,3 +139,26 @@ def test_the_benchmark_chapter_runs_at_smoke(book_copy):
     run_dir = run_notebook(book_copy, "17_benchmark", "smoke", log_output=False)
     result = pd.read_json(run_dir / "metrics.json", typ="series")
     assert [r["kind"] for r in result["trunks"]["rows"]] == ["init", "init_bn", "supervised", "ssl"]
+
+
+@pytest.mark.parametrize("config, message", [
+    ("{bad json", "--config is not JSON"),
+    ("[1, 2]", "--config must be a JSON object"),
+    ('{"method": "byol", "epochz": 1}', "--config: unknown ssl row key.*epochz.*valid: .*batch_size"),
+    ('{"seed": 1}', "--config: an ssl row may not set.*seed"),
+])
+def test_the_calibration_script_names_a_bad_config(tmp_path, capsys, config, message):
+    """A bad --config stops the script with a usage error naming the option, before any scene is written and
+    without a row in the CSV."""
+    with pytest.raises(SystemExit) as stop:
+        benchmark_calibration.main(["--config", config, "--out", str(tmp_path / "out"), "--csv", str(tmp_path / "c.csv")])
+    assert stop.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c.csv").exists()
+
+
+def test_the_calibration_script_names_bad_supervised_json(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark_calibration.main(["--baselines", "--supervised", "{epochs: 1}", "--out", str(tmp_path / "o"),
+                                    "--csv", str(tmp_path / "c.csv")])
+    assert "--supervised is not JSON" in capsys.readouterr().err

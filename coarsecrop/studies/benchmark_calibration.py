@@ -56,6 +56,17 @@ def append(csv_path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
+def json_object(parser: argparse.ArgumentParser, option: str, text: str) -> dict:
+    """``text`` read as a JSON object; anything else stops the script with a usage error naming ``option``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        parser.error(f"{option} is not JSON ({err}): {text!r}")
+    if not isinstance(value, dict):
+        parser.error(f"{option} must be a JSON object such as '{{\"epochs\": 6}}', got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="")
@@ -74,12 +85,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--csv", required=True)
     args = parser.parse_args(argv)
-    config = json.loads(args.config)
+    config = json_object(parser, "--config", args.config)
     command = "python -m coarsecrop.studies.benchmark_calibration " + shlex.join(sys.argv[1:] if argv is None else argv)
     p = B.BenchmarkParams(num_images=args.images, scene_size=args.size, seed=args.seed, versions=[args.version], trunk_version=args.version,
                           trunk_images=args.images, image_size=args.image_size, out=args.out,
-                          supervised=json.loads(args.supervised), ssl={args.name or "ssl": config})
+                          supervised=json_object(parser, "--supervised", args.supervised), ssl={args.name or "ssl": config})
     run_dir = Path(args.out)
+    if not args.baselines:
+        try:  # a misspelt or clashing key stops here, before the scenes are written
+            B.ssl_study_params(p, run_dir, run_dir, config)
+        except (ValueError, TypeError) as err:
+            parser.error(f"--config: {err}")
     note = B.scenes_note(p.trunk_version, args.images, args.size, args.seed, args.min_side)
     scenes = B.trunk_scenes(p, run_dir)
     if args.baselines:
