@@ -132,7 +132,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         import pandas as pd
 
         root = sweep_root(args.sweep_file)
-        plan = plan_sweep(Path(args.sweep_file), root, args.preset)
+        plan = plan_sweep(Path(args.sweep_file), root, args.preset, args.of)
         only = select_points(args.sweep_file, plan, args.point, args.seed)  # a bad --point or --seed errors
         table = plan_table(plan)  # here as it would in the run
         if only is not None:  # what the same command without --dry-run would run
@@ -147,7 +147,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         table = run_sweep(args.sweep_file, jobs=args.jobs, force=args.force, progress=not args.quiet,
-                          preset=args.preset, only=args.point, seeds=args.seed)
+                          preset=args.preset, only=args.point, seeds=args.seed, of=args.of)
     except KeyboardInterrupt:
         print("\ncoarsecrop sweep: interrupted; the running points stopped (a trainer saves its checkpoint "
               "first) and no new one started. The same command resumes them.", file=sys.stderr)
@@ -314,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, action="append", default=None, metavar="S",
                    help="run only the points at seed S (a transfer sweep: the trunks of seed S; repeatable, "
                         "adds to --point): a sweep a seed at a time, e.g. --preset gpu --seed 0")
+    p.add_argument("--of", action="append", default=None, metavar="SWEEP",
+                   help="a transfer sweep: only the trunks of this one of its checkpoints_of sweeps (repeatable), "
+                        "e.g. the table sweeps a build ran: --of table1")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--dry-run", action="store_true",
                    help="run nothing: list every point (with --point, those), its run id and what a run would do "

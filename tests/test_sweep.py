@@ -409,6 +409,28 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     assert runs.point_state(plan["points"][0], plan["code"]) == "unfinished"
 
 
+def test_a_transfer_sweep_of_some_of_its_pretraining_sweeps_keeps_their_run_ids(root):
+    """--of: the transfer points of the named checkpoints_of sweeps only, with the random-init points their
+    scenes need, each with the run id the whole sweep gives it (so the chapters find them); a name the sweep
+    does not read is refused, naming those it does."""
+    write_sweep(root, "pre", {"notebook": "02_pretrain", "preset": "smoke",
+                              "grid": {"strategy": ["gt", "image"]}, "presets": {"smoke": {"seed": [0, 1]}}})
+    write_sweep(root, "other", {"notebook": "02_pretrain", "preset": "smoke", "grid": {"strategy": ["grid"]},
+                                "presets": {"smoke": {"seed": [2]}}})
+    path = write_sweep(root, "tr_of", {"notebook": "03_transfer", "preset": "smoke",
+                                       "checkpoints_of": ["pre", "other"], "fixed": {"tasks": ["linear"]}})
+    whole = {p["run_dir"].name: p["point"] for p in runs.plan_sweep(path, root)["points"]}
+    part = runs.plan_sweep(path, root, of=["pre"])["points"]
+    assert len(whole) == 3 + 5 and len(part) == 2 + 4  # random init at seeds 0, 1 (and 2); the trunks
+    assert all(whole[p["run_dir"].name] == p["point"] for p in part)
+    assert [p["point"]["random_init"] for p in part] == [True, True, False, False, False, False]
+    assert {p["point"]["first_seed"] for p in part} == {0, 1}
+    with pytest.raises(ValueError, match=r"--of table1: not among its checkpoints_of \(pre, other\)"):
+        runs.plan_sweep(path, root, of=["table1"])
+    with pytest.raises(ValueError, match="not a transfer sweep"):
+        runs.plan_sweep(root / "params" / "sweeps" / "pre.yaml", root, of=["pre"])
+
+
 def test_checkpoints_of_is_checked(root):
     bad = write_sweep(root, "bad_of", {"notebook": "01_crops", "checkpoints_of": ["table1"]})
     with pytest.raises(ValueError, match="'checkpoints_of' feeds 03_transfer"):

@@ -124,6 +124,18 @@ def test_committed_results_are_points_of_the_current_sweep_definitions(project_r
             assert not any(p.suffix in (".pt", ".ipynb") for p in folder.iterdir())
 
 
+def test_the_committed_runs_give_each_row_its_init_and_best_reading(project_root):
+    """collect reads, beside a run's final probe, the same trunk's probe before training and the best reading
+    of the trainer's monitor (what the landing page quotes of BYOL's GT-Crop): the best is never below the
+    final reading, and the init is the one the run's gain was taken from."""
+    df = T.collect("table1", "cpu-full", source="reference", root=project_root)
+    assert len(df) and df[["init_linear", "best_linear", "init_knn", "best_knn"]].notna().all().all()
+    assert (df["best_linear"] >= df["linear"] - 1e-9).all() and (df["best_knn"] >= df["knn"] - 1e-9).all()
+    assert ((df["init_linear"] > 0.05) & (df["init_linear"] < df["best_linear"] + 0.1)).all()
+    gt = T.summarise(df, [T.Row("BYOL GT", {"method": "byol", "strategy": "gt"})]).iloc[0]
+    assert gt["init_linear_n"] == gt["seeds"] >= 3 and gt["poor_n"] == gt["seeds"]
+
+
 def test_a_row_that_several_tables_share_has_the_same_seeds_in_each(project_root):
     """A pretraining configuration (every parameter but the seed) that two table sweeps plan at cpu-full is
     one row read twice: both must plan it at the same seeds, or the same row shows another mean in each
@@ -269,16 +281,24 @@ def test_the_landing_page_quotes_each_chapters_numbers_by_a_key_named_after_the_
     record["claims"][ref][0].update({"claim": "GTPad > GT", "ours Δ": 3.74, "± 2 SE": 3.86})
     record["claims_mAP_l"][ref][0].update({"claim": "GTPad > GT", "ours Δ": -0.34, "± 2 SE": 1.84})
     record["summaries"] = {ref: [{"row": "Our (literal)", "linear": 0.25, "linear_n": 3, "linear_sd": 0.0123,
+                                  "init_linear": 0.1856, "init_linear_n": 3, "best_linear": 0.2612, "best_linear_n": 3,
+                                  "init_knn": 0.14, "init_knn_n": 3, "poor": 0.136, "poor_n": 3, "precise": None,
+                                  "precise_n": 0, "median_side": 23.3, "median_side_n": 3,
                                   "mAP_l": None, "mAP_l_n": 0, "objectness": 0.391, "objectness_n": 3, "seeds": 3}]}
     path.write_text(json.dumps(record))
     quoted = T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full")
     assert quoted == {"cpu_full_table2_our_literal_probe": "25.0", "cpu_full_table2_our_literal_probe_sd": "1.2",
+                      "cpu_full_table2_our_literal_probe_init": "18.6", "cpu_full_table2_our_literal_probe_best": "26.1",
+                      "cpu_full_table2_our_literal_poor": "14", "cpu_full_table2_our_literal_median_side": "23",
                       "cpu_full_table2_our_literal_objectness": "39", "cpu_full_table2_our_literal_seeds": "3",
                       "cpu_full_table2_gtpad_vs_gt_probe": "+3.7 ± 3.9", "cpu_full_table2_gtpad_vs_gt_probe_abs": "3.7",
                       "cpu_full_table2_gtpad_vs_gt_probe_verdict": "agrees",
                       "cpu_full_table2_gtpad_vs_gt_mapl": "-0.3 ± 1.8", "cpu_full_table2_gtpad_vs_gt_mapl_abs": "0.3",
                       "cpu_full_table2_gtpad_vs_gt_mapl_verdict": "opposite direction, within noise",
                       "cpu_full_probe": "linear top-1"}
+    # the kNN probe quotes the kNN init (and no best reading, which this row lacks)
+    knn = T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full", measure="knn")
+    assert knn["cpu_full_table2_our_literal_probe_init"] == "14.0" and "cpu_full_table2_our_literal_probe_best" not in knn
     # no chapter checked that source
     assert T.quoted_numbers(T.latest_chapters("quick", root=tmp_path), "cpu-full-v1") == {}
     assert T.quoted_numbers(T.latest_chapters("smoke", root=tmp_path), "cpu-full") == {}  # nor at that build preset

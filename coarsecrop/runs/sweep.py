@@ -359,12 +359,20 @@ def sweep_root(sweep_file: Path, root=None) -> Path:
     return Path(root).resolve() if root else project_root(Path(sweep_file).resolve().parent)
 
 
-def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None) -> dict:
+def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None, of: list[str] | None = None) -> dict:
     """Read and check the sweep, convert the notebook and work out every point's run (nothing runs).
-    ``preset`` replaces the sweep file's preset (and selects its ``presets`` grid entries)."""
+    ``preset`` replaces the sweep file's preset (and selects its ``presets`` grid entries). ``of``: a transfer
+    sweep planned on the trunks of these of its ``checkpoints_of`` sweeps only (and the random-init points
+    their scenes need), e.g. the tables a build ran; the points keep the run ids the whole sweep gives them."""
     spec = read_sweep(sweep_file)
     if preset:
         spec["preset"] = preset
+    if of:
+        unknown = [name for name in of if name not in spec["checkpoints_of"]]
+        if unknown:
+            raise ValueError(f"{sweep_file}: --of {', '.join(unknown)}: not among its checkpoints_of "
+                             f"({', '.join(spec['checkpoints_of']) or 'none: it is not a transfer sweep'})")
+        spec["checkpoints_of"] = [name for name in spec["checkpoints_of"] if name in of]
     at_preset = spec["presets"].get(spec["preset"], {})
     spec["grid"] = preset_grid(spec["grid"], at_preset)
     name = spec["notebook"]
@@ -474,16 +482,18 @@ def select_points(sweep_file, plan: dict, only: list[int] | None = None, seeds: 
 
 
 def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = True, root=None,
-              preset: str | None = None, only: list[int] | None = None, seeds: list[int] | None = None):
+              preset: str | None = None, only: list[int] | None = None, seeds: list[int] | None = None,
+              of: list[str] | None = None):
     """Run every point of ``sweep_file`` not yet complete (all with ``force``, from scratch); returns the
     summary DataFrame, also written to runs/<notebook>/sweep-<name>.csv. ``jobs`` > 1: that many runs at
     once, each in a fresh worker process. ``root``: the project root (default: the folder above the sweep
     file holding pyproject.toml). ``only``: run just these points (indices in plan order, as the dry run
     lists them; one per Slurm array task); ``seeds``: and the points at these seeds (a sweep run a seed at a
-    time); the summary still lists every point. A failing point does not raise: its row says "failed"."""
+    time); the summary still lists every point. ``of``: a transfer sweep on the trunks of these of its
+    checkpoints_of sweeps only (``plan_sweep``). A failing point does not raise: its row says "failed"."""
     sweep_file = Path(sweep_file)
     root = sweep_root(sweep_file, root)
-    plan = plan_sweep(sweep_file, root, preset)  # all checks happen here, before anything runs
+    plan = plan_sweep(sweep_file, root, preset, of)  # all checks happen here, before anything runs
     missing = missing_inputs(plan, root)
     if missing:
         raise FileNotFoundError(

@@ -452,7 +452,11 @@ def quoted_numbers(chapters: dict[str, dict], reference: str, measure: str = "li
     (``glue_key``), with M = probe (the object probe's ``measure``) or mapl (mAP^l), in percent or points:
 
     - ``<preset>_<sweep>_<row>_M``: the row's mean over seeds ('26.6'); ``..._M_sd``: its standard deviation;
-      ``<preset>_<sweep>_<row>_objectness``: its mean objectness; ``<preset>_<sweep>_<row>_seeds``: its seeds;
+      ``<preset>_<sweep>_<row>_probe_init``: the object probe of the same trunks before training (random weights,
+      as the trainer measures it) and ``..._probe_best``: the best reading of the trainer's monitor during
+      training, both means over seeds; ``<preset>_<sweep>_<row>_seeds``: its seeds;
+    - ``<preset>_<sweep>_<row>_objectness``, ``..._poor`` and ``..._precise``: its crops' mean objectness and
+      shares of the paper's Poor and Precise buckets (%), ``..._median_side``: their median side (px, rounded);
     - ``<preset>_<sweep>_<claim>_M``: our difference, better row minus worse row, with twice its standard
       error ('+3.7 ± 3.9'); ``..._M_abs``: its size alone ('3.7'), for prose that says the direction in words;
       ``..._M_verdict``: the verdict ('agrees', 'same direction, within noise', ...);
@@ -472,8 +476,12 @@ def quoted_numbers(chapters: dict[str, dict], reference: str, measure: str = "li
                 if row.get(f"{key}_n"):
                     put(row.get(key), sweep, row["row"], name, scale=100)
                     put(row.get(f"{key}_sd"), sweep, row["row"], name, "sd", scale=100)
-            if row.get("objectness_n"):
-                put(row.get("objectness"), sweep, row["row"], "objectness", digits=0, scale=100)
+            for key, name in ((f"init_{measure}", "init"), (f"best_{measure}", "best")):
+                if row.get(f"{key}_n"):
+                    put(row.get(key), sweep, row["row"], "probe", name, scale=100)
+            for key in ("objectness", "poor", "precise", "median_side"):
+                if row.get(f"{key}_n"):
+                    put(row.get(key), sweep, row["row"], key, digits=0, scale=1 if key == "median_side" else 100)
             put(row.get("seeds"), sweep, row["row"], "seeds", digits=0)
         for key, name in (("claims", "probe"), ("claims_mAP_l", "mapl")):
             for claim in record.get(key, {}).get(source, []):

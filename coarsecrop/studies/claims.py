@@ -39,8 +39,13 @@ class Row:
         return df[mask]
 
 
-def summarise(df: pd.DataFrame, rows: list[Row],
-              measures=("linear", "knn", "gain_linear", "objectness", *TRANSFER_MEASURES)) -> pd.DataFrame:
+# What ``summarise`` gives per row: the chapters' tables show some; the landing page quotes others
+# (``chapters.quoted_numbers``).
+SUMMARY_MEASURES = ("linear", "knn", "gain_linear", "init_linear", "init_knn", "best_linear", "best_knn",
+                    "objectness", "poor", "precise", "median_side", *TRANSFER_MEASURES)
+
+
+def summarise(df: pd.DataFrame, rows: list[Row], measures=SUMMARY_MEASURES) -> pd.DataFrame:
     """Per row: mean and standard deviation over seeds of each measure, and the number of seeds."""
     out = []
     for row in rows:

@@ -38,6 +38,10 @@ REFERENCE_PRESETS = ("cpu-full", "gpu", "cpu-full-v1")
 # What the chapters show, from a run's metrics.json (dotted paths).
 MEASURES = {"linear": "metrics.probe_linear_top1", "knn": "metrics.probe_knn_top1",
             "gain_linear": "metrics.gain_bn_linear_top1", "gain_knn": "metrics.gain_bn_knn_top1",
+            # the same trunk before training (random weights, BN statistics as initialised) and the best reading
+            # of the trainer's monitor during training (the final one is "linear" / "knn")
+            "init_linear": "metrics.init_linear_top1", "init_knn": "metrics.init_knn_top1",
+            "best_linear": "metrics.probe_best_linear_top1", "best_knn": "metrics.probe_best_knn_top1",
             "objectness": "crops.objectness", "poor": "crops.poor", "precise": "crops.precise",
             "crops_per_image": "crops.crops_per_image", "median_side": "crops.median_side",
             "steps": "metrics.steps", "train_wall_s": "metrics.train_wall_s"}
