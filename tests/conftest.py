@@ -66,15 +66,6 @@ def one_torch_thread():
 
 
 
-def transfer_sweep_of(sweeps: Path, table: str) -> Path:
-    """A copy of ``sweeps``/transfer.yaml that reads the pretraining runs of ``table`` only (the full one
-    would record the other tables' points as failed: their pretraining has not run); returns its path."""
-    spec = yaml.safe_load((sweeps / "transfer.yaml").read_text())
-    path = sweeps / f"transfer_{table}.yaml"
-    path.write_text(yaml.safe_dump({**spec, "checkpoints_of": [table]}))
-    return path
-
-
 def cut_strategies(sweep: Path, preset: str, strategies: list[str]) -> None:
     """Rewrite a copied sweep file so that ``preset`` trains only ``strategies`` (CI's time)."""
     spec = yaml.safe_load(sweep.read_text())
@@ -108,8 +99,8 @@ def smoke_book(smoke_run, book_copy) -> Path:
     all_ok(run_sweep(book_copy / "params" / "sweeps" / "table15.yaml", jobs=2, progress=False, root=book_copy,
                      preset="smoke"), book_copy)
     # the transfer sweep (mAP^l) of those runs
-    all_ok(run_sweep(transfer_sweep_of(book_copy / "params" / "sweeps", "table15"), jobs=2, progress=False,
-                     root=book_copy, preset="smoke"), book_copy)
+    all_ok(run_sweep(book_copy / "params" / "sweeps" / "transfer.yaml", jobs=2, progress=False, root=book_copy,
+                     preset="smoke", of=["table15"]), book_copy)
     for name in book_notebooks(book_copy):
         if name != "01_crops":
             run_notebook(book_copy, name, "smoke", log_output=False)

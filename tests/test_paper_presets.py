@@ -20,7 +20,7 @@ from coarsecrop.data.synthetic import write_scenes, write_voc
 from coarsecrop.studies.transfer import TransferParams
 from coarsecrop.params import load_params
 from coarsecrop.studies.pretrain import PretrainStudyParams
-from tests.conftest import ROOT, copy_book_sources, cut_strategies, transfer_sweep_of
+from tests.conftest import ROOT, copy_book_sources, cut_strategies
 
 PRESETS = ("smoke", "quick", "cpu-full", "cpu-full-v1", "gpu", "voc07", "coco")
 CLASSES = {"01_crops": CropStudyParams, "02_pretrain": PretrainStudyParams, "03_transfer": TransferParams}
@@ -123,8 +123,8 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
         assert params["scenes"] == runs.read_preset(paper_root / "params" / preset / "02_pretrain.yaml",
                                                     params)["scenes"]
     # mAP^l of those trunks on VOC07 trainval -> test, and a random init (transfer.yaml restricted to table15)
-    transfer = runs.run_sweep(transfer_sweep_of(sweeps, "table15"), jobs=2, progress=False, root=paper_root,
-                              preset=preset)
+    transfer = runs.run_sweep(sweeps / "transfer.yaml", jobs=2, progress=False, root=paper_root, preset=preset,
+                              of=["table15"])
     assert list(transfer["status"]) == ["ok"] * 3, transfer["error"].tolist()
     for run_dir in transfer["run_dir"]:
         metrics = json.loads((paper_root / run_dir / "metrics.json").read_text())
@@ -236,10 +236,9 @@ def test_a_gpu_seed_runs_exports_and_appears_in_its_chapter_beside_cpu_full(tmp_
     assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "cpu-full-v1"]  # no results/gpu/ yet
     table = runs.run_sweep(sweeps / "table15.yaml", jobs=2, progress=False, root=root, preset="gpu", seeds=[0])
     assert sorted(table["status"]) == ["missing"] * 4 + ["ok"] * 2, table["error"].tolist()  # 2 rows x 3 seeds
-    transfer15 = transfer_sweep_of(sweeps, "table15")
-    transfer = runs.run_sweep(transfer15, jobs=2, progress=False, root=root, preset="gpu", seeds=[0])
+    transfer = runs.run_sweep(sweeps / "transfer.yaml", jobs=2, progress=False, root=root, preset="gpu", seeds=[0],
+                              of=["table15"])
     assert sorted(transfer["status"]) == ["missing"] * 6 + ["ok"] * 3  # 2 trunks and the random init of seed 0
-    transfer15.unlink()
     assert len(export_results("gpu", root, root)) == 2 + 3
     assert committed_presets(REFERENCE_PRESETS, root) == ["cpu-full", "gpu", "cpu-full-v1"]
     run_dir = run_notebook(root, "15_random_resized_crop", "smoke", log_output=False)

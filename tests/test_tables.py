@@ -315,3 +315,7 @@ def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():
     assert "built-in scenes v3): 0 of 1 runs" in T.source_line(empty, v3, "cpu-full", "reference")
     assert "built-in scenes v1): 0 of 1 runs" in T.source_line(empty, v1, "cpu-full-v1", "reference")
     assert "built-in" not in T.source_line(empty, real, "voc07", "build")
+    # a table sweep this build did not run (make book runs Table 1's) says how to run it
+    missing = T.source_line(empty, [{**v1[0], "sweep": "table2"}], "quick", "build")
+    assert "this build did not run this sweep: `coarsecrop sweep params/sweeps/table2.yaml --preset quick`" in missing
+    assert "did not run" not in T.source_line(empty, [{**v1[0], "sweep": "table2"}], "cpu-full", "reference")

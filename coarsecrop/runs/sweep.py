@@ -22,7 +22,8 @@ A transfer sweep (notebook 03_transfer) may take its checkpoints from pretrainin
 
 gives one transfer point per pretraining run (its trunk, its backbone, its seed as the first transfer
 seed, and the very scene set it was pretrained on) and one random-init point per scene set, backbone and
-seed; see ``checkpoint_cases``.
+seed; see ``checkpoint_cases``. ``--of table1`` (``plan_sweep(of=...)``) plans it on some of those sweeps
+only, e.g. the ones a build ran (``make book`` runs Table 1's), with the same run ids.
 
 ``coarsecrop sweep FILE --preset NAME`` runs the same grid on another preset (params/NAME/<notebook>.yaml):
 the tables of the book are one set of sweep files run at the ``quick`` or the ``cpu-full`` preset.

@@ -176,6 +176,10 @@ def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) 
     commits = ", ".join(sorted(set(df["commit"]) - {""})) if len(df) else "–"
     dates = ", ".join(sorted(set(df["date"]) - {""})) if len(df) else "–"
     line = f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"
+    sweep = points[0].get("sweep") if points else None
+    if source == "build" and not done and sweep:  # make book runs Table 1's sweep unless told more
+        line += (f"; this build did not run this sweep: `coarsecrop sweep params/sweeps/{sweep}.yaml --preset "
+                 f"{preset}` runs it, `make book TABLES=all` every table's")
     if source == "reference" and len(df):
         code = code_fingerprint(project_root() / "notebooks" / f"{NOTEBOOK}.py")
         older = int((df["code"] != code).sum())
