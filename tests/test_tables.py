@@ -318,4 +318,6 @@ def test_a_source_line_names_the_built_in_scenes_its_runs_train_on():
     # a table sweep this build did not run (make book runs Table 1's) says how to run it
     missing = T.source_line(empty, [{**v1[0], "sweep": "table2"}], "quick", "build")
     assert "this build did not run this sweep: `coarsecrop sweep params/sweeps/table2.yaml --preset quick`" in missing
+    assert "`make book TABLES=all` every table's" in missing
+    assert "`make book PRESET=smoke TABLES=all`" in T.source_line(empty, [{**v1[0], "sweep": "table2"}], "smoke", "build")
     assert "did not run" not in T.source_line(empty, [{**v1[0], "sweep": "table2"}], "cpu-full", "reference")

@@ -178,8 +178,9 @@ def source_line(df: pd.DataFrame, points: list[dict], preset: str, source: str) 
     line = f"preset **{preset}** ({where}): {done} of {total} runs complete; commit {commits}; date {dates}"
     sweep = points[0].get("sweep") if points else None
     if source == "build" and not done and sweep:  # make book runs Table 1's sweep unless told more
+        make = "make book" + ("" if preset == "quick" else f" PRESET={preset}")
         line += (f"; this build did not run this sweep: `coarsecrop sweep params/sweeps/{sweep}.yaml --preset "
-                 f"{preset}` runs it, `make book TABLES=all` every table's")
+                 f"{preset}` runs it, `{make} TABLES=all` every table's")
     if source == "reference" and len(df):
         code = code_fingerprint(project_root() / "notebooks" / f"{NOTEBOOK}.py")
         older = int((df["code"] != code).sum())
