@@ -143,25 +143,34 @@ def test_table_sweep_transfer_sweep_and_chapter_at_the_paper_presets(paper_root,
     assert all(r["mAP_l_n"] == 1 and 0 <= r["mAP_l"] <= 1 for r in done)
 
 
-def test_the_transfer_points_of_a_scenes_v3_preset_evaluate_each_trunk_on_its_own_v3_scenes():
-    """cpu-full pretrains on scenes v3: its transfer points must read the very scene set each trunk was
-    pretrained on (the -v3 folder), not a v1 set of the same size and seed."""
+@pytest.mark.parametrize("preset, num_images", [("cpu-full", 1000), ("quick", 320)])
+def test_the_transfer_points_of_a_scenes_v3_preset_evaluate_each_trunk_on_its_own_v3_scenes(preset, num_images):
+    """cpu-full (the reference results) and quick (make book's runs) pretrain on scenes v3, with the anchors
+    and phi that the crops chapter (params/quick/01_crops.yaml) analyses on the same generator: their transfer
+    points must read the very scene set each trunk was pretrained on (the -v3 folder), not a v1 set of the
+    same size and seed."""
+    crops = yaml.safe_load((ROOT / "params" / "quick" / "01_crops.yaml").read_text())
     pretrain = {p["run_dir"].name: p["task"]["record"]["parameters"]
-                for p in runs.plan_sweep(ROOT / "params" / "sweeps" / "table1.yaml", ROOT, "cpu-full")["points"]}
-    assert {q["scene_version"] for q in pretrain.values()} == {3}
-    transfer = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "cpu-full")["points"]
+                for p in runs.plan_sweep(ROOT / "params" / "sweeps" / "table1.yaml", ROOT, preset)["points"]}
+    assert {(q["scene_version"], tuple(q["anchor_sizes"]), q["crop_backbone"], q["crop_checkpoint"])
+            for q in pretrain.values()} == {(crops["scene_version"], tuple(crops["anchor_sizes"]), crops["backbone"],
+                                             None)}
+    transfer = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, preset)["points"]
     scenes = {p["task"]["record"]["parameters"]["scenes"] for p in transfer}
-    assert scenes == {"runs/02_pretrain/_scenes/1000x128px-seed0-v3"}
+    assert scenes == {f"runs/02_pretrain/_scenes/{num_images}x128px-seed0-v3"}
+    if preset == "quick":  # make book's transfer chapter scores the newest of those trunks on the same generator
+        chapter = yaml.safe_load((ROOT / "params" / "quick" / "03_transfer.yaml").read_text())
+        assert chapter["scene_version"] == crops["scene_version"]
     v1 = runs.plan_sweep(ROOT / "params" / "sweeps" / "transfer.yaml", ROOT, "cpu-full-v1")["points"]
     assert {p["task"]["record"]["parameters"]["scenes"] for p in v1} == {"runs/02_pretrain/_scenes/1000x128px-seed0"}
 
 
-@pytest.mark.parametrize("preset, full_epochs", [("cpu-full", 36), ("gpu", 30)])
+@pytest.mark.parametrize("preset, full_epochs", [("cpu-full", 36), ("gpu", 30), ("quick", 4)])
 def test_every_cpu_full_byol_row_runs_the_one_calibrated_recipe_and_the_tables_share_their_rows(preset, full_epochs):
     """The calibrated BYOL recipe (params/cpu-full/02_pretrain.yaml's comments: no RandomResizedCrop, base lr
-    4.8) is written into each table sweep's cpu-full entry, and copied into its gpu entry: one copy gone astray
-    would train a row on another recipe and split a shared row into two runs, so the tables would no longer
-    compare like with like."""
+    4.8) is written into each table sweep's cpu-full entry, and copied into its gpu and quick entries (quick:
+    make book's runs, on the same scenes v3): one copy gone astray would train a row on another recipe and
+    split a shared row into two runs, so the tables would no longer compare like with like."""
     tables = ["table1", "table2", "table10", "table11", "table12_13", "table14", "table15"]
     ablation = {"table15": "random_resized_crop", "table11": "local_views"}  # the key each ablation varies
     shared = {}
