@@ -92,7 +92,7 @@ def test_chapter_reads_its_sweep_runs(smoke_book):
     assert len(pretrain) == 6 and set(pretrain) <= set(mapl)
     assert sorted((r["knn"], r["objectness"], r["mAP_l"]) for r in build) == [
         pytest.approx(values) for values in sorted((*pretrain[rid], mapl[rid]) for rid in pretrain)]
-    assert init["mAP_l"] == pytest.approx(init_mapl[0]) and len(init_mapl) == 1
+    assert len(init_mapl) == 1 and init["mAP_l"] == pytest.approx(init_mapl[0])
     verdicts = {c["verdict"] for c in metrics["claims"]["this build (smoke)"]}
     assert verdicts and "no runs" not in verdicts
     # the claims on mAP^l, and the random-init level
