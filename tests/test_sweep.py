@@ -326,6 +326,9 @@ def test_preset_option_and_per_preset_grid_entries(root):
     assert len(quick["points"]) == 4 and quick["preset"] == "quick"
     quick_values = yaml.safe_load((root / "params" / "quick" / "01_crops.yaml").read_text())
     assert quick["points"][0]["task"]["record"]["parameters"]["num_images"] == quick_values["num_images"]
+    with pytest.raises(FileNotFoundError, match=r"no preset file .*qiuck/01_crops\.yaml.*the presets with a "
+                       r"01_crops\.yaml are: .*quick, smoke"):
+        runs.plan_sweep(path, root, preset="qiuck")
     bad = write_sweep(root, "bad_presets", {**spec, "fixed": {"seed": 5}})
     with pytest.raises(ValueError, match="presets.(quick|smoke) sets seed, which 'fixed' sets too"):
         runs.read_sweep(bad)

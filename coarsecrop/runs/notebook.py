@@ -84,8 +84,11 @@ def yaml_mapping(path: Path, missing: str, not_mapping: str, valid, unknown_text
 
 
 def read_preset(path: Path, defaults: dict) -> dict:
-    """A preset file (YAML mapping); every key must be a parameter of the notebook."""
-    return yaml_mapping(path, f"no preset file {path}: every notebook needs one file per preset",
+    """A preset file (YAML mapping); every key must be a parameter of the notebook. A missing file names
+    the presets that have one for this notebook (``params/<preset>/<notebook>.yaml``)."""
+    have = sorted(p.parent.name for p in path.parent.parent.glob(f"*/{path.name}"))
+    return yaml_mapping(path, f"no preset file {path}: every notebook needs one file per preset; the presets "
+                        f"with a {path.name} are: {', '.join(have) or 'none'}",
                         "a preset file must be a YAML mapping of parameter: value", sorted(defaults),
                         ("parameter(s)", "the notebook's parameters cell has"))
 
