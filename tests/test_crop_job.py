@@ -138,6 +138,89 @@ def test_resume_with_another_batch_is_warned_and_the_hint_keeps_the_batch(scenes
     assert "batch_size" not in json.loads((grid / mf.CONFIG_NAME).read_text())["request"]
 
 
+def _moved_json(scenes: Path, path: Path, edit=None) -> Path:
+    """The scenes' annotations.json written to ``path`` (outside the scenes folder, so its images need
+    ``images=scenes``), after ``edit(data)`` when given."""
+    data = json.loads((scenes / "annotations.json").read_text())
+    if edit is not None:
+        edit(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_resume_after_the_annotations_changed_is_refused(scenes, tmp_path):
+    """A gt job's fingerprint covers the boxes, labels and annotated sizes it crops from; strategies that
+    ignore the annotations do not record them (their earlier configurations stay valid)."""
+    ann = _moved_json(scenes, tmp_path / "ann" / "instances.json")
+    out = tmp_path / "gt"
+    job = dict(images=scenes, strategy="gt", shard_size=SHARD, workers=0, progress=False)
+    first = run_crop_job(ann, out=out, **job)
+    assert first["complete"] and "annotations_sha256" in json.loads((out / mf.CONFIG_NAME).read_text())["config"]
+    assert run_crop_job(ann, out=out, **job)["shards_written"] == 0  # unchanged: resumes
+
+    def move_a_box(data):
+        data["annotations"][0]["bbox"][0] += 3
+
+    _moved_json(scenes, ann, move_a_box)
+    before = _files(out)
+    with pytest.raises(ValueError, match=r"annotations_sha256: '[0-9a-f]+' there, '[0-9a-f]+' now") as err:
+        run_crop_job(ann, out=out, **job)
+    assert "another --out" in str(err.value) and _files(out) == before
+    grid = tmp_path / "grid"
+    run_crop_job(ann, out=grid, **{**job, "strategy": "grid"})
+    assert "annotations_sha256" not in json.loads((grid / mf.CONFIG_NAME).read_text())["config"]
+
+
+def test_images_that_are_all_missing_stop_the_job(scenes, tmp_path, capsys):
+    """A COCO json away from its images, without --images: every image is a missing file; the job stops
+    naming the json, the first missing path and --images, rather than write a manifest of skips."""
+    ann = _moved_json(scenes, tmp_path / "elsewhere" / "instances.json")
+    with pytest.raises(ValueError) as err:
+        run_crop_job(ann, out=tmp_path / "job", strategy="grid", shard_size=SHARD, workers=0, progress=False)
+    message = str(err.value)
+    assert str(ann) in message and "first 8 images are all missing files" in message and "--images" in message
+    assert str(tmp_path / "elsewhere" / "images" / "000001.jpg") in message
+    assert not (tmp_path / "job").exists()  # checked before any work
+    assert main(["crops", "--scenes", str(ann), "--strategy", "grid", "--out", str(tmp_path / "cli"),
+                 "--workers", "0", "--quiet"]) == 2
+    assert "--images" in capsys.readouterr().err
+    small = _moved_json(scenes, tmp_path / "small" / "instances.json",
+                        lambda data: data.update(images=data["images"][:3]))  # fewer images than 8: all of them
+    with pytest.raises(ValueError, match="first 3 images are all missing files"):
+        run_crop_job(small, out=tmp_path / "small-job", strategy="grid", workers=0, progress=False)
+    summary = run_crop_job(ann, images=scenes, out=tmp_path / "found", strategy="grid", shard_size=SHARD,
+                           workers=0, progress=False)
+    assert summary["complete"] and summary["done"] == NUM_SCENES
+
+    def lose_the_first_seven(data):
+        for entry in data["images"][:7]:
+            entry["file_name"] = "gone/" + entry["file_name"]
+
+    some = _moved_json(scenes, tmp_path / "some" / "instances.json", lose_the_first_seven)
+    summary = run_crop_job(some, images=scenes, out=tmp_path / "some-job", strategy="grid", shard_size=SHARD,
+                           workers=0, progress=False)  # fewer than 8 missing: bad images, skipped
+    assert summary["complete"] and summary["skip_reasons"] == {"missing file": 7}
+
+
+def test_annotated_size_unlike_the_image_is_a_skip_with_the_reason(scenes, tmp_path):
+    """An image whose annotated width and height disagree with its file (not one scale on both axes) is
+    skipped by the gt strategies with the reason, not cropped with stretched boxes."""
+    def squash(data):
+        data["images"][0]["height"] = 32  # the file is 64 x 64
+
+    ann = _moved_json(scenes, tmp_path / "ann" / "instances.json", squash)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = run_crop_job(ann, images=scenes, out=tmp_path / "gt", strategy="gt", shard_size=SHARD,
+                               workers=0, progress=False)
+    assert any("annotated as 64x32" in str(w.message) for w in caught)
+    assert summary["complete"] and summary["skipped"] == 1 and summary["done"] == NUM_SCENES - 1
+    record = next(r for r in mf.read_manifest(tmp_path / "gt").records() if r["id"] == 1)
+    assert "the image is 64x64 px (width x height) but annotated as 64x32" in record["skipped"]
+    assert str(scenes) not in record["skipped"]
+
+
 # ---------------------------------------------------------------- resume and ranks
 
 @pytest.mark.slow
@@ -524,6 +607,27 @@ def test_strategy_failure_on_one_image_is_a_skip(scenes, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="bug or a bad setting"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_crop_job(scenes, out=tmp_path / "b", strategy="grid", workers=0, progress=False)
+
+
+def test_strategy_refusing_the_first_images_stops_with_a_value_error(scenes, tmp_path, monkeypatch, capsys):
+    """The strategy refusing every image with a ValueError (bad input, e.g. annotated sizes that never match
+    the files) stops the job with a ValueError, which the CLI prints as one line."""
+    class Refusing:
+        name, params, needs_annotations = "grid", {}, False
+
+        def __call__(self, images, scenes):
+            raise ValueError("this data does not fit")
+
+    monkeypatch.setattr(job_module, "build_strategy", lambda *a, **k: Refusing())
+    with pytest.raises(ValueError, match=r"refused each of the first 8 images of .*this data does not fit"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_crop_job(scenes, out=tmp_path / "a", strategy="grid", workers=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["crops", "--scenes", str(scenes), "--strategy", "grid", "--out", str(tmp_path / "b"),
+                     "--workers", "0", "--quiet"]) == 2
+    assert "this data does not fit" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- errors at once

@@ -24,7 +24,8 @@ import torch
 import torchvision
 
 from coarsecrop.cli import main as cli_main
-from coarsecrop.data.synthetic import write_scenes, write_voc
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.data.synthetic_voc import write_voc
 from coarsecrop.evaluate import d2, d2_data
 
 

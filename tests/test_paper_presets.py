@@ -16,7 +16,8 @@ import yaml
 from coarsecrop.runs import sweep as runs
 from coarsecrop.cli import main as cli_main
 from coarsecrop.studies.crops import CropStudyParams
-from coarsecrop.data.synthetic import write_scenes, write_voc
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.data.synthetic_voc import write_voc
 from coarsecrop.studies.transfer import TransferParams
 from coarsecrop.params import load_params
 from coarsecrop.studies.pretrain import PretrainStudyParams

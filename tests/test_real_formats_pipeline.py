@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from coarsecrop.data.scenes import open_scenes
-from coarsecrop.data.synthetic import write_scenes, write_voc
+from coarsecrop.data.synthetic import write_scenes
+from coarsecrop.data.synthetic_voc import write_voc
 from coarsecrop.studies import pretrain as ps
 from coarsecrop.train.loop import pretrain
 

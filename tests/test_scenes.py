@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from coarsecrop.boxes import is_valid
-from coarsecrop.data.scenes import VOC_CLASSES, Scene, filled_boxes, open_scenes
+from coarsecrop.data.masks import filled_boxes, voc_colormap
+from coarsecrop.data.scenes import VOC_CLASSES, Scene, open_scenes
 from coarsecrop.data.synthetic import render_scene, write_scenes
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -181,6 +182,44 @@ def test_bad_annotation_files_fail_clearly(tmp_path):
         open_scenes(other)
 
 
+def _one_image_coco(path: Path, image: dict | None = None, annotation: dict | None = None) -> Path:
+    """A one-image, one-box COCO file whose image entry / annotation is updated with the given keys."""
+    path.write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "x.jpg", "width": 10, "height": 8, **(image or {})}],
+        "annotations": [{"id": 3, "image_id": 7, "category_id": 1, "bbox": [1, 2, 3, 3], **(annotation or {})}],
+        "categories": [{"id": 1, "name": "thing"}]}))
+    return path
+
+
+@pytest.mark.parametrize("image, annotation, field, where", [
+    ({}, {"bbox": [1, None, 3, 3]}, "'bbox'", "annotation id 3"),
+    ({}, {"bbox": [10, 10, "a", 5]}, "'bbox'", "annotation id 3"),
+    ({}, {"iscrowd": 1, "bbox": [1, 2, [3], 3]}, "'bbox'", "annotation id 3"),
+    ({}, {"category_id": None}, "'category_id' is null", "annotation id 3"),
+    ({}, {"category_id": "cat"}, "'category_id'", "annotation id 3"),
+    ({"width": "wide"}, {}, "'width' is \"wide\"", "image id 7"),
+    ({"height": 7.5}, {}, "'height' is 7.5", "image id 7"),
+])
+def test_malformed_coco_values_name_the_file_the_entry_and_the_field(tmp_path, image, annotation, field, where):
+    path = _one_image_coco(tmp_path / "odd.json", image, annotation)
+    with pytest.raises(ValueError) as err:
+        open_scenes(path)
+    message = str(err.value)
+    assert str(path) in message and where in message and field in message, message
+
+
+def test_duplicate_coco_image_ids_are_refused(tmp_path):
+    path = tmp_path / "twice.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"},
+                                           {"id": 1, "file_name": "c.jpg"}, {"id": "2", "file_name": "d.jpg"}],
+                                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 2, 2]}]}))
+    with pytest.raises(ValueError, match=r"twice\.json: 1 image id\(s\) occur more than once \(1\)"):
+        open_scenes(path)
+    path.write_text(json.dumps({"images": [{"id": [1], "file_name": "a.jpg"}]}))
+    with pytest.raises(ValueError, match=r"twice\.json: image entry #0 has id \[1\]"):
+        open_scenes(path)
+
+
 def test_scenes_pickle_with_their_lazy_decoders(coco):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -282,11 +321,40 @@ def test_voc_splits_and_errors(tmp_path):
         open_scenes(root)
 
 
+@pytest.mark.parametrize("bndbox, tag, why", [("<xmin>1</xmin><ymin>two</ymin><xmax>9</xmax><ymax>9</ymax>",
+                                               "<ymin>", "'two', not a number"),
+                                              ("<xmin>1</xmin><ymin>2</ymin><ymax>9</ymax>", "<xmax>", "missing")])
+def test_voc_unreadable_box_coordinates_are_refused(tmp_path, bndbox, tag, why):
+    root = tmp_path / "VOC"
+    _voc_fixture(root)
+    (root / "Annotations" / "000002.xml").write_text(
+        "<annotation><filename>000002.jpg</filename><size><width>20</width><height>10</height></size>"
+        "<object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object>"
+        f"<object><name>dog</name><bndbox>{bndbox}</bndbox></object></annotation>")
+    with pytest.raises(ValueError) as err, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        open_scenes(root)
+    message = str(err.value)
+    assert "000002.xml" in message and "object 2 ('dog')" in message and tag in message and why in message
+
+
+def test_voc_object_without_bndbox_is_dropped_with_a_warning(tmp_path):
+    root = tmp_path / "VOC"
+    _voc_fixture(root)
+    (root / "Annotations" / "000002.xml").write_text(
+        "<annotation><filename>000002.jpg</filename><size><width>20</width><height>10</height></size>"
+        "<object><name>dog</name></object>"
+        "<object><name>cat</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>10</xmax><ymax>8</ymax></bndbox></object>"
+        "</annotation>")
+    with pytest.warns(UserWarning, match=r"000002\.xml: .*dropped 1 box"):
+        scene = open_scenes(root, split="train")[0]
+    assert scene.boxes.tolist() == [[1, 1, 10, 8]] and scene.labels.tolist() == [VOC_CLASSES.index("cat") + 1]
+
+
 def test_voc_colour_coded_segmentation(tmp_path):
     root = tmp_path / "VOC"
     index = _voc_fixture(root)
-    from coarsecrop.data.scenes import _voc_colormap
-    Image.fromarray(_voc_colormap()[index]).save(root / "SegmentationObject" / "000001.png")  # RGB png
+    Image.fromarray(voc_colormap()[index]).save(root / "SegmentationObject" / "000001.png")  # RGB png
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         masks = open_scenes(root, split="val")[0].instance_masks()
@@ -344,3 +412,26 @@ def test_scenes_folder_reads_back_the_generated_masks(tmp_path):
         for mask, box in zip(masks, s.boxes.tolist()):
             ys, xs = np.nonzero(mask)
             assert box == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_write_scenes_refuses_a_folder_of_other_files(tmp_path):
+    """write_scenes writes into a new or empty folder, or rewrites its own scenes (an interrupted or repeated
+    call); a folder holding anything else, a file, or an absurd size is refused before anything is written."""
+    out = tmp_path / "scenes"
+    ann = write_scenes(out, num_images=3, seed=2, size=32, progress=False)
+    before = ann.read_bytes()
+    ann.unlink()  # an interrupted call: images but no annotations.json yet
+    assert write_scenes(out, num_images=3, seed=2, size=32, progress=False).read_bytes() == before
+    assert write_scenes(out, num_images=3, seed=2, size=32, progress=False).read_bytes() == before  # repeated
+    for kw, why in (({"seed": 3}, "annotations.json"), ({"num_images": 2}, "images/000003.jpg")):
+        with pytest.raises(ValueError, match=f"holds files that are not these .*{why}.*new or empty folder"):
+            write_scenes(out, **{"num_images": 3, "seed": 2, "size": 32, "progress": False, **kw})
+    assert ann.read_bytes() == before
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"scenes: holds files that are not these 3 scenes \(notes\.txt\)"):
+        write_scenes(out, num_images=3, seed=2, size=32, progress=False)
+    with pytest.raises(ValueError, match="notes.txt is a file, not a folder"):
+        write_scenes(out / "notes.txt", num_images=3, seed=2, size=32, progress=False)
+    with pytest.raises(ValueError, match=r"size must be 32 \.\. 4096 pixels, got 100000"):
+        write_scenes(tmp_path / "huge", num_images=1, seed=0, size=100000, progress=False)
+    assert not (tmp_path / "huge").exists()

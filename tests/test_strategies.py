@@ -214,6 +214,38 @@ def test_random_draws_from_the_anchor_set(scenes):
     assert len({tuple(b.tolist()) for b in boxes}) == 5
 
 
+def test_random_never_repeats_a_clipped_anchor():
+    """Large anchors clipped to a small image coincide (a 96 px image: every 128 and 256 px square is the
+    whole image); the crops are still distinct, the same for the same seed, and fewer when the image has
+    fewer distinct anchors than n."""
+    from coarsecrop.crops.strategies.baselines import distinct_boxes
+
+    scene = make_scene(9, 96, 96, [])
+    image = make_image(scene)
+    for seed in range(20):
+        (boxes, _), = make_strategy("random", n=8, seed=seed, sizes=[32, 128, 256], ratios=[1.0])([image], [scene])
+        assert len({tuple(b) for b in boxes.tolist()}) == len(boxes) == 8, seed
+        (again, _), = make_strategy("random", n=8, seed=seed, sizes=[32, 128, 256], ratios=[1.0])([image], [scene])
+        assert torch.equal(boxes, again)
+    (boxes, _), = make_strategy("random", n=5, seed=0, sizes=[256], ratios=[1.0])([image], [scene])
+    assert boxes.tolist() == [[0, 0, 96, 96]]  # 9 anchors, all the whole image once clipped: one crop
+    dup = torch.tensor([[1.0, 1, 2, 2], [0, 0, 1, 1], [1, 1, 2, 2], [0, 0, 1, 1], [3, 3, 4, 4]])
+    assert distinct_boxes(dup).tolist() == [0, 1, 4]
+
+
+@pytest.mark.parametrize("name", ["gt", "gtpad", "poor"])
+def test_annotated_size_that_is_no_rescale_of_the_image_is_refused(scenes, name):
+    """GT boxes follow an image decoded smaller (same scale on both axes, 1 px of rounding), but an image
+    whose shape disagrees with the annotated size (width and height swapped) would stretch them."""
+    s, imgs = scenes
+    strategy = make_strategy(name)
+    odd = torch.zeros(3, 63, 85, dtype=torch.uint8)  # 96 x 128 decoded at max side 85: 63.75 -> 63
+    assert len(strategy([odd], [s[1]])) == 1
+    swapped = imgs[1].transpose(1, 2).contiguous()  # 128 x 96 pixels, annotated 96 x 128
+    with pytest.raises(ValueError, match=r"the image is 96x128 px \(width x height\) but annotated as 128x96"):
+        strategy([swapped], [s[1]])
+
+
 # ------------------------------------------------------------------------------------------- ours
 
 
@@ -515,9 +547,10 @@ def test_batch_selection_never_reads_the_device(name):
 
 def test_random_crops_a_batch_as_image_by_image_with_the_same_anchors(scenes):
     """random: the cached anchors, the same boxes in a batch as one image at a time, and the boxes of the
-    rule itself (the per-image generator's permutation of make_anchors' boxes)."""
+    rule itself (the per-image generator's permutation of make_anchors' distinct boxes)."""
     from coarsecrop.crops.anchors import cached_anchors, make_anchors
     from coarsecrop.crops.strategies.base import _generator
+    from coarsecrop.crops.strategies.baselines import distinct_boxes
 
     s, imgs = scenes
     strategy = make_strategy("random", sizes=[16, 32, 64, 128], seed=3)
@@ -526,6 +559,7 @@ def test_random_crops_a_batch_as_image_by_image_with_the_same_anchors(scenes):
         alone, _ = strategy([img], [scene])[0]
         H, W = img.shape[-2:]
         anchors, _ = make_anchors(H, W, -(-H // 32), -(-W // 32), [16, 32, 64, 128])
+        anchors = anchors[distinct_boxes(anchors)]
         expected = anchors[torch.randperm(len(anchors), generator=_generator(3, scene.id))[:5]]
         assert torch.equal(boxes, alone) and torch.equal(boxes, expected) and scores.tolist() == [1.0] * 5
     first = cached_anchors(96, 128, 3, 4, [16, 32], [1.0])

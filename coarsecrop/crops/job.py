@@ -40,7 +40,11 @@ machines of K GPUs each (no process group is needed; the ranks only share the --
     torchrun --nnodes=M --nproc_per_node=K --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT \\
         -m coarsecrop crops --scenes ... --strategy ours --out SHARED/crops-ours
 
-Bad images never stop a job: they become ``skipped`` lines with the reason.
+Bad images never stop a job: they become ``skipped`` lines with the reason. Two things that are no bad
+image stop it instead: the first ``FAIL_FAST`` images (in scene order) all missing, checked before any
+work (``check_images_found``: the image root is wrong, ValueError suggesting ``--images``), and the
+strategy failing on each of the first ``FAIL_FAST`` images it gets (a ValueError when it refused its input,
+a RuntimeError otherwise: likely a bug).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without ipywidgets (not a dependency)
 
@@ -69,6 +74,7 @@ from coarsecrop.io import file_sha256
 
 DEFAULT_MAX_SIDE = 1333  # detectron2's default max size: bounds memory for any input image
 DEFAULT_SIZE_WINDOW = 4096  # images batched by size together (whole shards, at least one)
+FAIL_FAST = 8  # the first images all missing, or all failing in the strategy: stop, that is no bad image
 STRATEGY_OPTIONS = ("n", "backbone", "checkpoint", "device")  # job options, never strategy params
 # where the main loop's wall time goes (seconds, host clock), and the writer thread's busy time
 STAGES = ("loader", "decode", "strategy", "hand_over", "drain", "writer_lines", "writer_files")
@@ -179,11 +185,24 @@ def scene_list_sha256(scenes: list, root: str) -> str:
     return h.hexdigest()
 
 
+def annotations_sha256(scenes: list) -> str:
+    """Fingerprint of the annotations the ``gt`` family crops from: each scene's annotated size, boxes and
+    labels (not the instance masks, which are decoded only on demand). An annotation file edited between
+    a job's start and its resume is then a different job."""
+    h = hashlib.sha256()
+    for s in scenes:
+        h.update(f"{s.id}\t{s.width}\t{s.height}\t{len(s.boxes)}\n".encode())
+        h.update(np.ascontiguousarray(s.boxes.numpy(), dtype=np.float32).tobytes())
+        h.update(np.ascontiguousarray(s.labels.numpy(), dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
 def job_config(scene_set, scenes: list, source, images, split, strategy, n: int, backbone, checkpoint,
                shard_size: int, max_side: int, device: torch.device, decode: str = "cpu") -> dict:
     """Everything that decides the manifest's bytes (and nothing that does not: workers, batch size,
     rank count, timing). Two runs with equal configs resume each other. The decode path is recorded
-    only when it is not the CPU's, so configs written before it existed stay the same."""
+    only when it is not the CPU's, so configs written before it existed stay the same; likewise
+    ``annotations_sha256`` only for strategies that crop from the annotations (``needs_annotations``)."""
     params = {k: v for k, v in dict(strategy.params).items() if k != "device"}
     uses_backbone = _takes(type(strategy), "backbone")
     return {
@@ -204,6 +223,8 @@ def job_config(scene_set, scenes: list, source, images, split, strategy, n: int,
         "max_side": max_side,
         "device_type": device.type,  # CPU float32 and CUDA bf16 scores may differ in the last digits
         **({} if decode == "cpu" else {"decode": decode}),  # nvJPEG's pixels differ slightly from PIL's
+        **({"annotations_sha256": annotations_sha256(scenes)} if getattr(strategy, "needs_annotations", False)
+           else {}),
     }
 
 
@@ -386,6 +407,7 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     ordered = sorted_scenes(scene_set)
     if not ordered:
         raise ValueError(f"no images in {scenes}" + (f" (split {split!r})" if split else ""))
+    check_images_found(ordered, scenes)
     files = [relative_file(s.file, scene_set.root) for s in ordered]
 
     out = Path(out)
@@ -417,7 +439,7 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     t0 = time.perf_counter()
     decoder = BatchDecoder(decode_path, dev, max_side)
     stats = process_shards(strat, ordered, files, out, pending, shard_size, batch_size, workers, max_side,
-                           dev, progress and rank == 0, f"crops {strat.name}", window, decoder)
+                           dev, progress and rank == 0, f"crops {strat.name}", window, decoder, source=scenes)
     seconds = time.perf_counter() - t0
 
     manifest = finish(out, total)
@@ -447,15 +469,31 @@ def check_annotations(strategy, scene_set, source) -> None:
                          f"`coarsecrop scenes` folder, or one of: {', '.join(free)}")
 
 
+def check_images_found(scenes: list, source) -> None:
+    """The first ``FAIL_FAST`` scenes in job order (all of them, in a smaller data set) all naming missing
+    files fail at once (ValueError naming ``source`` and the first path): the image root is wrong (a COCO
+    json away from its images), and the job would only write a manifest of skipped lines. Fewer missing
+    files are bad images: skipped lines, as usual."""
+    first = scenes[:FAIL_FAST]
+    if first and not any(os.path.exists(s.file) for s in first):
+        raise ValueError(f"{source}: the first {len(first)} images are all missing files (e.g. {first[0].file}); "
+                         "if the images live in another folder, give it with --images (the image root their "
+                         "file names are relative to)")
+
+
 def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: list[int], shard_size: int,
                    batch_size: int, workers: int, max_side: int, device: torch.device, progress: bool,
-                   desc: str, window: int, decoder: BatchDecoder) -> dict:
+                   desc: str, window: int, decoder: BatchDecoder, source: str | Path = "the data set") -> dict:
     """Decode (DataLoader workers) and crop the given shards, batched by size within windows of
     ``window`` shards (all images of their windows are cropped; see the module docstring); the writer
     thread writes each of ``shards``, in order, when complete. Returns the counts of the images of
     ``shards`` (when it returns, every shard is written) and ``stages``: where the wall time went (``STAGES``,
     seconds). ``decoder``: the GPU path's batched decode
-    (JPEG bytes -> images on the device) and the path counts (on the CPU path it only counts)."""
+    (JPEG bytes -> images on the device) and the path counts (on the CPU path it only counts).
+
+    Stops early when the strategy fails on each of the first ``FAIL_FAST`` decoded images: ValueError when it
+    refused them with a ValueError (bad input; ``source``, the scene set as given, names the data set), else
+    RuntimeError (likely a bug)."""
     stages = dict.fromkeys(STAGES, 0.0)
     stats = {"processed": 0, "done": 0, "skipped": 0, "boxes": 0, "skip_reasons": {}, "stages": stages}
     wanted = {i for k in shards for i in mf.shard_range(k, shard_size, len(scenes))}
@@ -485,8 +523,11 @@ def process_shards(strategy, scenes: list, files: list[str], out: Path, shards: 
                 failed = sum(isinstance(r, dict) for r in cropped.values())
                 if failed_before_success >= 0:
                     failed_before_success = failed_before_success + failed if failed == len(good) else -1
-                if failed_before_success >= 8:
+                if failed_before_success >= FAIL_FAST:
                     first = next(iter(cropped.values()))["skipped"]
+                    if first.startswith("crop strategy failed: ValueError:"):  # the strategy refused the input
+                        raise ValueError(f"the crop strategy refused each of the first {failed_before_success} "
+                                         f"images of {source} ({first}); fix the data or the setting it names")
                     raise RuntimeError(f"the crop strategy failed on each of the first {failed_before_success} "
                                        f"images ({first}); that is a bug or a bad setting, not bad images")
                 results.update(cropped)

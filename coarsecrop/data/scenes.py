@@ -24,6 +24,10 @@ Reading choices (documented once, here):
   negative size (given so, or after clipping) are dropped, with one ``warnings.warn`` per annotation file
   naming it and the counts. An image entry naming a missing file is kept: the crop job records it as
   skipped when loading fails. A ``file_name`` that escapes the image root is refused (ValueError).
+- Malformed values are refused, never read as 0 (ValueError naming the file, the image / annotation /
+  object and the field): a non-numeric COCO ``bbox`` element, ``category_id``, ``width`` or ``height``,
+  duplicate COCO image ids, a VOC ``<bndbox>`` lacking a coordinate or holding a non-number. A VOC
+  object without any ``<bndbox>`` is dropped and counted in the file's warning.
 - Masks are decoded lazily by picklable ``functools.partial`` decoders (DataLoader workers may be
   spawned), never all at once.
 """
@@ -46,9 +50,10 @@ from typing import Callable
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
-from PIL import Image
 
 from coarsecrop.data.images import BadImage, image_size
+from coarsecrop.data.masks import (coco_rle, decode_coco_crowd, decode_coco_masks, decode_voc_masks,
+                                    filled_boxes)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -143,17 +148,6 @@ class SceneSet:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def filled_boxes(boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Bool [K, H, W]: the pixels whose centres lie inside each box (>= 1 px for a valid box)."""
-    b = boxes.detach().cpu().numpy().astype(np.float64).reshape(-1, 4)
-    masks = np.zeros((len(b), height, width), dtype=bool)
-    for k, (x1, y1, x2, y2) in enumerate(b):
-        c0, c1 = int(np.ceil(x1 - 0.5)), int(np.floor(x2 - 0.5)) + 1
-        r0, r1 = int(np.ceil(y1 - 0.5)), int(np.floor(y2 - 0.5)) + 1
-        masks[k, max(r0, 0):min(r1, height), max(c0, 0):min(c1, width)] = True
-    return masks
-
-
 def safe_join(root: Path, name: str, entry: str) -> Path:
     """``root / name`` for a relative ``name`` that stays under ``root``; ValueError naming ``entry``
     otherwise (absolute paths, drive letters, ``..`` escapes)."""
@@ -235,68 +229,59 @@ def _load_json(path: Path) -> dict:
     return data
 
 
-def _coco_rle(seg, height: int, width: int) -> dict | None:
-    """Any COCO segmentation (polygons, uncompressed or compressed RLE) -> one compressed RLE, or None."""
-    if isinstance(seg, list):
-        polys = [p for p in seg if isinstance(p, (list, tuple)) and len(p) >= 6]
-        if not polys:
-            return None
-        return mask_util.merge(mask_util.frPyObjects(polys, height, width))
-    if isinstance(seg, dict) and "counts" in seg:
-        if isinstance(seg["counts"], list):  # uncompressed RLE
-            return mask_util.frPyObjects(seg, *seg["size"])
-        counts = seg["counts"]
-        return {"size": list(seg["size"]), "counts": counts.encode("ascii") if isinstance(counts, str)
-                else counts}
-    return None
+def _coco_int(value, where: str, key: str) -> int:
+    """``value`` (a COCO id, size, ...) as an int; ValueError naming ``where`` and ``key`` for anything that
+    is not a whole number (null, text, 2.5, true)."""
+    if not isinstance(value, bool):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if not isinstance(value, float) or value.is_integer():
+                return number
+    raise ValueError(f"{where}: '{key}' is {json.dumps(value)}, not a whole number; fix it in the file")
 
 
-def _decode_rle(rle: dict) -> np.ndarray:
-    """pycocotools decode -> bool [H, W], without its numpy-2 DeprecationWarning (harmless noise)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-        return mask_util.decode(rle).astype(bool)
-
-
-def _decode_coco_masks(segs: tuple, boxes: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Bool [K, H, W]; an instance without a segmentation gets its filled box."""
-    masks = np.zeros((len(segs), height, width), dtype=bool)
-    for k, seg in enumerate(segs):
-        rle = _coco_rle(seg, height, width) if seg is not None else None
-        if rle is None:
-            masks[k] = filled_boxes(boxes[k:k + 1], height, width)[0]
-            continue
-        m = _decode_rle(rle)
-        if m.shape != (height, width):
-            raise ValueError(f"segmentation of size {m.shape} does not match the image ({height}, {width})")
-        masks[k] = m
-    return masks
-
-
-def _decode_coco_crowd(segs: tuple, boxes: tuple, height: int, width: int) -> np.ndarray:
-    """Bool [H, W]: union of crowd regions (their box when a region has no segmentation)."""
-    union = np.zeros((height, width), dtype=bool)
-    for seg, box in zip(segs, boxes):
-        rle = _coco_rle(seg, height, width) if seg is not None else None
-        if rle is None:
-            if box is not None:
-                union |= filled_boxes(torch.tensor([box]), height, width)[0]
-            continue
-        union |= _decode_rle(rle)
-    return union
-
-
-def _coco_box(ann: dict, height: int, width: int) -> list[float] | None:
-    """xyxy from ``bbox`` (xywh), or from the segmentation when the bbox is missing."""
+def _coco_box(ann: dict, height: int, width: int, where: str) -> list[float] | None:
+    """xyxy from ``bbox`` (xywh), or from the segmentation when the bbox is missing; None when neither
+    gives 4 values. ValueError naming ``where`` (file and annotation) for a bbox element that is no number."""
     bbox = ann.get("bbox")
     if bbox is None and ann.get("segmentation") is not None and height > 0 and width > 0:
-        rle = _coco_rle(ann["segmentation"], height, width)
+        rle = coco_rle(ann["segmentation"], height, width)
         if rle is not None:
             bbox = mask_util.toBbox(rle).tolist()
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None
-    x, y, w, h = (float(v) for v in bbox)
+    try:
+        if any(isinstance(v, bool) for v in bbox):
+            raise TypeError
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: 'bbox' is {json.dumps(bbox)}; it must be 4 numbers [x, y, width, height]; "
+                         "fix it in the file") from None
     return [x, y, x + w, y + h]
+
+
+def _check_coco_images(images: list, source: Path) -> None:
+    """Every image entry is an object with an int or str ``id`` and a ``file_name``, and no id repeats
+    (annotations name their image by id); ValueError naming ``source`` otherwise."""
+    seen: set = set()
+    repeated: list = []
+    for i, img in enumerate(images):
+        if not isinstance(img, dict) or "id" not in img or "file_name" not in img:
+            raise ValueError(f"{source}: image entry #{i} lacks 'id' or 'file_name': {img}")
+        key = img["id"]
+        if isinstance(key, bool) or not isinstance(key, (int, str)):
+            raise ValueError(f"{source}: image entry #{i} has id {json.dumps(key)}; ids must be integers or "
+                             "strings")
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        shown = ", ".join(str(k) for k in repeated[:5]) + (", ..." if len(repeated) > 5 else "")
+        raise ValueError(f"{source}: {len(repeated)} image id(s) occur more than once ({shown}); annotations "
+                         "could not tell these images apart: give every image entry its own id")
 
 
 def _select_split(images: list[dict], split: str | None, source: Path) -> list[dict]:
@@ -316,41 +301,51 @@ def read_coco(ann_file: str | Path, images: str | Path | None = None, split: str
     ann_file = Path(ann_file).absolute()
     data = _load_json(ann_file)
     root = Path(images).absolute() if images is not None else ann_file.parent
-    categories = {int(c["id"]): str(c.get("name", c["id"])) for c in data.get("categories", [])}
+    categories = {}
+    for i, c in enumerate(data.get("categories", [])):
+        if not isinstance(c, dict):
+            raise ValueError(f"{ann_file}: category entry #{i} is not an object: {c}")
+        key = _coco_int(c.get("id"), f"{ann_file}: category entry #{i}", "id")
+        categories[key] = str(c.get("name", key))
+    _check_coco_images(data["images"], ann_file)
     entries = _select_split(data["images"], split, ann_file)
-    wanted = {img.get("id") for img in entries}
+    wanted = {img["id"] for img in entries}
     by_image: dict[object, list[dict]] = defaultdict(list)
-    for ann in data.get("annotations", []):
-        if ann.get("image_id") in wanted:
-            by_image[ann["image_id"]].append(ann)
+    for i, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise ValueError(f"{ann_file}: annotation entry #{i} is not an object: {ann}")
+        image_id = ann.get("image_id")
+        if isinstance(image_id, (int, str)) and image_id in wanted:
+            by_image[image_id].append(ann)
     has_masks = any(a.get("segmentation") for a in data.get("annotations", []))
     clean = _BoxCleaner()
     scenes = []
-    for i, img in enumerate(entries):
-        if "id" not in img or "file_name" not in img:
-            raise ValueError(f"{ann_file}: image entry #{i} lacks 'id' or 'file_name': {img}")
+    for img in entries:
         entry = f"{ann_file}: image id {img['id']}"
         file = safe_join(root, img["file_name"], entry)
-        width, height = int(img.get("width") or 0), int(img.get("height") or 0)
+        width, height = (_coco_int(img.get(key) or 0, entry, key) for key in ("width", "height"))
+        if width < 0 or height < 0:
+            raise ValueError(f"{entry}: negative size {width}x{height}; fix 'width' and 'height' in the file")
         boxes, labels, segs, crowd_segs, crowd_boxes = [], [], [], [], []
         for ann in by_image.get(img["id"], []):
+            where = f"{ann_file}: annotation id {ann.get('id')} (image id {img['id']})"
             if ann.get("iscrowd", 0):
                 crowd_segs.append(ann.get("segmentation"))
-                crowd_boxes.append(_coco_box(ann, height, width))
+                crowd_boxes.append(_coco_box(ann, height, width, where))
                 continue
-            raw = _coco_box(ann, height, width)
+            raw = _coco_box(ann, height, width, where)
             box = clean(*raw, width, height) if raw is not None else None
             if raw is None:
                 clean.dropped += 1
             if box is None:
                 continue
             boxes.append(box)
-            labels.append(int(ann.get("category_id", 0)))
+            labels.append(_coco_int(ann.get("category_id", 0), where, "category_id"))
             segs.append(ann.get("segmentation") or None)
         box_t = _box_tensor(boxes, width, height)
         sized = width > 0 and height > 0
-        decoder = partial(_decode_coco_masks, tuple(segs), box_t, height, width) if has_masks and sized else None
-        crowd = (partial(_decode_coco_crowd, tuple(crowd_segs), tuple(crowd_boxes), height, width)
+        decoder = partial(decode_coco_masks, tuple(segs), box_t, height, width) if has_masks and sized else None
+        crowd = (partial(decode_coco_crowd, tuple(crowd_segs), tuple(crowd_boxes), height, width)
                  if crowd_segs and sized else None)
         scenes.append(Scene(id=img["id"], file=str(file), width=width, height=height, boxes=box_t,
                             labels=torch.tensor(labels, dtype=torch.int64), mask_decoder=decoder,
@@ -361,45 +356,6 @@ def read_coco(ann_file: str | Path, images: str | Path | None = None, split: str
 
 
 # ---------------------------------------------------------------------------------------------- VOC
-
-
-def _voc_colormap() -> np.ndarray:
-    """The standard VOC palette [256, 3] (index -> colour), for colour-coded SegmentationObject pngs."""
-    cmap = np.zeros((256, 3), np.uint8)
-    for i in range(256):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        cmap[i] = (r, g, b)
-    return cmap
-
-
-def _voc_index_map(png: Path) -> np.ndarray:
-    """uint8 [H, W] instance indices of a SegmentationObject png (palette or VOC-colour RGB)."""
-    with Image.open(png) as im:
-        if im.mode in ("P", "L"):
-            return np.array(im, dtype=np.uint8)
-        rgb = np.asarray(im.convert("RGB")).astype(np.int32)
-    code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    cmap = _voc_colormap().astype(np.int32)
-    keys = (cmap[:, 0] << 16) | (cmap[:, 1] << 8) | cmap[:, 2]
-    lut = {int(k): i for i, k in enumerate(keys)}
-    out = np.zeros(code.shape, np.uint8)
-    for value in np.unique(code):
-        out[code == value] = lut.get(int(value), 255)  # unknown colours count as void
-    return out
-
-
-def _decode_voc_masks(png: str, object_index: tuple[int, ...], height: int, width: int) -> np.ndarray:
-    """Bool [K, H, W]: instance k is the pixels labelled object_index[k] + 1; 0 and 255 are not object."""
-    index = _voc_index_map(Path(png))
-    if index.shape != (height, width):
-        raise ValueError(f"{png}: size {index.shape[::-1]} does not match its annotation ({width}x{height})")
-    return np.stack([index == k + 1 for k in object_index]) if object_index else \
-        np.zeros((0, height, width), dtype=bool)
 
 
 def _voc_split_stems(root: Path, split: str) -> list[str]:
@@ -421,12 +377,22 @@ def _parse_voc_xml(xml: Path) -> ET.Element:
         raise ValueError(f"{xml}: cannot read ({err})") from err
 
 
-def _text_number(node: ET.Element | None, tag: str, default: float = 0.0) -> float:
+def _text_number(node: ET.Element | None, tag: str, where: str, required: bool) -> float:
+    """The number in ``node``'s child ``<tag>``. Missing or empty: ValueError when ``required``, else 0.0
+    (unknown). Not a number: ValueError. ``where`` names the file and element for the message."""
     text = node.findtext(tag) if node is not None else None
+    if text is None or not text.strip():
+        if required:
+            raise ValueError(f"{where}: <{tag}> is missing or empty; give every <bndbox> its <xmin>, <ymin>, "
+                             "<xmax> and <ymax> in pixels")
+        return 0.0
     try:
-        return float(text) if text is not None and text.strip() else default
+        value = float(text)
     except ValueError:
-        return default
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: <{tag}> is {text.strip()!r}, not a number; fix it in the file")
+    return value
 
 
 def read_voc(root: str | Path, images: str | Path | None = None, split: str | None = None) -> SceneSet:
@@ -454,14 +420,19 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
         stem = xml.stem
         file = safe_join(img_dir, (node.findtext("filename") or "").strip() or f"{stem}.jpg", str(xml))
         size = node.find("size")
-        width, height = int(_text_number(size, "width")), int(_text_number(size, "height"))
+        width, height = (int(_text_number(size, tag, f"{xml}: <size>", required=False))
+                         for tag in ("width", "height"))
         clean = _BoxCleaner()
         boxes, labels, object_index = [], [], []
         for k, obj in enumerate(node.findall("object")):
             name = (obj.findtext("name") or "").strip()
             bnd = obj.find("bndbox")
-            box = clean(_text_number(bnd, "xmin") - 1, _text_number(bnd, "ymin") - 1,
-                        _text_number(bnd, "xmax"), _text_number(bnd, "ymax"), width, height)
+            if bnd is None:  # no box at all: dropped, counted in the file's warning
+                clean.dropped += 1
+                continue
+            x1, y1, x2, y2 = (_text_number(bnd, tag, f"{xml}: object {k + 1} ({name!r}) <bndbox>", required=True)
+                              for tag in ("xmin", "ymin", "xmax", "ymax"))
+            box = clean(x1 - 1, y1 - 1, x2, y2, width, height)
             if box is None:
                 continue
             if name not in ids:  # unknown class names are accepted and get the next id
@@ -472,7 +443,7 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
             object_index.append(k)
         _warn_boxes(xml, clean.clipped, clean.dropped)
         png = root / "SegmentationObject" / f"{stem}.png"
-        decoder = (partial(_decode_voc_masks, str(png), tuple(object_index), height, width)
+        decoder = (partial(decode_voc_masks, str(png), tuple(object_index), height, width)
                    if png.is_file() and width > 0 and height > 0 else None)
         scenes.append(Scene(id=stem, file=str(file), width=width, height=height,
                             boxes=_box_tensor(boxes, width, height),

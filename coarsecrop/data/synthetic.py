@@ -31,11 +31,9 @@ import functools
 import json
 import math
 import multiprocessing
-import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import cv2
 import numpy as np
@@ -44,8 +42,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from coarsecrop.data.scene_paint import paint_polygons, place
-from coarsecrop.data.scenes import open_scenes
-from coarsecrop.io import write_text
+from coarsecrop.io import TMP_MARK, write_text
 
 GENERATOR_VERSION = 3  # the newest generator; bump when the rendering changes (data sets record theirs)
 GENERATOR_VERSIONS = (1, 2, 3)  # 1 stays the default: results/cpu-full-v1 was made with it (cpu-full: 3)
@@ -456,6 +453,41 @@ def _write_scene(out: Path, seed: int, index: int, size: int, version: int) -> l
     return [_coco_annotation(0, index + 1, cat, mask) for cat, mask in zip(scene.category_ids, scene.masks)]
 
 
+MAX_SCENE_SIZE = 4096  # px; larger scenes take minutes each and gigabytes of masks
+
+
+def _check_scenes_folder(out: Path, num_images: int, info: dict) -> None:
+    """Refuse ``out`` unless it is new, empty, or holds only the scenes this ``write_scenes`` call writes
+    (``info``): ``images/NNNNNN.jpg`` of ids 1..num_images (an interrupted call, written again) and an
+    annotations.json with the same ``info`` (the same call, rewritten byte for byte). Hidden files and
+    temporaries are ignored. Anything else would be overwritten or left stale in the data set: ValueError."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder; give the scenes a new or empty folder")
+    if not out.exists():
+        return
+    expected = {f"{i:06d}.jpg" for i in range(1, num_images + 1)}
+    foreign = []
+    for entry in sorted(out.iterdir()):
+        if entry.name.startswith(".") or TMP_MARK in entry.name:
+            continue
+        if entry.name == "images" and entry.is_dir():
+            foreign += [f"images/{f.name}" for f in sorted(entry.iterdir())
+                        if not (f.name.startswith(".") or (f.name in expected and f.is_file()))]
+        elif entry.name == "annotations.json" and entry.is_file():
+            try:
+                written = json.loads(entry.read_text(encoding="utf-8")).get("info")
+            except (OSError, ValueError, AttributeError):
+                written = None
+            if written != json.loads(json.dumps(info)):
+                foreign.append("annotations.json (of other scenes)")
+        else:
+            foreign.append(entry.name)
+    if foreign:
+        raise ValueError(f"{out}: holds files that are not these {num_images} scenes ({', '.join(foreign[:5])}"
+                         f"{', ...' if len(foreign) > 5 else ''}); writing here would overwrite them or leave them "
+                         "in the data set: choose a new or empty folder, or remove them")
+
+
 def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, val_fraction: float = 0.2,
                  progress: bool = True, version: int = 1, workers: int = 1) -> Path:
     """Write ``num_images`` scenes as a COCO data set under ``out``; return the annotations.json path.
@@ -468,19 +500,25 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
     render and encode scenes side by side; each scene depends only on (seed, index); they are started with
     "spawn", so a script that calls this needs Python's ``if __name__ == "__main__":`` guard). The json is
     written last, through a temporary file and ``os.replace``, so a folder holding annotations.json is complete.
+    ``out`` must be new, empty, or hold only this call's scenes (``_check_scenes_folder``: a finished or
+    interrupted call with the same arguments is written again); ``size`` is 32 .. MAX_SCENE_SIZE pixels.
     """
     if int(num_images) < 1:
         raise ValueError(f"num_images must be >= 1, got {num_images}")
     if int(seed) < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    if int(size) < 32:
-        raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if not 32 <= int(size) <= MAX_SCENE_SIZE:
+        raise ValueError(f"size must be 32 .. {MAX_SCENE_SIZE} pixels, got {size}")
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     version = check_version(version)
+    info = {"description": "coarsecrop synthetic scenes", "generator_version": version,
+            "seed": int(seed), "size": int(size), "num_images": int(num_images),
+            "val_fraction": float(val_fraction)}
     out = Path(out)
+    _check_scenes_folder(out, int(num_images), info)
     (out / "images").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     job = functools.partial(_write_scene, out, int(seed), size=int(size), version=version)
@@ -499,9 +537,7 @@ def write_scenes(out: str | Path, num_images: int, seed: int, size: int = 256, v
             for annotation in instances:
                 annotations.append({**annotation, "id": len(annotations) + 1})
     dataset = {
-        "info": {"description": "coarsecrop synthetic scenes", "generator_version": version,
-                 "seed": int(seed), "size": int(size), "num_images": int(num_images),
-                 "val_fraction": float(val_fraction)},
+        "info": info,
         "licenses": [],
         "images": images,
         "annotations": annotations,
@@ -535,43 +571,3 @@ def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images:
             raise ValueError(f"{folder}: holds built-in scenes of generator version {found}, not {version}; "
                              "remove the folder or write the scenes elsewhere")
     return folder
-
-
-def write_voc(scenes: str | Path, out: str | Path) -> Path:
-    """Re-write a ``write_scenes`` data set in the PASCAL VOC layout under ``out``: JPEGImages/ (the same
-    files), Annotations/<stem>.xml (boxes, class names), SegmentationObject/<stem>.png (palette index k =
-    the k-th object of the XML, 0 background) and ImageSets/Main/{train,val,trainval}.txt from the
-    splits. It lets the VOC code paths (``coarsecrop crops --scenes VOCROOT``, the voc07 presets) run on
-    the built-in scenes. Returns ``out``."""
-    out = Path(out)
-    for sub in ("JPEGImages", "Annotations", "SegmentationObject", "ImageSets/Main"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    scene_set = open_scenes(scenes)
-    splits: dict[str, list[str]] = {"train": [], "val": []}
-    data = json.loads(Path(scene_set.source).read_text(encoding="utf-8"))
-    split_of = {str(img["id"]): img.get("split", "train") for img in data["images"]}
-    for scene in scene_set.scenes:
-        stem = Path(scene.file).stem
-        shutil.copyfile(scene.file, out / "JPEGImages" / f"{stem}.jpg")
-        masks = scene.instance_masks()
-        index = np.zeros((scene.height, scene.width), dtype=np.uint8)
-        objects = []
-        for k, (box, label) in enumerate(zip(scene.boxes, scene.labels)):
-            index[masks[k]] = k + 1
-            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-            objects.append(f"<object><name>{escape(scene_set.categories[int(label)])}</name><pose>Unspecified</pose>"
-                           f"<truncated>0</truncated><difficult>0</difficult>"
-                           f"<bndbox><xmin>{x1 + 1}</xmin><ymin>{y1 + 1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax>"
-                           "</bndbox></object>")
-        (out / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{stem}.jpg</filename><size><width>{scene.width}</width>"
-            f"<height>{scene.height}</height><depth>3</depth></size>{''.join(objects)}</annotation>\n",
-            encoding="utf-8")
-        png = Image.fromarray(index, mode="P")
-        png.putpalette([0, 0, 0] + [(37 * i) % 256 for i in range(3, 768)])
-        png.save(out / "SegmentationObject" / f"{stem}.png")
-        splits[split_of.get(str(scene.id), "train")].append(stem)
-    main = out / "ImageSets" / "Main"
-    for name, stems in (*splits.items(), ("trainval", splits["train"] + splits["val"])):
-        (main / f"{name}.txt").write_text("".join(f"{s}\n" for s in sorted(stems)), encoding="utf-8")
-    return out

@@ -27,7 +27,9 @@ def gt_boxes(scene, height: int, width: int) -> torch.Tensor:
 
 
 def object_mask(scene, height: int, width: int) -> torch.Tensor:
-    """Union of the scene's GT instance masks in the frame of an H x W image: bool [H, W]."""
+    """Union of the scene's GT instance masks in the frame of an H x W image: bool [H, W]. ValueError when
+    the image is not a uniform rescale of the annotated size (``_annotation_scale``)."""
+    _annotation_scale(scene, height, width)
     mask = torch.as_tensor(np.asarray(scene.object_mask(), dtype=bool))
     if tuple(mask.shape) != (height, width):
         mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0] > 0.5
@@ -35,9 +37,24 @@ def object_mask(scene, height: int, width: int) -> torch.Tensor:
 
 
 def _annotation_scale(scene, height: int, width: int) -> tuple[float, float]:
+    """(sx, sy) mapping the scene's annotated pixels onto an H x W image; (1, 1) when the size is unknown.
+
+    The image must be the annotated one rescaled alike on both axes (the crop job's --max-side decode):
+    the short side may be off by 1 px of rounding. Otherwise (width and height swapped, another image) the
+    GT boxes would be stretched, so it raises ValueError, which the crop job records as a skipped image
+    with this reason ("crop strategy failed: ValueError: ...")."""
     if not scene.width or not scene.height:
         return 1.0, 1.0
-    return width / scene.width, height / scene.height
+    sx, sy = width / scene.width, height / scene.height
+    if scene.width >= scene.height:  # predict the short side from the long one, which carries the scale
+        off = abs(height - scene.height * sx)
+    else:
+        off = abs(width - scene.width * sy)
+    if off > 1.0:
+        raise ValueError(f"the image is {width}x{height} px (width x height) but annotated as "
+                         f"{scene.width}x{scene.height}, not the same shape; fix its width and height in the "
+                         "annotations (swapped?) or the image file")
+    return sx, sy
 
 
 def _largest_first(boxes: torch.Tensor) -> torch.Tensor:
@@ -170,7 +187,11 @@ class PoorCrop(Strategy):
 class RandomCrop(Strategy):
     """Random crops (the paper's s4): n distinct boxes drawn uniformly from the same anchor set as
     ``ours`` (same sizes, ratios, feature stride 32 and input_size), with no objectness filtering.
-    Comparing it with ``ours`` therefore isolates the filtering stage. Seeded per image."""
+    Comparing it with ``ours`` therefore isolates the filtering stage. Seeded per image.
+
+    Anchors that coincide once clipped to the image count once (``distinct_boxes``): the draw is a
+    permutation of the distinct anchors, in anchor order, so an image with fewer than n distinct anchors
+    gets fewer crops, never a repeated one."""
 
     name = "random"
     defaults = {"n": 5, "seed": 0, "sizes": list(SIZES), "ratios": list(RATIOS), "input_size": None}
@@ -183,6 +204,17 @@ class RandomCrop(Strategy):
         H, W = image.shape[-2:]
         h, w = feature_size(*phi_input_size(H, W, self.params["input_size"]), FEATURE_STRIDE)
         anchors, _ = cached_anchors(H, W, h, w, self.params["sizes"], self.params["ratios"])
+        anchors = anchors[distinct_boxes(anchors)]
         pick = torch.randperm(len(anchors), generator=_generator(self.params["seed"], scene.id))[: self.n]
         return anchors[pick], _ones(len(pick))
+
+
+def distinct_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Indices of the first occurrence of each distinct box (equal coordinates), in increasing order."""
+    if len(boxes) == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    _, inverse = torch.unique(boxes, dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), len(boxes), dtype=torch.int64)
+    first = first.scatter_reduce(0, inverse, torch.arange(len(boxes)), reduce="amin")
+    return torch.sort(first).values
 
