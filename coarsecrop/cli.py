@@ -10,9 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from coarsecrop.evaluate import TASKS
+from coarsecrop.io import read_yaml
+
+
+# what a command interrupted by Ctrl-C leaves (the commands that keep their work)
+AFTER_INTERRUPT = {"crops": "; the same command again continues the job from its last written shard",
+                   "pretrain": "; continue from the last checkpoint with --resume",
+                   "sweep": "; the same command again skips the complete runs and continues the others"}
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -20,7 +25,7 @@ def _key_value(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    return key.strip(), read_yaml(value)
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
@@ -348,9 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "pretrain" and not any(e.startswith("-") for e in extra):
+        try:  # argparse takes a positional list once: key=value after --resume or --quiet is an override too
+            args.overrides = [*(args.overrides or []), *map(_key_value, extra)]
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"pretrain: {err}")
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"coarsecrop {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through the workers
+        print(f"coarsecrop {args.command}: interrupted{AFTER_INTERRUPT.get(args.command, '')}", file=sys.stderr)
+        return 130

@@ -1,4 +1,5 @@
-"""Files on the ground floor: atomic writes (text, JSON, torch, anything), file sha256, JSON-safe values.
+"""Files on the ground floor: atomic writes (text, JSON, torch, anything), file sha256, JSON-safe values, and
+the YAML reader of parameters.
 
 Every file the project writes that a reader may look at while it is being written (a manifest shard, a
 metrics.json, a checkpoint, a run record) goes through ``write_atomic``: the bytes go to a temporary name
@@ -14,12 +15,14 @@ import hashlib
 import json
 import math
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
 
 TMP_MARK = ".tmp."
 
@@ -106,3 +109,17 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's (and Python's) floats in exponent form: ``1e-3`` and ``5E+4`` are
+    floats, where PyYAML, a YAML 1.1 reader, leaves them strings (``lr: 1e-3`` would then fail its type)."""
+
+
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                   list("-+0123456789"))
+
+
+def read_yaml(text: str) -> Any:
+    """Parameters written as YAML (a preset, a sweep, a params file, a ``key=value`` on the command line)."""
+    return yaml.load(text, Loader=ParamsLoader)

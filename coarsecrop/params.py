@@ -16,7 +16,7 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,6 +112,15 @@ def default_run_dir(notebook: str, params: Any) -> Path:
     return project_root() / "runs" / notebook / run_id_of(params)
 
 
+def check_value(value: Any, tp: Any) -> Any:
+    """``value`` when it matches type hint ``tp`` (an int for a float, a list for a tuple, converted), else
+    TypeError saying what it got and what was expected."""
+    try:
+        return _check(value, tp)
+    except TypeError as err:
+        raise TypeError(f"{err} (expected {_type_name(tp)})") from None
+
+
 def _check(value: Any, tp: Any) -> Any:
     """Return ``value`` (lists converted for tuple fields) when it matches type hint ``tp``, else TypeError."""
     if tp is Any:
@@ -146,7 +155,7 @@ def _check(value: Any, tp: Any) -> Any:
             return value
         raise TypeError(f"got {type(value).__name__}")
     container = origin or tp
-    if container in (list, tuple):
+    if container in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"got {type(value).__name__}")
         if container is tuple and args and args[-1] is not Ellipsis:

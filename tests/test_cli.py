@@ -47,3 +47,15 @@ def test_python_m_alias():
     for module, words in (("coarsecrop.book", ["run", "--help"]),):
         out = subprocess.run([sys.executable, "-m", module, *words], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "--preset" in out.stdout, out.stderr
+
+
+def test_ctrl_c_is_one_line_saying_how_to_continue(monkeypatch, capsys):
+    import coarsecrop.crops.job as job
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "run_crop_job", interrupted)
+    assert main(["crops", "--scenes", "x", "--out", "y", "--strategy", "grid"]) == 130
+    err = capsys.readouterr().err
+    assert err == "coarsecrop crops: interrupted; the same command again continues the job from its last written shard\n"

@@ -204,6 +204,23 @@ def test_runner_rejects_unknown_task_and_parameter():
         split_params("linear", {"epochz": 3})
 
 
+def test_task_parameters_are_checked_against_the_task_functions_types():
+    """``--param lr=1e-3`` is a float (read_yaml), an int is a float where one is declared; a string or a
+    fraction where a number or an int belongs stops before any data is read."""
+    from coarsecrop.cli import _key_value
+
+    _, run = split_params("objects", dict([_key_value("lr=1e-3"), _key_value("epochs=3")]))
+    assert run == {"lr": 0.001, "epochs": 3}
+    assert split_params("objects", {"lr": 1})[1]["lr"] == 1.0 and isinstance(split_params("objects", {"lr": 1})[1]["lr"], float)
+    with pytest.raises(ValueError, match=r"parameter lr = 'abc' for task 'objects': got str \(expected float\)"):
+        split_params("objects", {"lr": "abc"})
+    with pytest.raises(ValueError, match=r"epochs = 2.5 .*expected int"):
+        split_params("objects", {"epochs": 2.5})
+    assert split_params("detection", {"anchor_sizes": [8, 16, 32, 64, 128]})[1]["anchor_sizes"] == [8, 16, 32, 64, 128]
+    with pytest.raises(ValueError, match="anchor_sizes = 'big'"):
+        split_params("detection", {"anchor_sizes": "big"})
+
+
 def test_cli_evaluate_writes_metrics(scenes, ckpt, tmp_path):
     from coarsecrop.cli import main
 
@@ -237,6 +254,18 @@ def test_corrupt_or_truncated_checkpoint(scenes, ckpt, tmp_path, content):
 def test_missing_checkpoint(scenes, tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
         evaluate("linear", checkpoint=tmp_path / "nope.pt", backbone=TINY, scenes=scenes)
+
+
+def test_a_run_folder_or_a_vit_trunk_is_refused_with_what_to_pass(ckpt, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "backbone.pt").write_bytes(ckpt.read_bytes())
+    with pytest.raises(ValueError, match=r"run is a folder, not a checkpoint file: pass .*run/backbone\.pt"):
+        make_trunk(None, run)
+    vit = tmp_path / "mae.pt"
+    torch.save({"arch": {"backbone": "vit_micro_patch4"}, "model": {}}, vit)
+    with pytest.raises(ValueError, match="a ViT trunk .*vit_micro_patch4.*ResNet trunks only"):
+        make_trunk(None, vit)
 
 
 def test_data_set_without_labels(tmp_path):

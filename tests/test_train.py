@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,9 +83,18 @@ def test_unknown_key_names_the_file_and_lists_valid_keys(tmp_path, data):
         load_pretrain_params(None, [f"manifest={data['manifest']}", "bach_size=8"])
 
 
-def test_wrong_type_and_unknown_choices_fail(data):
+def test_wrong_type_and_unknown_choices_fail(data, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         make_params({**TINY, "manifest": data["manifest"], "batch_size": "64"})
+    with pytest.raises(ValueError, match=r"lr must be > 0 .*got -1.0"):
+        make_params({**TINY, "manifest": data["manifest"], "lr": -1.0})
+    with pytest.raises(ValueError, match="weight_decay must be >= 0"):
+        make_params({**TINY, "manifest": data["manifest"], "weight_decay": -0.1})
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="out .*afile is a file"):
+        make_params({**TINY, "manifest": data["manifest"], "out": str(tmp_path / "afile")})
+    with pytest.raises(ValueError, match=r"method_params: moco_v2's queue_size = 'abc': got str \(expected int\)"):
+        pretrain(params(data, tmp_path / "q", method_params={"queue_size": "abc"}))
     with pytest.raises(ValueError, match="unknown method 'simclr'.*byol.*moco_v2"):
         make_params({**TINY, "manifest": data["manifest"], "method": "simclr"})
     with pytest.raises(ValueError, match="unknown optimizer 'adam'.*lars"):
@@ -113,7 +123,20 @@ def test_cli_reports_bad_parameters(tmp_path, capsys, data):
     path.write_text(yaml.safe_dump({**TINY, "manifest": data["manifest"]}))
     assert main(["pretrain", "--params", str(path), "method=simclr"]) == 2
     assert "unknown method" in capsys.readouterr().err
+    assert main(["pretrain", "--params", str(path), "--resume", "method=simclr"]) == 2  # an override after a flag
+    assert "unknown method" in capsys.readouterr().err
     assert main(["pretrain", "--params", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_a_float_in_exponent_form_is_a_float_and_an_error_names_where_the_value_came_from(tmp_path, data):
+    """PyYAML reads ``1e-3`` as a string (YAML 1.1); parameters read it as the float it is, in a file and on
+    the command line."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"manifest: {data['manifest']}\nlr: 1e-3\nweight_decay: 5E-4\n")
+    assert load_pretrain_params(path).lr == 0.001 and load_pretrain_params(path).weight_decay == 0.0005
+    assert load_pretrain_params(path, ["lr=2e-2"]).lr == 0.02
+    with pytest.raises(ValueError, match=r"run\.yaml with the command-line override\(s\) lr: parameter 'lr' = 'fast'"):
+        load_pretrain_params(path, ["lr=fast"])
 
 
 def test_batch_not_divisible_by_world_size_fails_before_anything_starts(data, tmp_path, monkeypatch):
@@ -218,16 +241,69 @@ def test_run_writes_checkpoint_backbone_metrics(reference):
     assert lines[-1]["kind"] == "end" and lines[-1]["ranks_in_sync"]
 
 
-def test_resume_gives_exactly_the_uninterrupted_run(data, reference, tmp_path):
+def epoch_lines(text: str) -> dict[int, float]:
+    """{epoch: mean loss} of the trainer's epoch lines ("epoch 1/2 step 6/12 loss 6.8345 ...")."""
+    return {int(line.split()[1].split("/")[0]): float(line.split(" loss ")[1].split()[0])
+            for line in text.splitlines() if line.startswith("epoch ")}
+
+
+@pytest.mark.parametrize("stop", ["inside an epoch", "on an epoch's last step"])
+def test_resume_gives_exactly_the_uninterrupted_run(data, reference, tmp_path, capsys, stop):
+    spe = load_checkpoint(reference / "checkpoint.pt")["resolved"]["steps_per_epoch"]
+    at = 3 if stop == "inside an epoch" else spe
     out = tmp_path / "resumed"
-    first = pretrain(params(data, out, stop_at_step=3))
-    assert first["interrupted"] == "stop_at_step" and first["step"] == 3
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    first = pretrain(params(data, out, stop_at_step=at))
+    assert first["interrupted"] == "stop_at_step" and first["step"] == at
+    stopped = load_checkpoint(out / "checkpoint.pt")
+    assert stopped["step"] == at and stopped["epoch"] == at // spe  # the epochs whose end has run
     second = pretrain(params(data, out, resume=True))
     assert second["step"] == second["total_steps"]
     want, got = losses(reference), losses(out)
     assert got == want  # every step's loss, before and after the resume, bit for bit
     assert_same_weights(final_weights(out), final_weights(reference))
+    # each epoch's line, printed once, averages all of its steps, those before the stop too
+    per_epoch = {e + 1: sum(want[s] for s in range(e * spe + 1, (e + 1) * spe + 1)) / spe for e in range(2)}
+    printed = epoch_lines(capsys.readouterr().err)
+    assert printed.keys() == per_epoch.keys()
+    assert all(printed[e] == pytest.approx(per_epoch[e], abs=1e-4) for e in per_epoch)
+
+
+def test_a_stop_on_an_epochs_last_step_ends_the_epoch_first_and_a_stop_on_the_last_step_completes(data, reference,
+                                                                                                      tmp_path):
+    spe = load_checkpoint(reference / "checkpoint.pt")["resolved"]["steps_per_epoch"]
+    out = tmp_path / "probe"
+    first = pretrain(params(data, out, monitor="knn", stop_at_step=spe))
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "monitor"] == [1]  # the epoch's probe before the stop
+    pretrain(params(data, out, monitor="knn", resume=True))
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "monitor"] == [1, 2]
+    done = pretrain(params(data, tmp_path / "last", stop_at_step=first["total_steps"]))
+    assert done["interrupted"] is None and done["step"] == done["total_steps"]
+
+
+def test_resume_refuses_a_manifest_rewritten_since_the_run_started(data, tmp_path):
+    from coarsecrop.crops.job import run_crop_job
+
+    manifest = tmp_path / "manifest"
+    shutil.copytree(data["manifest"], manifest)
+    pretrain(params(data, tmp_path / "run", manifest=str(manifest), stop_at_step=2))
+    shutil.rmtree(manifest)
+    run_crop_job(data["scenes"], split="train", out=manifest, strategy="grid", n=3, workers=0, progress=False,
+                 device="cpu")
+    with pytest.raises(ValueError, match=r"(?s)the data differ from the run's.*num_samples: \d+ in the checkpoint, "
+                                         r"\d+ now.*manifest .*changed since the run started"):
+        pretrain(params(data, tmp_path / "run", manifest=str(manifest), resume=True))
+
+
+def test_a_metrics_line_cut_off_by_a_crash_is_dropped_on_resume(data, reference, tmp_path, capsys):
+    out = tmp_path / "cut"
+    pretrain(params(data, out, stop_at_step=3))
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write('{"kind": "step", "st')  # a SIGKILL in the middle of a write
+    pretrain(params(data, out, resume=True))
+    assert "is not a JSON record (cut off by a crash?): dropped" in capsys.readouterr().err
+    assert losses(out) == losses(reference)
 
 
 def test_workers_prefetching_across_epochs_train_exactly_the_reference(data, reference, tmp_path):

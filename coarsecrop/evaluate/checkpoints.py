@@ -18,6 +18,7 @@ from torch import nn
 
 from coarsecrop.models import backbones
 from coarsecrop.models import narrow
+from coarsecrop.models.vit import is_vit_name
 
 
 def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed: int = 0) -> nn.Module:
@@ -26,10 +27,18 @@ def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed:
     ``backbone=None`` reads the architecture from the checkpoint (``infer_backbone``). A checkpoint of
     another architecture, or a corrupt / truncated file, raises ValueError naming the file and what was
     expected (from ``load_backbone_weights``)."""
+    if checkpoint is not None and Path(checkpoint).is_dir():
+        inside = [p.name for p in (Path(checkpoint) / "backbone.pt", Path(checkpoint) / "checkpoint.pt") if p.is_file()]
+        raise ValueError(f"{checkpoint} is a folder, not a checkpoint file"
+                         + (f": pass {Path(checkpoint) / inside[0]}" if inside else ""))
     if backbone is None:
         if checkpoint is None:
             raise ValueError("give --backbone (e.g. resnet18) when there is no checkpoint to read it from")
         backbone = infer_backbone(checkpoint)
+    if is_vit_name(backbone):
+        raise ValueError(f"{checkpoint or backbone}: a ViT trunk ({backbone}, e.g. from MAE); the transfer tasks and "
+                         "the exports take ResNet trunks only (as the paper's detection and segmentation "
+                         "transfers do); a ViT run's object probe is in its metrics.jsonl")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"{checkpoint}: checkpoint file does not exist")
     try:
@@ -41,8 +50,8 @@ def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed:
             guess = infer_backbone(checkpoint)
         except ValueError:
             raise err from None
-        raise ValueError(f"{err} (expected a {backbone} checkpoint; this one matches {guess}: "
-                         f"pass --backbone {guess})") from None
+        raise ValueError(f"{str(err).removesuffix(' Pass the matching --backbone.')} This one matches {guess}: "
+                         f"pass --backbone {guess}.") from None
 
 
 def infer_backbone(checkpoint: str | Path) -> str:

@@ -24,10 +24,9 @@ import time
 import traceback
 from pathlib import Path
 
-import yaml
 
 import coarsecrop
-from coarsecrop.io import write_text
+from coarsecrop.io import read_yaml, write_text
 from coarsecrop.params import run_id_of
 from coarsecrop.runs.provenance import write_if_missing
 
@@ -73,7 +72,7 @@ def yaml_mapping(path: Path, missing: str, not_mapping: str, valid, unknown_text
     valid keys (ValueError)."""
     if not path.is_file():
         raise FileNotFoundError(missing)
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    values = read_yaml(path.read_text(encoding="utf-8")) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: {not_mapping}")
     unknown = sorted(set(values) - set(valid))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import typing
 from typing import Protocol
 
 import torch
@@ -29,6 +30,7 @@ from torch import nn
 from coarsecrop.models.backbones import ARCHS, build_backbone
 from coarsecrop.models.narrow import build_narrow, is_narrow_name
 from coarsecrop.models.vit import VITS, build_vit, is_vit_name
+from coarsecrop.params import check_value
 from coarsecrop.ssl.byol import BYOL
 from coarsecrop.ssl.densecl import DenseCL
 from coarsecrop.ssl.mae import MAE
@@ -72,13 +74,20 @@ def build_method(name: str, backbone: str | nn.Module, image_size: int, seed: in
     image_size: the view size S.
     seed: if given, all weights (trunk, heads, queues) are drawn from torch's RNG seeded with it,
         and the caller's RNG state is left untouched.
-    hyper: the method's hyperparameters (see hyperparameters(name)); unknown ones raise ValueError.
+    hyper: the method's hyperparameters (see hyperparameters(name)); unknown ones, and values not of the type
+        the method's constructor declares, raise ValueError.
     """
     valid = hyperparameters(name)
     unknown = sorted(set(hyper) - set(valid))
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {', '.join(unknown)} for {name}; "
                          f"valid: {', '.join(f'{k}={v!r}' for k, v in valid.items())}")
+    hints = typing.get_type_hints(METHODS[name].__init__)
+    for key, value in hyper.items():
+        try:
+            hyper[key] = check_value(value, hints[key]) if key in hints else value
+        except TypeError as err:
+            raise ValueError(f"method_params: {name}'s {key} = {value!r}: {err}") from None
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng:
         if seed is not None:

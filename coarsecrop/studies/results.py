@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from coarsecrop.io import write_atomic
+from coarsecrop.io import read_yaml, write_atomic
 from coarsecrop.params import project_root, run_id_of
 from coarsecrop.runs.notebook import code_fingerprint, read_record, write_record
 from coarsecrop.runs.sweep import plan_sweep
@@ -161,7 +160,7 @@ def collect(sweep: str, preset: str, source: str = "build", root: Path | None = 
 def preset_epochs(preset: str, root: Path | None = None) -> int | None:
     """The pretraining epochs of a preset (its params/<preset>/02_pretrain.yaml, else the notebook's)."""
     path = Path(root or project_root()) / "params" / preset / f"{NOTEBOOK}.yaml"
-    values = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    values = read_yaml(path.read_text(encoding="utf-8")) if path.is_file() else {}
     return (values or {}).get("epochs", PretrainStudyParams().epochs)
 
 

@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import inspect
 import time
+import typing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -34,7 +35,7 @@ from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
 from coarsecrop.evaluate.data import open_split, require_labels
 from coarsecrop.evaluate.metrics import summarise
 from coarsecrop.io import file_sha256, write_json
-from coarsecrop.params import default_run_dir
+from coarsecrop.params import check_value, default_run_dir
 from coarsecrop.runs.provenance import provenance
 
 
@@ -61,14 +62,22 @@ def task_parameters(task: str) -> dict[str, dict[str, object]]:
 
 
 def split_params(task: str, params: dict) -> tuple[dict, dict]:
-    """(prepare kwargs, run kwargs); ValueError naming an unknown key and the valid ones."""
+    """(prepare kwargs, run kwargs); ValueError naming an unknown key and the valid ones, or a value that is not
+    of the type the task's function declares for it (an int for a float is converted)."""
     valid = task_parameters(task)
-    unknown = sorted(set(params) - set(valid["prepare"]) - set(valid["run"]))
+    names = sorted(set(valid["prepare"]) | set(valid["run"]))
+    unknown = sorted(set(params) - set(names))
     if unknown:
-        names = sorted(set(valid["prepare"]) | set(valid["run"]))
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for task {task!r}; valid: {', '.join(names)}")
-    return ({k: v for k, v in params.items() if k in valid["prepare"]},
-            {k: v for k, v in params.items() if k in valid["run"]})
+    hints = {k: v for fn in _task(task) for k, v in typing.get_type_hints(getattr(fn, "func", fn)).items()}
+    checked = {}
+    for key, value in params.items():
+        try:
+            checked[key] = check_value(value, hints[key]) if key in hints else value
+        except TypeError as err:
+            raise ValueError(f"parameter {key} = {value!r} for task {task!r}: {err}") from None
+    return ({k: v for k, v in checked.items() if k in valid["prepare"]},
+            {k: v for k, v in checked.items() if k in valid["run"]})
 
 
 def prepare_task(task: str, scenes: str | Path, images: str | Path | None = None, train_split: str | None = "train",

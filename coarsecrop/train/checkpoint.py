@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from coarsecrop.io import save_torch
+from coarsecrop.train.params import RUNTIME_KEYS
 
 FORMAT = "coarsecrop.pretrain/1"
 CHECKPOINT = "checkpoint.pt"
@@ -183,3 +184,28 @@ class CheckpointWriter:
             self.wait()
         finally:
             self._pool.shutdown(wait=True)
+
+
+def check_resume_params(stored: dict, current: dict, path: Path) -> None:
+    """A resumed run must compute the same thing: of the parameters (``PretrainParams.to_dict()``), only
+    runtime keys may differ."""
+    diffs = [f"{k}: {stored.get(k)!r} in the checkpoint, {current[k]!r} now"
+             for k in current if k not in RUNTIME_KEYS and stored.get(k) != current[k]]
+    if diffs:
+        raise ValueError(f"cannot resume from {path}: the run's parameters differ:\n  " + "\n  ".join(diffs)
+                         + f"\nOnly {', '.join(sorted(RUNTIME_KEYS))} may change on resume; "
+                           "start a new run (another out folder) to change the others.")
+
+
+def check_resume_data(stored: dict, current: dict, path: Path, manifest: str) -> None:
+    """A resumed run must read the same data: the same number of pseudo-images and the same schedule (of the
+    resolved values, ``Resolved.to_dict()``). The parameters alone do not say so: a manifest folder can be
+    rewritten in place."""
+    diffs = [f"{k}: {stored[k]!r} in the checkpoint, {current[k]!r} now"
+             for k in ("num_samples", "num_images", "steps_per_epoch", "total_steps") if k in stored
+             and stored[k] != current[k]]
+    if diffs:
+        raise ValueError(f"cannot resume from {path}: the data differ from the run's:\n  " + "\n  ".join(diffs)
+                         + f"\nThe manifest {manifest} changed since the run started (rewritten, or shards added or "
+                           "removed): resume with the manifest the run started on, or start a new run (another "
+                           "out folder).")

@@ -63,7 +63,7 @@ from coarsecrop.train.distributed import (Dist, any_true, gather_objects, init_d
                                           mean_over_ranks, shutdown)
 from coarsecrop.train.monitor import ObjectProbe
 from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
-from coarsecrop.train.params import RUNTIME_KEYS, PretrainParams
+from coarsecrop.train.params import PretrainParams
 from coarsecrop.train.sampler import GlobalBatchSampler
 
 METRICS = "metrics.jsonl"
@@ -196,8 +196,16 @@ class MetricsLog:
     def __init__(self, path: Path, enabled: bool, resume_step: int | None):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+            kept = []
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:  # a line cut off by a crash mid-write
+                    print(f"warning: {path} line {number} is not a JSON record (cut off by a crash?): dropped",
+                          file=sys.stderr, flush=True)
+                    continue
+                if record is not None and record.get("step", 0) <= resume_step:
+                    kept.append(line)
             path.write_text("".join(line + "\n" for line in kept))
         elif enabled and resume_step is None:
             path.write_text("")
@@ -275,17 +283,6 @@ def random_init_scores(probe, params: PretrainParams, device: torch.device, own:
 
 # ---------------------------------------------------------------- the run
 
-def check_resume_params(stored: dict, params: PretrainParams, path: Path) -> None:
-    """A resumed run must compute the same thing: only runtime keys may differ."""
-    current = params.to_dict()
-    diffs = [f"{k}: {stored.get(k)!r} in the checkpoint, {current[k]!r} now"
-             for k in current if k not in RUNTIME_KEYS and stored.get(k) != current[k]]
-    if diffs:
-        raise ValueError(f"cannot resume from {path}: the run's parameters differ:\n  " + "\n  ".join(diffs)
-                         + f"\nOnly {', '.join(sorted(RUNTIME_KEYS))} may change on resume; "
-                           "start a new run (another out folder) to change the others.")
-
-
 def pretrain(params: PretrainParams) -> dict:
     """Run (or resume) one pretraining; returns a summary dict (rank 0's view)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -314,7 +311,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
         ckpt_path = out / ckpt_io.CHECKPOINT if params.resume is True else Path(params.resume)
         ckpt = ckpt_io.load_checkpoint(ckpt_path)
         ckpt_io.check_architecture(ckpt, arch, ckpt_path)
-        check_resume_params(ckpt["params"], params, ckpt_path)
+        ckpt_io.check_resume_params(ckpt["params"], params.to_dict(), ckpt_path)
 
     manifest = read_manifest(params.manifest)
     method = build_method(params, seed=params.seed)  # identical weights on every process
@@ -336,6 +333,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                         total_steps=total_steps, num_samples=len(dataset), num_images=dataset.num_images,
                         skipped_images=dataset.num_skipped, device=str(d.device),
                         backend=d.backend or "none", photometric_on=photometric_on)
+    if ckpt is not None:
+        ckpt_io.check_resume_data(ckpt.get("resolved", {}), resolved.to_dict(), ckpt_path, params.manifest)
 
     method = prepare_model(method, d)
     optimizer = build_optimizer(method, resolved.optimizer, peak_lr, resolved.weight_decay, resolved.momentum,
@@ -386,7 +385,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                      "resolved": resolved.to_dict(), "model": method.state_dict(),
                      "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                      "scaler": scaler.state_dict(), "step": step, "epoch": epoch_done,
-                     "sampler": position, "rng": rng, "monitor": monitor_state}
+                     "sampler": position, "rng": rng, "monitor": monitor_state,
+                     "epoch_losses": {e: list(v) for e, v in losses.epoch_sums.items()}}
             writer.submit(state, out / ckpt_io.CHECKPOINT, out / ckpt_io.BACKBONE)
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda" and params.amp
@@ -395,6 +395,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     losses, epoch_lines, window_rates = StepLosses(), [], []
     interrupted, start_time = None, time.time()
     first_epoch = step // spe
+    if ckpt is not None and step % spe:  # stopped inside an epoch: its line averages its steps before the stop too
+        losses.epoch_sums = {e: list(v) for e, v in ckpt.get("epoch_losses", {}).items() if e == first_epoch}
     if first_epoch < params.epochs:  # one iterator for the whole run: the workers prefetch across epoch ends
         sampler.set_epoch(first_epoch, start_step=step - first_epoch * spe, through=params.epochs)
         batches = iter(loader)
@@ -450,7 +452,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                     if any_true(requested, d):  # a CPU collective: the host does not wait for the GPU
                         interrupted = signal.Signals(stop.signum).name if stop.signum else "stop_at_step"
                         break
-                if interrupted:
+                if interrupted and step % spe:  # stopped inside the epoch: the next batch is this epoch's
+                    losses.read()  # one host wait: the epoch's losses so far go into the checkpoint
                     save(epoch)
                     break
 
@@ -471,9 +474,13 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 if scores is not None:  # the probe waited for the device: reading the losses is free now
                     read_losses()
                     window_start, window_steps = time.time(), 0  # the windows' img/s leave out the probe
-                if epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
+                if interrupted and step == total_steps:  # the stop came with the last step: the run is complete
+                    interrupted = None
+                if interrupted or epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
                     save(epoch_done)
                 run.epoch_ended(step)
+                if interrupted:  # stopped on the epoch's last step, after the epoch's end
+                    break
             read_losses()
             if writer is not None:
                 writer.wait()  # the final checkpoint is on disk before the run returns

@@ -13,8 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from coarsecrop.io import read_yaml
 from coarsecrop.params import load_params
 from coarsecrop.ssl import METHODS
 
@@ -139,6 +138,14 @@ def _check_choices(params: PretrainParams, source: str) -> None:
                  "monitor_init_seeds"):
         if getattr(params, name) < 1:
             fail(f"{name} must be >= 1, got {getattr(params, name)}")
+    for name in ("lr", "ref_batch"):
+        if getattr(params, name) is not None and getattr(params, name) <= 0:
+            fail(f"{name} must be > 0 (or null for the method's default), got {getattr(params, name)}")
+    for name in ("min_lr", "warmup_epochs", "weight_decay", "momentum"):
+        if getattr(params, name) is not None and getattr(params, name) < 0:
+            fail(f"{name} must be >= 0, got {getattr(params, name)}")
+    if Path(params.out).is_file():
+        fail(f"out {params.out} is a file: the run folder must be a folder (new, or a run's to resume)")
     if params.workers < 0:
         fail(f"workers must be >= 0, got {params.workers}")
     if params.monitor_min_side < 0:
@@ -169,7 +176,7 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
+        overrides[key.strip()] = read_yaml(value)
     return overrides
 
 
@@ -180,7 +187,7 @@ def load_pretrain_params(path: str | Path | None = None, overrides: dict | list[
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} does not exist")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of parameters, got {type(values).__name__}")
         source = str(path)
@@ -188,4 +195,7 @@ def load_pretrain_params(path: str | Path | None = None, overrides: dict | list[
         overrides = parse_overrides(overrides)
     _check_keys(values, source)
     _check_keys(overrides or {}, "command-line override")
+    if overrides:  # an error names both places a value may have come from
+        source = f"{source} with the command-line override(s) {', '.join(overrides)}" if path is not None \
+            else "command-line override"
     return make_params({**values, **(overrides or {})}, source)
