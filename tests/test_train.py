@@ -296,6 +296,16 @@ def test_resume_refuses_a_manifest_rewritten_since_the_run_started(data, tmp_pat
         pretrain(params(data, tmp_path / "run", manifest=str(manifest), resume=True))
 
 
+def test_resuming_on_another_world_size_says_what_differs(data, tmp_path, capsys):
+    out = tmp_path / "ws"
+    pretrain(params(data, out, stop_at_step=2))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    ckpt["resolved"]["world_size"] = 2  # as if torchrun --nproc_per_node=2 had started it
+    torch.save(ckpt, out / "checkpoint.pt")
+    pretrain(params(data, out, resume=True))
+    assert "resuming on 1 process(es) a run that started on 2" in capsys.readouterr().err
+
+
 def test_a_metrics_line_cut_off_by_a_crash_is_dropped_on_resume(data, reference, tmp_path, capsys):
     out = tmp_path / "cut"
     pretrain(params(data, out, stop_at_step=3))
