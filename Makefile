@@ -1,7 +1,7 @@
 # The two quick-start commands: `make book` and `make test`. Both create .venv (Python >= 3.10) and
 # install the package with its book and dev extras when .venv is missing or pyproject.toml changed.
 #   make book            default experiments (preset quick) on the built-in scenes, then _build/html
-#   make book TABLES=all     every table sweep at that preset, not only Table 1's (quick: about 35 min)
+#   make book TABLES=all     every table sweep at that preset, not only Table 1's (quick: about 38 min)
 #   make book PRESET=smoke   the same in seconds (the tests' preset)
 #   make test            pytest (all tests, slow ones included; `make test-fast` skips those)
 PYTHON ?= python3
@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.installed
 PRESET ?= quick
 JOBS   ?= 2
 # The table sweeps make book runs at $(PRESET). By default Table 1's (the paper's headline comparison: ten
-# pretraining runs at quick), so that make book stays within 30 minutes on 2 CPU cores: at quick each run is
-# about a minute of fixed cost (a kernel, a trainer process, the probes) beside its training, and all seven
-# sweeps (28 runs and 29 transfer runs) take about 27 minutes (measured on 2 cores with the quick preset on
-# scenes v3: table sweeps 22.5 min, transfer 4.8 min), about 35 with the chapters and the install. The
-# chapters of the other tables show the committed reference results either way. TABLES=all: every one; or name some, e.g. TABLES="table1 table2".
+# pretraining runs at quick), so that make book stays within 30 minutes on 2 CPU cores: a quick run takes
+# 29-109 s two at a time, about 20 s of it fixed cost (measured alone: a kernel, a trainer process, the
+# random-init and final probes; the shortest run trains for 4.5 s of its 26), and all seven sweeps (34 runs
+# and 35 transfer runs) take about 31 minutes (2 cores, quick preset on scenes v3: table sweeps 25.6 min,
+# transfer about 5.5), about 38 with the chapters and the install. The chapters of the other tables show the
+# committed reference results either way. TABLES=all: every one; or name some, e.g. TABLES="table1 table2".
 ALL_TABLES := table1 table2 table12_13 table11 table14 table15 table10
 TABLES ?= table1
 ifeq ($(TABLES),all)
