@@ -219,6 +219,11 @@ def test_task_parameters_are_checked_against_the_task_functions_types():
     assert split_params("detection", {"anchor_sizes": [8, 16, 32, 64, 128]})[1]["anchor_sizes"] == [8, 16, 32, 64, 128]
     with pytest.raises(ValueError, match="anchor_sizes = 'big'"):
         split_params("detection", {"anchor_sizes": "big"})
+    with pytest.raises(ValueError, match=r"crop_size = 0 for task 'objects' must be > 0"):
+        split_params("objects", {"crop_size": 0})  # was torch's RuntimeError after the data were read
+    with pytest.raises(ValueError, match=r"weight_decay = -0.1 .* must be >= 0"):
+        split_params("objects", {"weight_decay": -0.1})
+    assert split_params("objects", {"weight_decay": 0, "workers": 0}) == ({"workers": 0}, {"weight_decay": 0.0})
 
 
 def test_cli_evaluate_writes_metrics(scenes, ckpt, tmp_path):

@@ -21,7 +21,7 @@ Reading choices (documented once, here):
   only the pixels labelled with the instance. Images without such a png fall back to filled boxes.
   VOC boxes are 1-based inclusive pixel indices: ``[xmin - 1, ymin - 1, xmax, ymax]`` in our coordinates.
 - Boxes reaching more than ``CLIP_TOLERANCE`` px outside their image are clipped, boxes of zero or
-  negative size (given so, or after clipping) are dropped, with one ``warnings.warn`` per annotation file
+  negative size (given so, or after clipping: wholly outside the image) are dropped, with one ``warnings.warn`` per annotation file
   naming it and the counts. An image entry naming a missing file is kept: the crop job records it as
   skipped when loading fails. A ``file_name`` that escapes the image root is refused (ValueError).
 - Malformed values are refused, never read as 0 (ValueError naming the file, the image / annotation /
@@ -166,7 +166,8 @@ def safe_join(root: Path, name: str, entry: str) -> Path:
 def _warn_boxes(source: Path | str, clipped: int, dropped: int) -> None:
     if clipped or dropped:
         warnings.warn(f"{source}: clipped {clipped} box(es) reaching outside their image and dropped "
-                      f"{dropped} box(es) of zero or negative size", stacklevel=3)
+                      f"{dropped} box(es) that were empty (zero or negative size), wholly outside their image or "
+                      "missing (a VOC object without <bndbox>)", stacklevel=3)
 
 
 class _BoxCleaner:

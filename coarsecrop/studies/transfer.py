@@ -61,9 +61,14 @@ def task_parameters(task: str) -> dict[str, dict[str, object]]:
     return {"prepare": kw(prepare), "run": kw(run)}
 
 
+# the numbers a task takes that may be 0; every other one (epochs, sizes, batch, lr, iterations, ...) must be > 0
+MAY_BE_ZERO = ("workers", "weight_decay", "warmup")
+
+
 def split_params(task: str, params: dict) -> tuple[dict, dict]:
-    """(prepare kwargs, run kwargs); ValueError naming an unknown key and the valid ones, or a value that is not
-    of the type the task's function declares for it (an int for a float is converted)."""
+    """(prepare kwargs, run kwargs); ValueError naming an unknown key and the valid ones, a value that is not
+    of the type the task's function declares for it (an int for a float is converted), or a number out of
+    range (``MAY_BE_ZERO``)."""
     valid = task_parameters(task)
     names = sorted(set(valid["prepare"]) | set(valid["run"]))
     unknown = sorted(set(params) - set(names))
@@ -76,6 +81,10 @@ def split_params(task: str, params: dict) -> tuple[dict, dict]:
             checked[key] = check_value(value, hints[key]) if key in hints else value
         except TypeError as err:
             raise ValueError(f"parameter {key} = {value!r} for task {task!r}: {err}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                not (value >= 0 if key in MAY_BE_ZERO else value > 0):
+            raise ValueError(f"parameter {key} = {value!r} for task {task!r} must be "
+                             f"{'>= 0' if key in MAY_BE_ZERO else '> 0'}")
     return ({k: v for k, v in checked.items() if k in valid["prepare"]},
             {k: v for k, v in checked.items() if k in valid["run"]})
 
