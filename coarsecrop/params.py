@@ -48,12 +48,9 @@ def load_params(cls: type[T], mapping: Mapping[str, Any], source: str) -> T:
     values = {}
     for key, value in mapping.items():
         try:
-            values[key] = _check(value, hints[key])
+            values[key] = check_value(value, hints[key])
         except TypeError as err:
-            raise ParameterError(
-                f"{source}: parameter {key!r} = {value!r}: {err} (expected {_type_name(hints[key])}); "
-                f"valid keys: {valid}"
-            ) from None
+            raise ParameterError(f"{source}: parameter {key!r} = {value!r}: {err}; valid keys: {valid}") from None
     return cls(**values)
 
 

@@ -28,9 +28,8 @@ def make_trunk(backbone: str | None, checkpoint: str | Path | None = None, seed:
     another architecture, or a corrupt / truncated file, raises ValueError naming the file and what was
     expected (from ``load_backbone_weights``)."""
     if checkpoint is not None and Path(checkpoint).is_dir():
-        inside = [p.name for p in (Path(checkpoint) / "backbone.pt", Path(checkpoint) / "checkpoint.pt") if p.is_file()]
-        raise ValueError(f"{checkpoint} is a folder, not a checkpoint file"
-                         + (f": pass {Path(checkpoint) / inside[0]}" if inside else ""))
+        inside = [p for p in (Path(checkpoint) / "backbone.pt", Path(checkpoint) / "checkpoint.pt") if p.is_file()]
+        raise ValueError(f"{checkpoint} is a folder, not a checkpoint file" + (f": pass {inside[0]}" if inside else ""))
     if backbone is None:
         if checkpoint is None:
             raise ValueError("give --backbone (e.g. resnet18) when there is no checkpoint to read it from")
