@@ -39,8 +39,11 @@ def _cmd_scenes(args: argparse.Namespace) -> int:
 
 
 def _cmd_crops(args: argparse.Namespace) -> int:
-    from coarsecrop.crops.job import run_crop_job
+    from coarsecrop.crops.job import run_crop_job, strategy_takes
 
+    if args.backbone is not None and not strategy_takes(args.strategy, "backbone"):
+        raise ValueError(f"strategy {args.strategy!r} uses no backbone, so --backbone does not apply (it would be "
+                         "ignored); drop it")
     summary = run_crop_job(
         scenes=args.scenes, images=args.images, split=args.split, out=args.out,
         strategy=args.strategy, n=args.n, strategy_params=dict(args.param or []),
@@ -213,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=5, help="crops per image (paper: 5)")
     p.add_argument("--out", required=True, help="manifest folder")
     p.add_argument("--checkpoint", default=None, help="phi weights (default: random init, the paper's s5)")
-    p.add_argument("--backbone", default="resnet50")
+    p.add_argument("--backbone", default=None,
+                   help="phi's architecture, for the strategies that run one (ours and its variants; default: the "
+                        "checkpoint's, else resnet50)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:K")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--workers", type=int, default=None,

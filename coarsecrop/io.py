@@ -1,4 +1,5 @@
-"""Files on the ground floor: atomic writes (text, JSON, torch, anything), file sha256, JSON-safe values, and
+"""Files on the ground floor: atomic writes (text, JSON, torch, anything), the one
+checkpoint reader (``torch.load`` with weights_only), file sha256, JSON-safe values, and
 the YAML reader of parameters.
 
 Every file the project writes that a reader may look at while it is being written (a manifest shard, a
@@ -65,6 +66,37 @@ def write_json(path: str | Path, obj: Any) -> Path:
 def save_torch(obj: Any, path: str | Path) -> Path:
     """``torch.save(obj)`` to ``path``, atomically."""
     return write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | Path, expected: str) -> Any:
+    """``torch.load(weights_only=True)`` onto the CPU: the one reader of every checkpoint the project takes.
+
+    A missing or unusable file is a ValueError naming the file, the reason in one line (``load_error``) and
+    ``expected`` (what the caller takes, e.g. "a trainer checkpoint, backbone.pt or a torchvision state_dict")."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on bad bytes (zip, pickle, index)
+        raise ValueError(f"{path}: cannot read checkpoint ({load_error(err)}); expected {expected}") from err
+
+
+def load_error(err: BaseException) -> str:
+    """torch.load's error in one line. A ``weights_only`` refusal is a paragraph about PyTorch 2.6 with the
+    reason near its end ("WeightsUnpickler error: Unsupported global: ..."); that reason is what is kept,
+    with what it means: the file holds objects other than tensors, or bytes that are no pickle at all."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))  # torch's message carries terminal colour codes
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+    if found:
+        detail = " ".join(found.group(1).split()).split(" Please use ")[0]
+        if detail.startswith("Unsupported global"):
+            return (f"it holds objects other than tensors: {detail} coarsecrop reads checkpoints with "
+                    "weights_only=True and never runs a file's code; save tensors only")
+        return f"not a torch.save file, or truncated or corrupt: {detail}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0].split(". ")[0].rstrip(".") if lines else type(err).__name__  # the first sentence
+    return f"{first}: the file is truncated, corrupt or not a torch.save file"
 
 
 def json_safe(value: Any) -> Any:

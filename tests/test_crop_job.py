@@ -25,6 +25,7 @@ from coarsecrop.crops import job as job_module
 from coarsecrop.crops import manifest as mf
 from coarsecrop.crops.job import default_workers, dist_env, run_crop_job
 from coarsecrop.device import resolve_device
+from coarsecrop.models.backbones import build_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 NUM_SCENES = 60
@@ -654,6 +655,22 @@ def test_unknown_strategy_or_parameter_fails_at_once(scenes, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no such file"):
         run_crop_job(scenes, out=out, strategy="ours", checkpoint=tmp_path / "nope.pth", progress=False)
     assert not out.exists()  # nothing was started
+
+
+def test_backbone_only_where_a_strategy_runs_one_and_by_default_the_checkpoints(scenes, tmp_path, capsys):
+    """--backbone was silently ignored by the strategies without phi, and its default (resnet50) overrode the
+    architecture of a --checkpoint: a ResNet-18 checkpoint needed --backbone resnet18 beside it."""
+    assert main(["crops", "--scenes", str(scenes), "--strategy", "grid", "--backbone", "resnet18",
+                 "--out", str(tmp_path / "grid"), "--quiet"]) == 2
+    assert "strategy 'grid' uses no backbone, so --backbone does not apply" in capsys.readouterr().err
+    assert not (tmp_path / "grid").exists()
+    phi = tmp_path / "phi18.pth"
+    torch.save(build_backbone("resnet18").state_dict(), phi)
+    out = tmp_path / "ours"
+    assert main(["crops", "--scenes", str(scenes), "--strategy", "ours", "--checkpoint", str(phi), "--n", "2",
+                 "--param", "sizes=[16,32]", "--workers", "0", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / mf.CONFIG_NAME).read_text())
+    assert config["config"]["backbone"] == config["config"]["params"]["backbone"] == "resnet18"
 
 
 @pytest.mark.parametrize("strategy", ["gt", "gtpad", "poor"])

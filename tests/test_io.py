@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from coarsecrop.device import resolve_device
-from coarsecrop.io import TMP_MARK, file_sha256, json_safe, save_torch, write_atomic, write_json, write_text
+from coarsecrop.io import (TMP_MARK, file_sha256, json_safe, load_torch, save_torch, write_atomic, write_json,
+                           write_text)
 
 
 def test_write_json_is_strict_sorted_and_atomic(tmp_path):
@@ -45,6 +46,25 @@ def test_save_torch_and_sha256(tmp_path):
     path = save_torch({"w": torch.ones(2)}, tmp_path / "c.pt")
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.ones(2))
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_load_torch_says_in_one_line_why_a_file_is_unusable(tmp_path):
+    assert torch.equal(load_torch(save_torch({"w": torch.ones(2)}, tmp_path / "ok.pt"), "x")["w"], torch.ones(2))
+    torch.save({"a": np.zeros(3)}, tmp_path / "numpy.pt")  # weights_only refuses the numpy global
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 10)
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "numpy.pt").read_bytes()[:300])
+    expected = {"numpy.pt": "it holds objects other than tensors: Unsupported global: GLOBAL numpy",
+                "garbage.pt": "not a torch.save file, or truncated or corrupt: Unsupported operand",
+                "cut.pt": "the file is truncated, corrupt or not a torch.save file",
+                "missing.pt": "checkpoint file does not exist"}
+    for name, reason in expected.items():
+        with pytest.raises(ValueError) as err:
+            load_torch(tmp_path / name, "a state_dict")
+        message = str(err.value)
+        assert message.startswith(f"{tmp_path / name}: ") and reason in message, message
+        # one line, no terminal colour codes, not torch's paragraph about PyTorch 2.6
+        assert "\n" not in message and "\x1b" not in message and "PyTorch 2.6" not in message, message
+        assert name == "missing.pt" or message.endswith("; expected a state_dict"), message
 
 
 def test_device_rule():

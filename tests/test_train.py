@@ -367,6 +367,12 @@ def test_resume_refuses_another_architecture_or_changed_parameters(data, referen
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match="not a coarsecrop pretraining checkpoint"):
         pretrain(params(data, tmp_path / "w", resume=str(tmp_path / "plain.pt")))
+    finished = str(reference / "checkpoint.pt")  # nothing left to train: the new folder would get no files
+    with pytest.raises(ValueError, match=r"is of a finished run \(step \d+/\d+\): nothing is left to resume"):
+        pretrain(params(data, tmp_path / "v", resume=finished))
+    assert not (tmp_path / "v").exists()
+    shutil.copytree(reference, tmp_path / "own")  # in its own folder: a no-op
+    assert pretrain(params(data, tmp_path / "own", resume=True))["step"] > 0
 
 
 @pytest.mark.slow

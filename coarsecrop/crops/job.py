@@ -139,6 +139,12 @@ def _takes(cls, option: str) -> bool:
         return False
 
 
+def strategy_takes(name: str, option: str) -> bool:
+    """Does the strategy called ``name`` take the job option ``option``? (False for an unknown name: the job
+    names the valid strategies when it starts.)"""
+    return name in STRATEGIES and _takes(STRATEGIES[name], option)
+
+
 def build_strategy(name: str, device: torch.device, n: int, backbone: str | None, checkpoint: str | None,
                    params: dict | None):
     """make_strategy with the job's options passed only to strategies that take them.
@@ -216,7 +222,7 @@ def job_config(scene_set, scenes: list, source, images, split, strategy, n: int,
         "strategy": strategy.name,
         "params": json.loads(json.dumps(params, default=str)),
         "n": n,
-        "backbone": backbone if uses_backbone else None,
+        "backbone": strategy.params["backbone"] if uses_backbone else None,  # as the strategy resolved it
         "checkpoint": None if checkpoint is None else {"path": os.path.abspath(checkpoint),
                                                        "sha256": file_sha256(checkpoint)},
         "shard_size": shard_size,
@@ -375,13 +381,15 @@ def crop_batch(strategy, items: list, scenes: list, files: list[str]) -> dict[in
 # ---------------------------------------------------------------- the job
 
 def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5, strategy_params=None,
-                 checkpoint=None, backbone="resnet50", device="auto", batch_size=8, workers=None,
+                 checkpoint=None, backbone=None, device="auto", batch_size=8, workers=None,
                  shard_size=256, progress=True, max_side=DEFAULT_MAX_SIDE, size_window=None,
                  decode="cpu") -> dict:
     """Run ``strategy`` over the scene set at ``scenes`` into the manifest folder ``out``; resumable.
 
     ``size_window`` (images, default DEFAULT_SIZE_WINDOW): images batched by size together, in whole
     shards; it changes speed and memory, never the manifest's bytes. ``workers`` None: ``default_workers``.
+    ``backbone`` (phi's architecture, for the strategies that run one; the others ignore it) None: the
+    checkpoint's, else resnet50.
 
     Returns a JSON-able summary: ``done`` / ``skipped`` / ``boxes`` / ``skip_reasons`` over all finished
     shards (the whole data set once ``complete``), this process's ``images_per_s`` and ``seconds``,

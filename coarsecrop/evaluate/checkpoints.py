@@ -8,14 +8,13 @@ architecture of a checkpoint when the user did not (``infer_backbone``), and per
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from coarsecrop.io import load_torch
 from coarsecrop.models import backbones
 from coarsecrop.models import narrow
 from coarsecrop.models.vit import is_vit_name
@@ -81,17 +80,8 @@ def infer_backbone(checkpoint: str | Path) -> str:
 
 def read_checkpoint(path: str | Path) -> object:
     """``torch.load(weights_only=True)`` on CPU with a one-line reason when the file is unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint file does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(
-            f"{path}: cannot read checkpoint ({reason}); expected a torch.save file of tensors "
-            "(a trainer checkpoint, backbone.pt or a torchvision state_dict): the file is truncated or corrupt"
-        ) from err
+    return load_torch(path, "a torch.save file of tensors (a trainer checkpoint, backbone.pt or a torchvision "
+                            "state_dict)")
 
 
 def _flat_tensors(obj: object) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from coarsecrop.io import load_torch
 from coarsecrop.models.narrow import build_narrow, is_narrow_name
 
 ARCHS = {
@@ -174,16 +175,7 @@ def _describe_layout(name: str) -> str:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """torch.load with weights_only=True, unwrapped to a flat {key: tensor} dict."""
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint file does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load fails in many ways on bad bytes (zip, pickle, index errors)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"{path}: cannot read checkpoint ({reason[:200]}); the file is truncated, corrupt or not a "
-            "torch.save file of tensors"
-        ) from err
+    obj = load_torch(path, "a torch.save file of tensors (a state_dict)")
     while isinstance(obj, Mapping):
         inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:

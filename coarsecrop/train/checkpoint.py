@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coarsecrop.io import save_torch
+from coarsecrop.io import load_torch, save_torch
 from coarsecrop.train.params import RUNTIME_KEYS
 
 FORMAT = "coarsecrop.pretrain/1"
@@ -63,10 +63,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (nothing to resume: drop --resume "
                                 f"to start the run, or point resume at a checkpoint file)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise ValueError(f"checkpoint {path} cannot be read with weights_only=True: {err}") from err
+    ckpt = load_torch(path, "a coarsecrop pretraining checkpoint (checkpoint.pt of a run folder)")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a coarsecrop pretraining checkpoint (format {FORMAT!r}); "
                          f"a plain backbone state_dict belongs to `coarsecrop crops --checkpoint`")
@@ -209,3 +206,11 @@ def check_resume_data(stored: dict, current: dict, path: Path, manifest: str) ->
                          + f"\nThe manifest {manifest} changed since the run started (rewritten, or shards added or "
                            "removed): resume with the manifest the run started on, or start a new run (another "
                            "out folder).")
+
+
+def check_resume_target(ckpt: dict, total_steps: int, path: Path, out: Path) -> None:
+    """A finished run resumed into another out folder trains no step, so it would save nothing there: refused
+    (the summary would name a checkpoint and weights that were never written). In its own folder it is a no-op."""
+    if int(ckpt["step"]) >= total_steps and Path(path).resolve().parent != Path(out).resolve():
+        raise ValueError(f"{path} is of a finished run (step {ckpt['step']}/{total_steps}): nothing is left to resume "
+                         f"into {out}. Its weights are {Path(path).parent / BACKBONE}; to train longer, start a new run")

@@ -335,6 +335,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                         backend=d.backend or "none", photometric_on=photometric_on)
     if ckpt is not None:
         ckpt_io.check_resume_data(ckpt.get("resolved", {}), resolved.to_dict(), ckpt_path, params.manifest)
+        ckpt_io.check_resume_target(ckpt, total_steps, ckpt_path, out)
         started_on = ckpt.get("resolved", {}).get("world_size", d.world_size)
         if started_on != d.world_size and d.is_main:
             print(f"warning: resuming on {d.world_size} process(es) a run that started on {started_on}: the same "
