@@ -4,7 +4,8 @@
 For each notebook the book shows (a ``book/generated/NN_topic`` page in _toc.yml; ``--all``: every
 notebooks/NN_topic.py; ``--notebook NN_topic``: that one), from notebooks/NN_topic.py (jupytext
 py:percent, the source of truth):
-1. convert it to notebooks/NN_topic.ipynb with a ``python3`` kernelspec (papermill needs one);
+1. convert it to runs/.notebooks/NN_topic.ipynb with a ``python3`` kernelspec (papermill needs one; never over
+   the notebooks/NN_topic.ipynb that jupytext pairs with the script: ``runner_notebook``);
 2. effective parameters = the notebook's ``parameters`` cell updated by params/<preset>/NN_topic.yaml;
    run id = ``coarsecrop.params.run_id_of`` of them; run folder = runs/NN_topic/<run id>/;
 3. skip when that folder holds a complete run (run.json says "ok") made by the same code (a hash of the
@@ -14,8 +15,9 @@ py:percent, the source of truth):
 4. copy the executed notebook to book/generated/NN_topic.ipynb, where the book reads it.
 
 A failed notebook is recorded in its run folder (run.json status "failed" + FAILED.txt with the
-traceback; the partly executed notebook stays there), the traceback is printed, the other notebooks
-still run, and the command exits 1.
+traceback; the partly executed notebook stays there), the traceback is printed, its page in book/generated/
+is removed (a build must not show an older run as this one), the other notebooks still run, and the command
+exits 1.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pathlib import Path
 import yaml
 
 from coarsecrop.cli import main as cli_main
-from coarsecrop.runs.notebook import convert, execute, is_complete, notebook_defaults, notebook_task, read_preset
+from coarsecrop.runs.notebook import (execute, is_complete, notebook_defaults, notebook_task, read_preset,
+                                      runner_notebook)
 
 # The chapters that read other runs (the table sweeps'; 18_claims reads the table chapters'): their output
 # depends on more than their parameters and code, so they are executed on every build.
@@ -42,8 +45,7 @@ def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_ou
     run of the same parameters and code is there) and copy the executed notebook to book/generated/; returns
     the run folder. Raises RuntimeError (after the failure is recorded in the run folder) when the notebook
     fails."""
-    source = root / "notebooks" / f"{name}.py"
-    ipynb = convert(source, source.with_suffix(".ipynb"))
+    ipynb = runner_notebook(root, name)
     defaults = notebook_defaults(ipynb)
     preset_path = root / "params" / preset / f"{name}.yaml"
     values = read_preset(preset_path, defaults)
@@ -51,23 +53,25 @@ def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_ou
                          defaults=defaults)
     run_dir = Path(task["run_dir"])
     executed = run_dir / f"{name}.ipynb"
-    force = force or name in EXECUTE_EVERY_BUILD
-    if is_complete(run_dir, task["record"]["code"]) and not force:
+    generated = root / "book" / "generated" / f"{name}.ipynb"
+    if is_complete(run_dir, task["record"]["code"]) and not force and name not in EXECUTE_EVERY_BUILD:
         print(f"[book] {name}: complete run {run_dir.relative_to(root)} exists (preset {preset}); skipped")
     else:
         if is_complete(run_dir) and not force:
-            print(f"[book] {name}: run {run_dir.relative_to(root)} was made by other code (coarsecrop/ or the "
-                  "notebook changed since); running it again")
+            print(f"[book] {name}: " + ("a chapter that reads other runs: executed on every build" if name in
+                                        EXECUTE_EVERY_BUILD else f"run {run_dir.relative_to(root)} was made by other "
+                                        "code (coarsecrop/ or the notebook changed since); running it again"))
         print(f"[book] {name}: running with preset {preset} into {run_dir.relative_to(root)}", flush=True)
         # a fresh run: nothing of an earlier, failed or other-code run is reused
         result = execute(task, resume=False, show_output=log_output)
         if result["status"] != "ok":
+            generated.unlink(missing_ok=True)  # the book must not show an older run as this build's
             failed = run_dir / "FAILED.txt"
             print(failed.read_text(encoding="utf-8") if failed.is_file() else result["error"], file=sys.stderr)
             raise RuntimeError(f"notebook {name} failed (preset {preset}): {result['error']}; traceback in "
-                               f"{failed}, partly executed notebook in {executed}")
+                               f"{failed}, partly executed notebook in {executed}; {generated.relative_to(root)} "
+                               "removed")
         print(f"[book] {name}: done in {result['wall_time_s']:.0f} s", flush=True)
-    generated = root / "book" / "generated" / f"{name}.ipynb"
     generated.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(executed, generated)
     return run_dir

@@ -25,7 +25,10 @@ def _key_value(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), read_yaml(value)
+    try:
+        return key.strip(), read_yaml(value, repr(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _cmd_scenes(args: argparse.Namespace) -> int:
@@ -86,7 +89,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     record = evaluate(
         args.task, checkpoint=args.checkpoint, backbone=args.backbone, scenes=args.scenes, images=args.images,
-        train_split=args.train_split or None, val_split=args.val_split or None, val_scenes=args.val_scenes,
+        train_split=_split(args.train_split), val_split=_split(args.val_split), val_scenes=args.val_scenes,
         val_images=args.val_images, n_seeds=args.n_seeds, random_init=not args.no_random_init,
         device=args.device, params=dict(args.param or []), out=args.out,
     )
@@ -108,22 +111,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _split(value: str) -> str | None:
-    return None if value == "all" else value
+    """A split given on the command line: 'all' (or '') is every image."""
+    return None if value in ("all", "") else value
 
 
 def _cmd_detectron2(args: argparse.Namespace) -> int:
     from coarsecrop.evaluate import d2
 
-    try:
-        path = d2.train_net(args.checkpoint, args.config, args.out, datasets=args.datasets, num_gpus=args.num_gpus,
-                            ims_per_batch=args.ims_per_batch, opts=[v for kv in args.opts for v in kv],
-                            resume=args.resume, eval_only=args.eval_only, backbone=args.backbone,
-                            scenes=args.scenes, images=args.images, train_split=_split(args.train_split),
-                            val_split=_split(args.val_split), val_scenes=args.val_scenes,
-                            val_images=args.val_images, test=not args.no_test)
-    except ImportError as err:
-        print(f"coarsecrop detectron2: error: {err}", file=sys.stderr)
-        return 2
+    path = d2.train_net(args.checkpoint, args.config, args.out, datasets=args.datasets, num_gpus=args.num_gpus,
+                        ims_per_batch=args.ims_per_batch, opts=[v for kv in args.opts for v in kv],
+                        resume=args.resume, eval_only=args.eval_only, backbone=args.backbone,
+                        scenes=args.scenes, images=args.images, train_split=_split(args.train_split),
+                        val_split=_split(args.val_split), val_scenes=args.val_scenes,
+                        val_images=args.val_images, test=not args.no_test)
     record = json.loads(path.read_text())
     for key, value in record["headline"].items():
         print(f"{key} {'-' if value is None else format(value, '.2f')}")
@@ -135,6 +135,9 @@ def _cmd_detectron2(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from coarsecrop.runs.sweep import missing_inputs, plan_sweep, plan_table, run_sweep, select_points, sweep_root
+
+    if args.jobs < 1:
+        raise ValueError(f"--jobs {args.jobs}: runs at once must be at least 1")
 
     if args.dry_run:
         import pandas as pd
@@ -161,8 +164,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               "first) and no new one started. The same command resumes them.", file=sys.stderr)
         return 130
     counts = table["status"].value_counts().to_dict()
+    others = len(table) - counts.get("ok", 0) - counts.get("failed", 0)  # never run (--point, --seed) or unfinished
     print(f"{len(table)} point(s): {counts.get('ok', 0)} ok ({int(table['reused'].sum())} reused), "
-          f"{counts.get('failed', 0)} failed")
+          f"{counts.get('failed', 0)} failed" + (f", {others} not run or unfinished" if others else ""))
     print(f"wrote {table.attrs['csv']}")
     return 1 if counts.get("failed", 0) else 0
 
@@ -260,8 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", required=True,
                    help="COCO json / VOC root / `coarsecrop scenes` folder; for classify an ImageFolder root")
     p.add_argument("--images", default=None, help="image root for a COCO file (default: the file's folder)")
-    p.add_argument("--train-split", default="train", help="split to train on ('' = every image)")
-    p.add_argument("--val-split", default="val", help="split to score on ('' = every image)")
+    p.add_argument("--train-split", default="train",
+                   help="split to train on ('all': every image, e.g. COCO's instances_train2017.json)")
+    p.add_argument("--val-split", default="val",
+                   help="split to score on ('all': every image, e.g. of --val-scenes instances_val2017.json)")
     p.add_argument("--val-scenes", default=None, help="a second data set for the val split (e.g. COCO val2017)")
     p.add_argument("--val-images", default=None, help="image root for --val-scenes")
     p.add_argument("--n-seeds", type=int, default=1, help="runs per row; tables give mean and std")
@@ -370,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:
+        print(f"coarsecrop {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ImportError as err:  # an optional dependency not installed (detectron2, timm): its install hint
+        if err.name is not None:  # a module that failed to import: the traceback is the help
+            raise
         print(f"coarsecrop {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback through the workers

@@ -152,6 +152,13 @@ ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]
                                    list("-+0123456789"))
 
 
-def read_yaml(text: str) -> Any:
-    """Parameters written as YAML (a preset, a sweep, a params file, a ``key=value`` on the command line)."""
-    return yaml.load(text, Loader=ParamsLoader)
+def read_yaml(text: str, source: str | Path = "YAML text") -> Any:
+    """Parameters written as YAML (a preset, a sweep, a params file, a ``key=value`` on the command line).
+    Invalid YAML is a one-line ValueError naming ``source`` (the file), the line and what is wrong."""
+    try:
+        return yaml.load(text, Loader=ParamsLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ValueError(f"{source}: not valid YAML{where}: {problem}") from err

@@ -35,7 +35,8 @@ def load_params(cls: type[T], mapping: Mapping[str, Any], source: str) -> T:
 
     Raises ParameterError naming ``source`` and listing the valid keys when a key is unknown or a
     value does not match the field's type (int, float, str, bool, list[...], tuple[...], dict, X | None).
-    An int is accepted for a float field; a list for a tuple field (YAML has no tuples)."""
+    An int is accepted for a float field; a list for a tuple field (YAML has no tuples). A class attribute
+    ``MINIMUM`` ({field: smallest value}) adds ranges, checked here too."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     valid = ", ".join(sorted(fields))
     unknown = sorted(set(mapping) - set(fields))
@@ -51,6 +52,9 @@ def load_params(cls: type[T], mapping: Mapping[str, Any], source: str) -> T:
             values[key] = check_value(value, hints[key])
         except TypeError as err:
             raise ParameterError(f"{source}: parameter {key!r} = {value!r}: {err}; valid keys: {valid}") from None
+    for key, low in getattr(cls, "MINIMUM", {}).items():  # a class's own ranges: {field: smallest value}
+        if values.get(key) is not None and values[key] < low:
+            raise ParameterError(f"{source}: parameter {key!r} = {values[key]!r}: must be at least {low}")
     return cls(**values)
 
 
@@ -75,8 +79,9 @@ def load_notebook_params(cls: type[T], namespace: Mapping[str, Any], before: set
 # executes the notebook (coarsecrop.runs), never by a preset or a sweep.
 NOT_HASHED = ("out", "preset")
 # Parameters added after runs were committed: left out of the run id while they hold the value every earlier
-# run had, so those runs keep their ids (scene_version 1: the v1 generator of coarsecrop.data.synthetic).
-HASHED_UNLESS = {"scene_version": 1}
+# run had, so those runs keep their ids (scene_version 1: the v1 generator of coarsecrop.data.synthetic;
+# pretrain_split None: 02_pretrain's split chosen from the source, as before the parameter existed).
+HASHED_UNLESS = {"scene_version": 1, "pretrain_split": None}
 
 
 def run_id_of(params: Any) -> str:

@@ -76,7 +76,8 @@ preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %%
 params = load_notebook_params(cs.CropStudyParams, globals(), _before,
-                              source=preset or "the parameters cell of notebooks/01_crops.py")
+                              source=preset or ("the parameters cell of notebooks/01_crops.py or papermill's "
+                                                "-p / -y / -f values"))
 study = cs.run_study(params)
 print(f"run folder: {study.run_dir}")
 print(f"scenes: {study.scene_path} ({len(study.scenes)} images)")

@@ -42,9 +42,11 @@ _before = set(globals())  # the next cell's names are the parameters (checked be
 
 # %% tags=["parameters"]
 # Scenes: None = the built-in synthetic scenes (num_images of scene_size px, scene_seed); or a COCO json /
-# VOC root / image folder (images: COCO image root). Pretraining uses the train split, the probe the val split.
+# VOC root / image folder (images: COCO image root). Pretraining uses pretrain_split (None: the train split
+# where the source has one, else every image), the probe the train and val splits.
 scenes = None
 images = None
+pretrain_split = None
 num_images = 1000
 scene_size = 128
 scene_seed = 0
@@ -89,7 +91,8 @@ preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %%
 params = load_notebook_params(ps.PretrainStudyParams, globals(), _before,
-                              source=preset or "the parameters cell of notebooks/02_pretrain.py")
+                              source=preset or ("the parameters cell of notebooks/02_pretrain.py or papermill's "
+                                                "-p / -y / -f values"))
 run_dir = ps.resolve_run_dir(params)
 run_dir.mkdir(parents=True, exist_ok=True)
 scene_path = ps.prepare_scenes(params, run_dir)

@@ -97,7 +97,8 @@ preset = ""  # set by `python -m coarsecrop.book` to the preset file used
 
 # %%
 params = load_notebook_params(TransferParams, globals(), _before,
-                              source=preset or "the parameters cell of notebooks/03_transfer.py")
+                              source=preset or ("the parameters cell of notebooks/03_transfer.py or papermill's "
+                                                "-p / -y / -f values"))
 result = run_transfer(params, write=False)
 run_dir = Path(result["run_dir"])
 records = result["tasks"]

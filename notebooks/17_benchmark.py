@@ -73,7 +73,8 @@ preset = ""  # set by `coarsecrop book run` to the preset file used
 
 # %% tags=["hide-input"]
 params = load_notebook_params(B.BenchmarkParams, globals(), _before,
-                              source=preset or "the parameters cell of notebooks/17_benchmark.py")
+                              source=preset or ("the parameters cell of notebooks/17_benchmark.py or papermill's "
+                                                "-p / -y / -f values"))
 result = B.run_benchmark(params)
 table = B.gates_table(result)
 glue("benchmark_table", table, display=False)

@@ -282,6 +282,21 @@ def test_ranks_split_the_shards_and_merge_byte_identical(scenes, reference, tmp_
     assert sorted(t["rank"] for t in timing) == [0, 1] and all(t["world_size"] == 2 for t in timing)
 
 
+def test_fewer_windows_than_ranks_is_said_with_the_window_that_would_do(scenes, tmp_path, monkeypatch):
+    """60 images in one window of --size-window 4096 over 4 ranks: ranks 1-3 had nothing to do, silently."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    grid = dict(strategy="grid", n=3, shard_size=SHARD, workers=0, progress=False)
+    with pytest.warns(UserWarning, match=r"60 images make 1 window\(s\) of --size-window 4096 images for 4 ranks: "
+                                         r"3 rank\(s\) have nothing to do; a --size-window of at most 12 would"):
+        run_crop_job(scenes, out=tmp_path / "one", **grid)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 5 windows of 3 shards: every rank has work, nothing said
+        summary = run_crop_job(scenes, out=tmp_path / "many", size_window=12, **grid)
+    assert summary["shards_written"] == 6  # rank 0: windows 0 and 4
+
+
 def test_batches_stay_in_their_shard_and_group_sizes():
     sizes = [(48, 64), (64, 48), (48, 64), (10, 10), (64, 48), (48, 64), (48, 64)]
     batches = job_module.shard_batches([0, 1], sizes, shard_size=5, batch_size=2)

@@ -459,7 +459,7 @@ def test_cli_runs_it_and_bad_input_is_one_line(fake, r50_state, tmp_path, capsys
         d2.run_options("w.pkl", "out", ["SOLVER.MAX_ITER"])
 
 
-def test_without_detectron2_the_error_says_how_to_get_it(r50_state, tmp_path, monkeypatch, capsys):
+def test_without_detectron2_the_error_says_how_to_get_it(r50_state, scenes, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "detectron2", None)  # import detectron2 -> ImportError
     assert not d2.available()
     assert cli_main(["detectron2", str(r50_state), "--config", "voc0712_faster_rcnn_R_50_C4_24k",
@@ -467,6 +467,11 @@ def test_without_detectron2_the_error_says_how_to_get_it(r50_state, tmp_path, mo
     err = capsys.readouterr().err
     assert "detectron2 is not installed (it is not on PyPI)" in err and "--no-build-isolation" in err
     assert len(err.strip().splitlines()) == 1
+    # `evaluate --task detectron2` said it as a traceback
+    assert cli_main(["evaluate", "--task", "detectron2", "--checkpoint", str(r50_state), "--scenes", str(scenes),
+                     "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("coarsecrop evaluate: error: detectron2 is not installed") and len(err.splitlines()) == 1
 
 
 def test_the_transfer_task_runs_coarsecrop_detectron2_as_a_subprocess(scenes, monkeypatch):

@@ -293,6 +293,24 @@ def test_data_set_with_boxes_only_for_mask_tasks(scenes, tmp_path):
             evaluate(task, backbone=TINY, scenes=boxes_only, images=scenes)
 
 
+def test_val_data_set_numbering_its_classes_otherwise_is_refused(scenes, tmp_path):
+    """A --val-scenes with other category ids was a bare KeyError (or, where the ids existed, wrong labels)."""
+    ann = json.loads((scenes / "annotations.json").read_text())
+    first = ann["categories"][0]
+    renamed = {**ann, "categories": [{**first, "name": "zebra"}, *ann["categories"][1:]]}
+    (tmp_path / "renamed.json").write_text(json.dumps(renamed))
+    extra = {**ann, "categories": [*ann["categories"], {"id": 99, "name": "yak"}],
+             "annotations": [{**ann["annotations"][0], "category_id": 99}, *ann["annotations"][1:]]}
+    (tmp_path / "extra.json").write_text(json.dumps(extra))
+    for name, why in (("renamed.json", f"{first['id']}: '{first['name']}' in train, 'zebra' in val"),
+                      ("extra.json", "val labels [99] are no category of train's data set")):
+        with pytest.raises(ValueError) as err:
+            evaluate("objects", backbone=TINY, scenes=scenes, val_scenes=tmp_path / name, val_images=scenes,
+                     val_split=None)
+        assert f"{tmp_path / name} does not number its classes as {scenes} does" in str(err.value)
+        assert why in str(err.value), str(err.value)
+
+
 def test_classify_needs_an_image_folder(tmp_path):
     with pytest.raises(ValueError, match="ImageFolder layout"):
         evaluate("classify", backbone=TINY, scenes=tmp_path)

@@ -87,13 +87,23 @@ def test_typo_injected_by_papermill_fails_with_valid_keys(project_root, tmp_path
 def test_failed_run_is_recorded_and_reported(book_copy, tmp_path):
     bad = book_copy / "params" / "badtype"
     bad.mkdir(exist_ok=True)
-    (bad / "01_crops.yaml").write_text("num_images: many\n")
+    (bad / "01_crops.yaml").write_text("num_images: many\n")  # not a number: refused before a kernel starts
+    with pytest.raises(ValueError, match="parameter 'num_images' = 'many' \\(str\\) is not of the kind"):
+        run_notebook(book_copy, "01_crops", "badtype", log_output=False)
+    (bad / "01_crops.yaml").write_text("num_images: 0\n")  # a number out of range: the notebook's check cell
+    generated = book_copy / "book" / "generated" / "01_crops.ipynb"
+    kept = generated.read_bytes() if generated.is_file() else None  # the smoke build's page, for the tests below
+    generated.parent.mkdir(parents=True, exist_ok=True)
+    generated.write_text("{}")  # an earlier build's page
     with pytest.raises(RuntimeError, match="notebook 01_crops failed"):
         run_notebook(book_copy, "01_crops", "badtype", log_output=False)
+    assert not generated.exists()  # the book does not show the earlier run as this one
+    if kept is not None:
+        generated.write_bytes(kept)
     runs = [p for p in (book_copy / "runs" / "01_crops").iterdir()
             if (p / "FAILED.txt").exists()]
     assert len(runs) == 1
-    assert "num_images" in (runs[0] / "FAILED.txt").read_text()
+    assert "parameter 'num_images' = 0: must be at least 1" in (runs[0] / "FAILED.txt").read_text()
     assert json.loads((runs[0] / "run.json").read_text())["status"] == "failed"
     assert not is_complete(runs[0])
     shutil.rmtree(bad)

@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import json
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ except ImportError:  # Python 3.10: pytest depends on tomli there
 
 from coarsecrop.params import ParameterError, load_notebook_params, load_params, run_id, run_id_of
 from coarsecrop.studies.chapters import glue_key
+from coarsecrop.studies.crops import CropStudyParams
 from coarsecrop.studies.results import REFERENCE_PRESETS, TABLE_SWEEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -266,6 +268,21 @@ def test_unknown_key_names_the_file_and_the_valid_keys():
 def test_mistyped_value_fails_with_the_field_type(key, value):
     with pytest.raises(ParameterError, match=rf"x\.yaml: parameter '{key}'.*expected.*valid keys:"):
         load_params(Example, {key: value}, source="x.yaml")
+
+
+def test_a_class_minimum_is_checked_with_the_types():
+    """01_crops took n=0 and show_images=0: the first failed in the crop job after the scenes were written
+    (naming a command-line flag), the second in a figure after every crop job had run."""
+    @dataclasses.dataclass
+    class Ranged(Example):
+        MINIMUM: typing.ClassVar[dict] = {"count": 1, "rate": 0.0}
+
+    assert load_params(Ranged, {"count": 1, "rate": 0}, source="x.yaml").count == 1
+    for key, value in (("count", 0), ("rate", -0.5)):
+        with pytest.raises(ParameterError, match=rf"^x\.yaml: parameter '{key}' = {value}: must be at least"):
+            load_params(Ranged, {key: value}, source="x.yaml")
+    with pytest.raises(ParameterError, match=r"parameter 'show_images' = 0: must be at least 1"):
+        load_params(CropStudyParams, {"show_images": 0}, source="nb")
 
 
 def test_load_notebook_params_catches_an_injected_typo():

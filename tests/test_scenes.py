@@ -299,6 +299,21 @@ def test_voc_reader(tmp_path):
     assert ss[1].masks_are_boxes and ss[1].instance_masks().sum() == 9 * 7  # VOC (2, 2, 10, 8) -> [1, 1, 10, 8]
 
 
+def test_voc_classes_outside_the_20_are_numbered_alike_in_every_split(tmp_path):
+    """Each split met the unknown names in its own order and numbered them so: test's labels were permuted
+    against train's class index (an object probe below chance on the built-in VOC export)."""
+    root = tmp_path / "VOC2007"
+    _voc_fixture(root)
+    (root / "Annotations" / "000001.xml").write_text(_voc_xml("000001.jpg", VOC_W, VOC_H, [
+        ("zebra", 0, (1, 1, 20, 20)), ("unicorn", 0, (25, 10, 45, 35))]))
+    (root / "Annotations" / "000002.xml").write_text(_voc_xml("000002.jpg", 20, 10, [
+        ("unicorn", 0, (2, 2, 10, 8)), ("cat", 0, (1, 1, 5, 5))]))
+    train, val, whole = open_scenes(root, split="train"), open_scenes(root, split="val"), open_scenes(root)
+    assert train.categories == val.categories == whole.categories
+    assert [whole.categories[i] for i in (8, 21, 22)] == ["cat", "unicorn", "zebra"]  # VOC's 20, then sorted
+    assert train[0].labels.tolist() == [21, 8] and val[0].labels.tolist() == [22, 21]
+
+
 def test_voc_splits_and_errors(tmp_path):
     root = tmp_path / "VOCdevkit" / "VOC2007"
     _voc_fixture(root)

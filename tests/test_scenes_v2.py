@@ -179,12 +179,18 @@ def test_a_bad_version_is_refused(tmp_path, bad):
         write_scenes(tmp_path, 1, seed=0, size=64, progress=False, version=bad)
 
 
-def test_builtin_scenes_of_another_version_are_not_reused(tmp_path):
+def test_builtin_scenes_of_another_version_or_parameters_are_not_reused(tmp_path):
+    """A notebook run by hand into a folder holding a run of another seed or number of scenes reused the old
+    scenes (and so their crops) while its metrics.json recorded the new parameters."""
     folder = scenes_or_builtin(None, tmp_path / "s", 2, 0, 64, version=2)
     assert json.loads((folder / "annotations.json").read_text())["info"]["generator_version"] == 2
     assert scenes_or_builtin(None, tmp_path / "s", 2, 0, 64, version=2) == folder
-    with pytest.raises(ValueError, match="generator version 2, not 1"):
-        scenes_or_builtin(None, tmp_path / "s", 2, 0, 64)
+    for args, kw, why in [((2, 0, 64), {}, "generator_version 2 there, 1 now"),
+                          ((2, 1, 64), {"version": 2}, "seed 0 there, 1 now"),
+                          ((3, 0, 64), {"version": 2}, "num_images 2 there, 3 now"),
+                          ((2, 0, 96), {"version": 2}, "size 64 there, 96 now")]:
+        with pytest.raises(ValueError, match=f"holds other built-in scenes \\({why}\\)"):
+            scenes_or_builtin(None, tmp_path / "s", *args, **kw)
     assert shared_scenes_name(10, 64, 3) == "10x64px-seed3"  # v1's shared folders keep their names
     assert shared_scenes_name(10, 64, 3, version=2) == "10x64px-seed3-v2"
 

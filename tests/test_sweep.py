@@ -82,14 +82,36 @@ def test_unknown_key_fails_before_anything_runs(root, monkeypatch):
     sweep = write_sweep(root, "where", {"notebook": "01_crops", "fixed": {"out": "elsewhere"}})
     with pytest.raises(ValueError, match="out is set by the sweep runner"):
         runs.run_sweep(sweep, root=root, progress=False)
-    assert calls == [] and not (root / "runs").exists()
+    # a value of another kind than the parameters cell's default: each point started a kernel that failed
+    for grid, why in [({"strategies": ["ours", "random"]}, "'strategies' = 'ours' \\(str\\) is not of the kind of "
+                       "the notebook's default .* \\(list\\) \\(a list in YAML: \\[a, b\\]\\)"),
+                      ({"n": [1, "three"]}, "'n' = 'three' \\(str\\) is not of the kind of the notebook's default 5 "
+                       "\\(int\\)"),
+                      ({"n": [True]}, "'n' = True \\(bool\\)")]:
+        sweep = write_sweep(root, "kinds", {"notebook": "01_crops", "preset": "smoke", "grid": grid})
+        with pytest.raises(ValueError, match=f"kinds\\.yaml: parameter {why}"):
+            runs.run_sweep(sweep, root=root, progress=False)
+    assert calls == [] and not (root / "runs" / "01_crops").exists()  # no run folder (runs/.notebooks: the conversion)
+
+
+def test_jobs_below_one_and_a_sweep_file_outside_the_project_are_clear_errors(root, tmp_path, capsys):
+    from coarsecrop.cli import main
+
+    sweep = write_sweep(root, "jobs", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [3]}})
+    assert main(["sweep", str(sweep), "--jobs", "0"]) == 2  # was taken: no point ran, all 'not run'
+    assert "--jobs 0: runs at once must be at least 1" in capsys.readouterr().err
+    outside = tmp_path / "mine.yaml"
+    outside.write_text(sweep.read_text())
+    assert main(["sweep", str(outside), "--dry-run"]) == 2
+    assert f"{tmp_path} is no project root (no pyproject.toml): a sweep runs in the project above its file" in \
+        capsys.readouterr().err.replace("\n", " ")
 
 
 def test_run_ids_are_the_books(root):
     """A point with a preset's own values gets the id coarsecrop.book gives that preset."""
     sweep = write_sweep(root, "same", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [5]}})
     plan = runs.plan_sweep(sweep, root)
-    defaults = notebook_defaults(root / "notebooks" / "01_crops.ipynb")
+    defaults = notebook_defaults(root / "runs" / ".notebooks" / "01_crops.ipynb")
     effective = {**defaults, **read_preset(root / "params" / "smoke" / "01_crops.yaml", defaults)}
     assert defaults["n"] == 5
     assert plan["points"][0]["run_dir"] == root / "runs" / "01_crops" / run_id_of(effective)
@@ -264,7 +286,7 @@ def test_flatten_keeps_scalars_under_dotted_names():
 @pytest.mark.slow
 def test_real_sweep_runs_skips_and_records_a_failure(root, capfd):
     """Two real points, a rerun that skips both, then a sweep whose second point makes the notebook raise
-    (n = "x" fails the parameters check) run with 2 workers: recorded as failed, the other point reused."""
+    (n = 0 fails the parameters check) run with 2 workers: recorded as failed, the other point reused."""
     sweep = write_sweep(root, "real", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, 2]},
                                        "fixed": TINY})
     table = runs.run_sweep(sweep, root=root, progress=False)
@@ -285,12 +307,12 @@ def test_real_sweep_runs_skips_and_records_a_failure(root, capfd):
     again = runs.run_sweep(sweep, root=root, progress=False)
     assert again["reused"].all() and list(again["run_id"]) == list(table["run_id"])
 
-    mixed = write_sweep(root, "mixed", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, "x"]},
+    mixed = write_sweep(root, "mixed", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [1, 0]},
                                         "fixed": TINY})
     result = runs.run_sweep(mixed, root=root, jobs=2, progress=False)
     assert list(result["status"]) == ["ok", "failed"] and list(result["reused"]) == [True, False]
     failed = root / result["run_dir"][1]
-    assert "ParameterError" in (failed / "FAILED.txt").read_text()
+    assert "ParameterError" in (failed / "FAILED.txt").read_text() and "must be at least 1" in result["error"][1]
     assert "mixed.yaml" in result["error"][1]  # the notebook's error names the sweep file
     assert json.loads((failed / "run.json").read_text())["status"] == "failed"
 
@@ -390,6 +412,8 @@ def test_checkpoints_of_makes_one_transfer_point_per_pretraining_run(root, tmp_p
     result = runs.execute_point(plan["points"][0]["task"])  # its pretraining has not run
     assert result["status"] == "failed"
     assert "coarsecrop sweep params/sweeps/pre.yaml --preset smoke` first" in result["error"]
+    failed = Path(plan["points"][0]["task"]["run_dir"]) / "FAILED.txt"  # as every failed run has (the docs)
+    assert failed.read_text() == f"not run: {result['error']}\n"
 
     task = plan["points"][0]["task"]
     checkpoint = root / task["inject"]["checkpoints"]["pretrained"]

@@ -1,6 +1,6 @@
 """A crop job: one strategy over a whole scene set, into a sharded, resumable manifest.
 
-    scenes --open_scenes--> sorted scene list --shard_size--> shards --rank k % world--> this process
+    scenes --open_scenes--> sorted scene list --shard_size--> shards --window w to rank w % world--> this process
       --windows of consecutive pending shards, batched by image size--> batch sampler
       --DataLoader(workers decode, max_side)--> decoded batch [(index, uint8 [3, H, W] | None, scale | reason)]
       --strategy (CPU tensors, one host copy per batch)--> results
@@ -439,6 +439,12 @@ def run_crop_job(scenes, images=None, split=None, out=None, strategy="ours", n=5
     total = mf.num_shards(len(ordered), shard_size)
     window = window_shards(size_window, shard_size)
     mine = [k for k in range(total) if (k // window) % world == rank]
+    windows = -(-total // window)
+    if windows < world and rank == 0:  # window w is rank w % world's: the ranks past the last window sit idle
+        warnings.warn(f"{len(ordered)} images make {windows} window(s) of --size-window {size_window} images for "
+                      f"{world} ranks: {world - windows} rank(s) have nothing to do; a --size-window of at most "
+                      f"{max(shard_size, len(ordered) // world // shard_size * shard_size)} would give every rank work "
+                      "(start the job with it: a resume takes the value it was started with)")
     mf.remove_stale_temporaries(out, mine)
     pending = mf.missing_shards(out, total)
     pending = [k for k in pending if (k // window) % world == rank]

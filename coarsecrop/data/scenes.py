@@ -291,7 +291,9 @@ def _select_split(images: list[dict], split: str | None, source: Path) -> list[d
     available = sorted({str(img["split"]) for img in images if "split" in img})
     if not available:
         raise ValueError(f"{source}: its image entries carry no 'split' key, so split={split!r} cannot be "
-                         "selected; omit the split to use every image")
+                         "selected; take every image (split None: no --split for `crops`, --train-split all and "
+                         "--val-split all for `evaluate` and `detectron2`) and the val images from their own file "
+                         "(--val-scenes, e.g. COCO's instances_val2017.json)")
     if split not in available:
         raise ValueError(f"{source}: no images in split {split!r}; available splits: {', '.join(available)}")
     return [img for img in images if img.get("split") == split]
@@ -396,9 +398,21 @@ def _text_number(node: ET.Element | None, tag: str, where: str, required: bool) 
     return value
 
 
+def voc_categories(ann_dir: Path) -> dict[int, str]:
+    """Category id -> name of a VOC root: VOC's 20 classes (ids 1..20), then every other class name met in
+    any file of ``Annotations/``, sorted. Read over all files, not one split's, so that every split of a
+    root numbers its classes alike (train's "dumbbell" is test's "dumbbell" whichever split meets it first)."""
+    names = set()
+    for xml in sorted(ann_dir.glob("*.xml")):
+        names.update((obj.findtext("name") or "").strip() for obj in _parse_voc_xml(xml).findall("object"))
+    extra = sorted(names - set(VOC_CLASSES))
+    return {i + 1: name for i, name in enumerate([*VOC_CLASSES, *extra])}
+
+
 def read_voc(root: str | Path, images: str | Path | None = None, split: str | None = None) -> SceneSet:
     """Scenes of a VOC root (Annotations/*.xml, JPEGImages/, ImageSets/Main/<split>.txt,
-    SegmentationObject/<stem>.png when present). ``images`` overrides the JPEGImages folder."""
+    SegmentationObject/<stem>.png when present). ``images`` overrides the JPEGImages folder. Class ids: VOC's
+    20 classes 1..20; a root with other class names numbers them by ``voc_categories`` (every split alike)."""
     root = Path(root).absolute()
     ann_dir = root / "Annotations"
     img_dir = Path(images).absolute() if images is not None else root / "JPEGImages"
@@ -413,7 +427,7 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
         xmls = sorted(ann_dir.glob("*.xml"))
         if not xmls:
             raise ValueError(f"{root}: no annotation files in {ann_dir}")
-    categories = {i + 1: name for i, name in enumerate(VOC_CLASSES)}
+    categories = voc_categories(ann_dir)
     ids = {name: i for i, name in categories.items()}
     scenes = []
     for xml in xmls:
@@ -436,9 +450,8 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
             box = clean(x1 - 1, y1 - 1, x2, y2, width, height)
             if box is None:
                 continue
-            if name not in ids:  # unknown class names are accepted and get the next id
-                ids[name] = len(categories) + 1
-                categories[ids[name]] = name
+            if name not in ids:  # the file changed since voc_categories read it
+                raise ValueError(f"{xml}: object {k + 1} has class {name!r}, which was not in the file a moment ago")
             boxes.append(box)
             labels.append(ids[name])
             object_index.append(k)

@@ -551,8 +551,8 @@ def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images:
                       size: int, version: int = 1, workers: int = 1) -> Path:
     """The data set a notebook works on: ``scenes`` when given (it must exist), else the built-in scenes of
     generator ``version``, written into ``folder`` once by ``workers`` processes (annotations.json is written
-    last, so its presence marks a finished set; a finished set of another generator version is refused, not
-    reused)."""
+    last, so its presence marks a finished set; a finished set of other parameters, generator version, number,
+    seed or size, is refused, not reused)."""
     if scenes:
         path = Path(scenes).expanduser().resolve()
         if not path.exists():
@@ -566,8 +566,11 @@ def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images:
         write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False, version=version,
                      workers=workers)
     else:
-        found = json.loads(ann.read_text(encoding="utf-8")).get("info", {}).get("generator_version", 1)
-        if found != version:
-            raise ValueError(f"{folder}: holds built-in scenes of generator version {found}, not {version}; "
-                             "remove the folder or write the scenes elsewhere")
+        info = json.loads(ann.read_text(encoding="utf-8")).get("info", {})
+        wanted = {"generator_version": version, "num_images": int(num_images), "seed": int(seed), "size": int(size)}
+        differ = [f"{k} {info.get(k, 1 if k == 'generator_version' else None)} there, {v} now"
+                  for k, v in wanted.items() if info.get(k, 1 if k == "generator_version" else None) != v]
+        if differ:  # a run folder reused with other scenes parameters: its crops would be of the old scenes
+            raise ValueError(f"{folder}: holds other built-in scenes ({'; '.join(differ)}); remove the folder or "
+                             "write the scenes elsewhere (another out folder)")
     return folder

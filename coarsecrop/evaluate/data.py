@@ -7,6 +7,8 @@ so that finetuning epochs do not re-decode; ``workers`` parallelise the decoding
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,6 +52,34 @@ def require_labels(sceneset, task: str, source: str | Path) -> None:
         raise ValueError(f"{source}: task {task!r} needs {need}, but no image has a labelled box")
     if task in ("instance", "semantic") and all(s.masks_are_boxes for s in scenes if len(s.labels)):
         raise ValueError(f"{source}: task {task!r} needs {need}, but this data set has boxes only")
+
+
+def with_masks(sceneset, task: str, source: str | Path):
+    """For ``instance`` and ``semantic``: the data set without the images whose objects have no instance
+    masks, with a warning that says how many (a VOC root has masks only for the images of its Segmentation
+    sets, SegmentationObject/<id>.png; a filled box is not a mask, and scoring boxes as masks would mix two
+    tasks). Images without objects stay (all background). Other tasks: the data set as it is."""
+    if task not in ("instance", "semantic"):
+        return sceneset
+    keep = [s for s in sceneset.scenes if not (s.masks_are_boxes and len(s.labels))]
+    if len(keep) < len(sceneset.scenes):
+        warnings.warn(f"{source}: task {task!r} leaves out {len(sceneset.scenes) - len(keep)} of "
+                      f"{len(sceneset.scenes)} images{f' (split {sceneset.split})' if sceneset.split else ''} whose "
+                      "objects have no instance masks (VOC: no SegmentationObject/<id>.png; its Segmentation image "
+                      "sets list the images that have them)")
+    return dataclasses.replace(sceneset, scenes=keep)
+
+
+def require_same_classes(train, val, train_source: str | Path, val_source: str | Path) -> None:
+    """The val data must number its classes as train does (the class index is train's): a category id whose
+    name differs, or a val label that train's data set does not know, is a ValueError naming both sources."""
+    renamed = [f"{c}: {train.categories[c]!r} in train, {name!r} in val" for c, name in sorted(val.categories.items())
+               if c in train.categories and train.categories[c] != name]
+    unknown = sorted({int(label) for s in val.scenes for label in s.labels.tolist()} - set(train.categories))
+    if renamed or unknown:
+        what = "; ".join(renamed + [f"val labels {unknown[:8]} are no category of train's data set"] * bool(unknown))
+        raise ValueError(f"{val_source} does not number its classes as {train_source} does ({what}): train and val "
+                         "must share one category list (e.g. COCO's instances_train2017 and instances_val2017)")
 
 
 def class_index(categories: dict[int, str]) -> dict[int, int]:

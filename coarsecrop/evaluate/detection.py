@@ -306,4 +306,5 @@ def run_detection(trunk: nn.Module, data: DetectionData, seed: int = 0, device: 
     out["loss_first"] = sum(losses[:k]) / k
     out["loss_last"] = sum(losses[-k:]) / k
     out["detections"] = len(results)
+    out["train_images"], out["val_images"] = len(data.train), len(data.val)  # after with_masks (instance)
     return out

@@ -174,4 +174,5 @@ def run_semantic(trunk: nn.Module, data: SegmentationData, seed: int = 0, device
     return {"mIoU": 100 * scores["mIoU"], "mAcc": 100 * scores["mAcc"], "aAcc": 100 * scores["aAcc"],
             "IoU_per_class": {n: (None if v is None else 100 * v) for n, v in zip(data.names, scores["IoU"])},
             "train_loss_first_epoch": losses[0] if losses else None,
-            "train_loss_last_epoch": losses[-1] if losses else None}
+            "train_loss_last_epoch": losses[-1] if losses else None,
+            "train_images": len(data.train_images), "val_images": len(data.val_images)}  # after with_masks

@@ -48,8 +48,16 @@ def convert(source: Path, target: Path) -> Path:
     nb.metadata.setdefault("language_info", {"name": "python"})
     text = jupytext.writes(nb, fmt="ipynb")
     if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     return target
+
+
+def runner_notebook(root: Path, name: str) -> Path:
+    """notebooks/<name>.py converted for the runners (book run, sweep) into runs/.notebooks/<name>.ipynb, never
+    over notebooks/<name>.ipynb: that is the file jupytext pairs with the script, which a researcher may have
+    executed in JupyterLab (a conversion would replace its outputs with none)."""
+    return convert(root / "notebooks" / f"{name}.py", root / "runs" / ".notebooks" / f"{name}.ipynb")
 
 
 def notebook_defaults(ipynb: Path) -> dict:
@@ -72,7 +80,7 @@ def yaml_mapping(path: Path, missing: str, not_mapping: str, valid, unknown_text
     valid keys (ValueError)."""
     if not path.is_file():
         raise FileNotFoundError(missing)
-    values = read_yaml(path.read_text(encoding="utf-8")) or {}
+    values = read_yaml(path.read_text(encoding="utf-8"), path) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: {not_mapping}")
     unknown = sorted(set(values) - set(valid))
@@ -131,6 +139,23 @@ def resumable(run_dir: Path, record: dict) -> bool:
             and earlier.get("parameters") == record["parameters"])
 
 
+def check_kinds(values: dict, defaults: dict, source: str) -> None:
+    """Each value of the kind of the parameters cell's default (a list for a list, a number for a number, a
+    string for a string, true/false for a flag), before any kernel starts: ``strategies: ours`` for
+    ``[ours]`` fails here, not in a notebook's check cell after a kernel and a run folder. A default of None
+    says nothing; the notebook's check cell still checks the exact types and ranges."""
+    for key, value in values.items():
+        default = defaults.get(key)
+        if default is None or value is None:
+            continue
+        kinds = ((bool,) if isinstance(default, bool) else (int, float) if isinstance(default, (int, float))
+                 else (list, tuple) if isinstance(default, (list, tuple)) else (type(default),))
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            hint = " (a list in YAML: [a, b])" if list in kinds else ""
+            raise ValueError(f"{source}: parameter {key!r} = {value!r} ({type(value).__name__}) is not of the kind "
+                             f"of the notebook's default {default!r} ({type(default).__name__}){hint}")
+
+
 def notebook_task(root: Path, name: str, values: dict, preset: str | None, preset_label: str,
                   ipynb: Path | None = None, defaults: dict | None = None, code: str | None = None,
                   sweep: str | None = None, requires=None) -> dict:
@@ -139,8 +164,9 @@ def notebook_task(root: Path, name: str, values: dict, preset: str | None, prese
     ``out`` = the run folder, ``preset`` = ``preset_label``). ``ipynb``, ``defaults`` and ``code`` are
     computed when not given (a sweep computes them once for all its points)."""
     source = root / "notebooks" / f"{name}.py"
-    ipynb = ipynb or convert(source, source.with_suffix(".ipynb"))
+    ipynb = ipynb or runner_notebook(root, name)
     defaults = notebook_defaults(ipynb) if defaults is None else defaults
+    check_kinds(values, defaults, sweep or preset_label)
     effective = {**defaults, **values}
     rid = run_id_of(effective)
     run_dir = root / "runs" / name / rid
@@ -193,6 +219,7 @@ def execute(task: dict, resume: bool = True, show_output: bool = False, blocked:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "FAILED.txt").unlink(missing_ok=True)
     if blocked:
+        (run_dir / "FAILED.txt").write_text(f"not run: {blocked}\n", encoding="utf-8")  # as every failed run has
         write_record(run_dir, {**record, "status": "failed", "wall_time_s": 0.0, "error": blocked})
         return {"status": "failed", "wall_time_s": 0.0, "error": blocked}
     write_record(run_dir, {**record, "status": "running"})

@@ -56,8 +56,8 @@ from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic
 from coarsecrop.params import NOT_HASHED, project_root
 from coarsecrop.train.children import stop_with_parent
-from coarsecrop.runs.notebook import (code_fingerprint, convert, execute, is_complete, notebook_defaults, notebook_task,
-                                      read_preset, read_record, write_record, yaml_mapping)
+from coarsecrop.runs.notebook import (code_fingerprint, execute, is_complete, notebook_defaults, notebook_task,
+                                      read_preset, read_record, runner_notebook, write_record, yaml_mapping)
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
 EXTRA = "extra_points"  # a preset's points beyond its grid: a list of grids, planned after the grid's points
@@ -379,8 +379,11 @@ def plan_sweep(sweep_file: Path, root: Path, preset: str | None = None, of: list
     name = spec["notebook"]
     source = root / "notebooks" / f"{name}.py"
     if not source.is_file():
-        raise FileNotFoundError(f"{sweep_file}: notebook {name!r} not found ({source} does not exist)")
-    ipynb = convert(source, source.with_suffix(".ipynb"))
+        outside = "" if (root / "pyproject.toml").is_file() else (
+            f"; {root} is no project root (no pyproject.toml): a sweep runs in the project above its file, so keep "
+            "it in the project's params/sweeps/")
+        raise FileNotFoundError(f"{sweep_file}: notebook {name!r} not found ({source} does not exist){outside}")
+    ipynb = runner_notebook(root, name)
     defaults = notebook_defaults(ipynb)
     check_keys(sweep_file, [*grid_keys(sweep_file, spec["grid"]), *spec["fixed"],
                             *(k for more in at_preset.get(EXTRA, []) for k in grid_keys(sweep_file, more))], defaults)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import matplotlib
@@ -111,6 +112,9 @@ class CropStudyParams:
     show_images: int = 3
     out: str | None = None
     preset: str = ""
+
+    MINIMUM: ClassVar[dict] = {"num_images": 1, "image_size": 32, "n": 1, "batch_size": 1, "workers": 0,
+                               "show_images": 1}  # checked by load_params with the types
 
 
 @dataclass
@@ -356,10 +360,21 @@ def _draw_boxes(ax, df: pd.DataFrame, color: str = "yellow", numbered: bool = Fa
                     bbox=dict(facecolor=color, edgecolor="none", pad=0.5))
 
 
+def _nothing_to_show(text: str) -> plt.Figure:
+    """A small figure that says why a figure is empty (a run whose parameters leave it nothing to draw)."""
+    fig, ax = plt.subplots(figsize=(6, 0.8))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, wrap=True)
+    return fig
+
+
 def plot_crops_grid(study: CropStudy, strategies: list[str] | None = None, k: int | None = None) -> plt.Figure:
     """Fig. 1 style: the crops of each strategy (rows) on the same images (columns)."""
     strategies = strategies or list(study.manifests)
     scenes = example_scenes(study, k)
+    if not strategies or not scenes:
+        return _nothing_to_show("no image that every strategy of this run cropped" if strategies else
+                                "no strategy in this run")
     fig, axes = plt.subplots(len(strategies), len(scenes), figsize=(2.1 * len(scenes) + 0.4, 2.0 * len(strategies)),
                              squeeze=False)
     colors = plt.get_cmap("tab10")
@@ -397,6 +412,9 @@ def plot_objectness_maps(study: CropStudy, strategies: list[str] | None = None, 
     (same phi) share one map column; a strategy with a different map gets its own."""
     strategies = strategies if strategies is not None else objectness_strategies(study)
     scenes = example_scenes(study, k)
+    if not strategies or not scenes:
+        return _nothing_to_show("no strategy of this run scores an objectness map (ours and its variants do)"
+                                if not strategies else "no image that every strategy of this run cropped")
     images = [_load_rgb(s) for s in scenes]
     tensors = [torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).contiguous() for im in images]
     columns = []  # ("map", title, maps) or ("boxes", strategy name, None)

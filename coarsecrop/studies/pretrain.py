@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -53,9 +54,10 @@ class PretrainStudyParams:
     Scenes: scenes = a COCO json / VOC root / image folder / `coarsecrop scenes` folder, or None to
       generate the built-in synthetic scenes (num_images of scene_size px, scene_seed, generator
       scene_version: 1, 2 or 3, see coarsecrop.data.synthetic) in the run folder.
-      images: the COCO image root. Pretraining reads the source's train split (VOC: ImageSets/Main/
-      train.txt), or every image when it has none (COCO's instances_train2017.json); the probe trains on the
-      train split and scores the val split (or holds out every 5th image when there are no splits).
+      images: the COCO image root. Pretraining reads the split ``pretrain_split`` (e.g. trainval, the
+      paper's VOC2007 set), or when None the source's train split (VOC: ImageSets/Main/train.txt), or every
+      image when it has none (COCO's instances_train2017.json); the probe trains on the train split and
+      scores the val split (or holds out every 5th image when there are no splits).
     Crops: manifest = an existing crop manifest folder; None runs `strategy` (image = the Image-Crop
       baseline, ours = Our-Crop, gt, grid, ...) with n crops per image on the train split first.
       strategy_params go to the strategy; anchor_sizes (None: the paper's 32-256) go to the strategies that
@@ -72,6 +74,7 @@ class PretrainStudyParams:
 
     scenes: str | None = None
     images: str | None = None
+    pretrain_split: str | None = None
     num_images: int = 1000
     scene_size: int = 128
     scene_seed: int = 0
@@ -103,6 +106,9 @@ class PretrainStudyParams:
     monitor: str = "both"
     out: str | None = None
     preset: str = ""
+
+    MINIMUM: ClassVar[dict] = {"num_images": 1, "scene_size": 32, "n": 1, "image_size": 8, "epochs": 1,
+                               "batch_size": 1, "processes": 1, "workers": 0}  # checked by load_params
 
 
 def resolve_run_dir(params: PretrainStudyParams) -> Path:
@@ -139,8 +145,8 @@ def shared_builtin_scenes(folder: Path, num_images: int, seed: int, size: int, v
 
 
 def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -> Path:
-    """``params.manifest``, or the crop job of ``strategy`` over the train split into run_dir/crops
-    (a finished job is reused; an interrupted one resumes). With phi="ssl" stage 1 runs first."""
+    """``params.manifest``, or the crop job of ``strategy`` over the pretraining split (``train_split``) into
+    run_dir/crops (a finished job is reused; an interrupted one resumes). With phi="ssl" stage 1 runs first."""
     if params.manifest:
         return Path(params.manifest).expanduser().resolve()
     checkpoint, phi_backbone = params.crop_checkpoint, params.crop_backbone
@@ -154,9 +160,11 @@ def prepare_manifest(params: PretrainStudyParams, scenes: Path, run_dir: Path) -
 
 
 @functools.lru_cache(maxsize=8)
-def train_split(scenes: Path, images) -> str | None:
-    """"train" when the source has a train split, else None (every image: a COCO json without splits).
-    Cached: the crop job and the objectness of its crops ask for the same source."""
+def train_split(scenes: Path, images, split: str | None = None) -> str | None:
+    """The split pretraining reads: ``split`` when given (``pretrain_split``), else "train" when the source has
+    a train split, else None (every image: a COCO json without splits)."""
+    if split is not None:
+        return split
     try:
         open_scenes(scenes, images=images, split="train")
     except ValueError:
@@ -168,9 +176,8 @@ def crop_job(params: PretrainStudyParams, scenes: Path, out: Path, strategy: str
     strategy_params = dict(params.strategy_params) if strategy == params.strategy else {}
     if params.anchor_sizes and "sizes" in strategy_parameters(strategy):
         strategy_params.setdefault("sizes", list(params.anchor_sizes))
-    run_crop_job(scenes=str(scenes), images=params.images, split=train_split(scenes, params.images), out=str(out),
-                 strategy=strategy,
-                 n=n, strategy_params=strategy_params,
+    run_crop_job(scenes=str(scenes), images=params.images, out=str(out), strategy=strategy,
+                 split=train_split(scenes, params.images, params.pretrain_split), n=n, strategy_params=strategy_params,
                  checkpoint=checkpoint, backbone=backbone, device=params.device, workers=params.workers,
                  progress=False)
     return out
@@ -193,7 +200,8 @@ def crop_quality(params: PretrainStudyParams, scenes: Path, manifest: Path) -> d
     """Objectness of the pseudo-images against the GT masks (the paper's Table 2 / Fig. 5 x-axis):
     mean, and the shares of Poor (< 20%), Coarse and Precise (> 80%) crops; crops per image; median side."""
     table = crop_table({"crops": manifest}, open_scenes(scenes, images=params.images,
-                                                        split=train_split(scenes, params.images)))
+                                                        split=train_split(scenes, params.images,
+                                                                          params.pretrain_split)))
     obj = table["objectness"].dropna()
     if not len(obj):
         return {"crops": int(len(table)), "objectness": None}

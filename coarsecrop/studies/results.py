@@ -160,7 +160,7 @@ def collect(sweep: str, preset: str, source: str = "build", root: Path | None = 
 def preset_epochs(preset: str, root: Path | None = None) -> int | None:
     """The pretraining epochs of a preset (its params/<preset>/02_pretrain.yaml, else the notebook's)."""
     path = Path(root or project_root()) / "params" / preset / f"{NOTEBOOK}.yaml"
-    values = read_yaml(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    values = read_yaml(path.read_text(encoding="utf-8"), path) if path.is_file() else {}
     return (values or {}).get("epochs", PretrainStudyParams().epochs)
 
 

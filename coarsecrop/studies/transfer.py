@@ -20,6 +20,7 @@ import inspect
 import time
 import typing
 from dataclasses import dataclass, field
+from typing import ClassVar
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from coarsecrop.device import resolve_device
 from coarsecrop.evaluate import ENGINE, HEADLINE, d2
 from coarsecrop.evaluate import TASKS as TASK_MODULES
 from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
-from coarsecrop.evaluate.data import open_split, require_labels
+from coarsecrop.evaluate.data import open_split, require_labels, require_same_classes, with_masks
 from coarsecrop.evaluate.metrics import summarise
 from coarsecrop.io import file_sha256, write_json
 from coarsecrop.params import check_value, default_run_dir
@@ -102,7 +103,9 @@ def prepare_task(task: str, scenes: str | Path, images: str | Path | None = None
     train = open_split(scenes, train_split, images)
     val = open_split(val_scenes, val_split, val_images) if val_scenes else open_split(scenes, val_split, images)
     require_labels(train, task, scenes)
-    require_labels(val, task, scenes)
+    require_labels(val, task, val_scenes or scenes)
+    require_same_classes(train, val, scenes, val_scenes or scenes)
+    train, val = with_masks(train, task, scenes), with_masks(val, task, val_scenes or scenes)
     return prepare(train, val, **prepare_kw)
 
 
@@ -216,6 +219,9 @@ class TransferParams:
     classify_root: str | None = None  # an ImageFolder root (train/, val/) for the "classify" task
     out: str | None = None  # run folder; None = runs/03_transfer/<hash of the parameters>
     preset: str = ""
+
+    MINIMUM: ClassVar[dict] = {"num_images": 1, "scene_size": 32, "n_seeds": 1, "first_seed": 0,
+                               "threads": 0}  # checked by load_params
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:

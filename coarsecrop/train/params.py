@@ -176,7 +176,7 @@ def parse_overrides(items: list[str] | None) -> dict:
         if "=" not in item:
             raise ValueError(f"override {item!r}: expected key=value")
         key, value = item.split("=", 1)
-        overrides[key.strip()] = read_yaml(value)
+        overrides[key.strip()] = read_yaml(value, f"override {item!r}")
     return overrides
 
 
@@ -187,7 +187,7 @@ def load_pretrain_params(path: str | Path | None = None, overrides: dict | list[
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} does not exist")
-        values = read_yaml(path.read_text()) or {}
+        values = read_yaml(path.read_text(), path) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of parameters, got {type(values).__name__}")
         source = str(path)
