@@ -58,9 +58,10 @@ def run_notebook(root: Path, name: str, preset: str, force: bool = False, log_ou
         print(f"[book] {name}: complete run {run_dir.relative_to(root)} exists (preset {preset}); skipped")
     else:
         if is_complete(run_dir) and not force:
-            print(f"[book] {name}: " + ("a chapter that reads other runs: executed on every build" if name in
-                                        EXECUTE_EVERY_BUILD else f"run {run_dir.relative_to(root)} was made by other "
-                                        "code (coarsecrop/ or the notebook changed since); running it again"))
+            why = ("a chapter that reads other runs: executed on every build" if name in EXECUTE_EVERY_BUILD else
+                   f"run {run_dir.relative_to(root)} was made by other code (coarsecrop/ or the notebook changed "
+                   "since); running it again")
+            print(f"[book] {name}: {why}")
         print(f"[book] {name}: running with preset {preset} into {run_dir.relative_to(root)}", flush=True)
         # a fresh run: nothing of an earlier, failed or other-code run is reused
         result = execute(task, resume=False, show_output=log_output)

@@ -398,13 +398,12 @@ def _text_number(node: ET.Element | None, tag: str, where: str, required: bool) 
     return value
 
 
-def voc_categories(ann_dir: Path) -> dict[int, str]:
-    """Category id -> name of a VOC root: VOC's 20 classes (ids 1..20), then every other class name met in
-    any file of ``Annotations/``, sorted. Read over all files, not one split's, so that every split of a
-    root numbers its classes alike (train's "dumbbell" is test's "dumbbell" whichever split meets it first)."""
-    names = set()
-    for xml in sorted(ann_dir.glob("*.xml")):
-        names.update((obj.findtext("name") or "").strip() for obj in _parse_voc_xml(xml).findall("object"))
+def voc_categories(nodes) -> dict[int, str]:
+    """Category id -> name of a VOC root from the parsed XML of every file of its ``Annotations/``: VOC's 20
+    classes (ids 1..20), then every other class name met in any file, sorted. Read over all files, not one
+    split's, so that every split of a root numbers its classes alike (train's "dumbbell" is test's
+    "dumbbell" whichever split meets it first)."""
+    names = {(obj.findtext("name") or "").strip() for node in nodes for obj in node.findall("object")}
     extra = sorted(names - set(VOC_CLASSES))
     return {i + 1: name for i, name in enumerate([*VOC_CLASSES, *extra])}
 
@@ -427,11 +426,12 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
         xmls = sorted(ann_dir.glob("*.xml"))
         if not xmls:
             raise ValueError(f"{root}: no annotation files in {ann_dir}")
-    categories = voc_categories(ann_dir)
+    nodes = {xml: _parse_voc_xml(xml) for xml in sorted(ann_dir.glob("*.xml"))}  # each file parsed once
+    categories = voc_categories(nodes.values())
     ids = {name: i for i, name in categories.items()}
     scenes = []
     for xml in xmls:
-        node = _parse_voc_xml(xml)
+        node = nodes[xml]
         stem = xml.stem
         file = safe_join(img_dir, (node.findtext("filename") or "").strip() or f"{stem}.jpg", str(xml))
         size = node.find("size")
@@ -450,8 +450,6 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
             box = clean(x1 - 1, y1 - 1, x2, y2, width, height)
             if box is None:
                 continue
-            if name not in ids:  # the file changed since voc_categories read it
-                raise ValueError(f"{xml}: object {k + 1} has class {name!r}, which was not in the file a moment ago")
             boxes.append(box)
             labels.append(ids[name])
             object_index.append(k)

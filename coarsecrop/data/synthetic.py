@@ -566,10 +566,9 @@ def scenes_or_builtin(scenes: str | Path | None, folder: str | Path, num_images:
         write_scenes(folder, num_images=num_images, seed=seed, size=size, progress=False, version=version,
                      workers=workers)
     else:
-        info = json.loads(ann.read_text(encoding="utf-8")).get("info", {})
+        info = {"generator_version": 1, **json.loads(ann.read_text(encoding="utf-8")).get("info", {})}  # v1: unsaid
         wanted = {"generator_version": version, "num_images": int(num_images), "seed": int(seed), "size": int(size)}
-        differ = [f"{k} {info.get(k, 1 if k == 'generator_version' else None)} there, {v} now"
-                  for k, v in wanted.items() if info.get(k, 1 if k == "generator_version" else None) != v]
+        differ = [f"{k} {info.get(k)} there, {v} now" for k, v in wanted.items() if info.get(k) != v]
         if differ:  # a run folder reused with other scenes parameters: its crops would be of the old scenes
             raise ValueError(f"{folder}: holds other built-in scenes ({'; '.join(differ)}); remove the folder or "
                              "write the scenes elsewhere (another out folder)")

@@ -76,8 +76,10 @@ def require_same_classes(train, val, train_source: str | Path, val_source: str |
     renamed = [f"{c}: {train.categories[c]!r} in train, {name!r} in val" for c, name in sorted(val.categories.items())
                if c in train.categories and train.categories[c] != name]
     unknown = sorted({int(label) for s in val.scenes for label in s.labels.tolist()} - set(train.categories))
-    if renamed or unknown:
-        what = "; ".join(renamed + [f"val labels {unknown[:8]} are no category of train's data set"] * bool(unknown))
+    if unknown:
+        renamed.append(f"val labels {unknown[:8]} are no category of train's data set")
+    if renamed:
+        what = "; ".join(renamed)
         raise ValueError(f"{val_source} does not number its classes as {train_source} does ({what}): train and val "
                          "must share one category list (e.g. COCO's instances_train2017 and instances_val2017)")
 
