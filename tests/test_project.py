@@ -300,6 +300,24 @@ def test_run_id_is_short_stable_and_order_independent():
     assert a != run_id({"x": 2, "y": [1, 2], "z": None})
 
 
+def test_a_whole_number_is_one_run_whether_written_as_int_or_float():
+    """A preset's ``warmup_epochs: 1`` (hashed as written by the runners) and the notebook's dataclass value
+    1.0 (run by hand) name one run folder; flags and fractions keep their ids apart."""
+    @dataclasses.dataclass
+    class Example:
+        warmup: float = 0.25
+        scale: tuple[float, float] = (0.2, 1.0)
+        nested: dict = dataclasses.field(default_factory=dict)
+        out: str | None = None
+
+    by_hand = load_params(Example, {"warmup": 1, "scale": [0.2, 1], "nested": {"lr": 3}}, "nb")
+    assert by_hand.warmup == 1.0 and isinstance(by_hand.warmup, float)
+    written = {"warmup": 1, "scale": [0.2, 1], "nested": {"lr": 3.0}, "out": "runs/x"}
+    assert run_id_of(by_hand) == run_id_of(written)
+    assert run_id({"x": 1}) != run_id({"x": 1.5}) != run_id({"x": True}) != run_id({"x": "1"})
+    assert run_id({"x": True}) != run_id({"x": 1})
+
+
 def test_run_id_of_leaves_out_where_a_run_goes():
     @dataclasses.dataclass
     class Example:
