@@ -323,7 +323,7 @@ def test_checkpoint_folder_resolves_to_its_newest_backbone(tmp_path, ckpt):
 
     with pytest.raises(ValueError, match="no backbone.pt below"):
         resolve_checkpoint(tmp_path)
-    for i, name in enumerate(("a", "b")):
+    for i, name in enumerate(("a", "b", ".replaced/c")):  # .replaced: a run a sweep made again, set aside
         folder = tmp_path / name / "train"
         folder.mkdir(parents=True)
         (folder / "backbone.pt").write_bytes(ckpt.read_bytes())

@@ -235,6 +235,40 @@ def test_an_unfinished_run_continues_in_place(root, monkeypatch):
     assert seen[-1] is False
 
 
+def test_a_finished_run_of_other_code_is_set_aside_not_deleted(root, monkeypatch, capsys):
+    """A code edit makes every run stale; the sweep makes it again and keeps the old folder (its checkpoints,
+    its metrics) in runs/<notebook>/.replaced/<run id>/, one generation; --force deletes as it says."""
+    import papermill
+
+    sweep = write_sweep(root, "aside", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [23]}})
+    task = runs.plan_sweep(sweep, root)["points"][0]["task"]
+    run_dir = Path(task["run_dir"])
+    kept = run_dir.parent / ".replaced" / run_dir.name
+
+    def notebook(ipynb, out, parameters, **kwargs):
+        (run_dir / "metrics.json").write_text("{}")
+        Path(out).write_text("{}")
+
+    monkeypatch.setattr(papermill, "execute_notebook", notebook)
+
+    def finished(by: str, what: str):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoint.pt").write_text(what)
+        runs.write_record(run_dir, {**task["record"], "status": "ok", "code": by})
+
+    finished("older code", "hours of training")
+    runs.run_sweep(sweep)
+    assert "1 finished run(s) of other code" in capsys.readouterr().err
+    assert (kept / "checkpoint.pt").read_text() == "hours of training" and runs.read_record(kept)["code"] == "older code"
+    assert runs.read_record(run_dir)["code"] == task["record"]["code"] and not (run_dir / "checkpoint.pt").exists()
+    finished("newer code", "more hours")
+    runs.run_sweep(sweep)  # one generation: the newer run replaces the older one set aside
+    assert (kept / "checkpoint.pt").read_text() == "more hours"
+    finished("newer code", "a run to redo")
+    runs.run_sweep(sweep, force=True)  # --force: from scratch, as it says
+    assert (kept / "checkpoint.pt").read_text() == "more hours" and not (run_dir / "checkpoint.pt").exists()
+
+
 DYING_KERNEL = """import pathlib, sys
 starts = pathlib.Path(__file__).with_name("starts")
 n = int(starts.read_text()) + 1 if starts.exists() else 1

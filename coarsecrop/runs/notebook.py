@@ -37,6 +37,8 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 # started at the same time may take one first (ZMQError "Address already in use" in kernel.log;
 # nteract/papermill#511). The next start draws new ports.
 KERNEL_STARTS = 3
+# Where a sweep keeps the previous finished run of a point it makes again (runs/<notebook>/.replaced/<id>/).
+REPLACED = ".replaced"
 
 
 def convert(source: Path, target: Path) -> Path:
@@ -198,13 +200,26 @@ def stderr_to(path: Path):
         os.close(saved)
 
 
+def set_aside(run_dir: Path) -> Path:
+    """Move a finished run that is about to be made again (by other code: any edit of the package makes every
+    run stale) to runs/<notebook>/.replaced/<run id>/, over the one set aside there before, so hours of
+    training are not deleted by a sweep after a one-line change; returns where it went."""
+    kept = run_dir.parent / REPLACED / run_dir.name
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    run_dir.rename(kept)
+    return kept
+
+
 def execute(task: dict, resume: bool = True, show_output: bool = False, blocked: str = "") -> dict:
     """Execute one run (papermill; the kernel is its own process) into its run folder.
 
     resume: True continues an unfinished or failed run of the same code and parameters in place (the
         notebooks resume what they find there: 02_pretrain's crop job and trainer checkpoint, so a job
-        killed at a time limit loses at most the steps since its last checkpoint); any other folder is
-        emptied first. False: always start from an empty folder (the book; ``--force``).
+        killed at a time limit loses at most the steps since its last checkpoint); a finished run of other
+        code (or on a remade trunk) is set aside (``set_aside``), any other folder emptied first. False:
+        always start from an empty folder (the book; ``--force``).
     show_output: stream the cells' output through papermill's log (the book); else the kernel's standard
         error goes to the run folder's kernel.log (the sweeps, whose terminal shows a progress bar).
     blocked: a reason the run cannot start (a transfer point whose pretraining run is missing): recorded
@@ -215,7 +230,10 @@ def execute(task: dict, resume: bool = True, show_output: bool = False, blocked:
 
     run_dir, record = Path(task["run_dir"]), task["record"]
     if run_dir.exists() and not (resume and resumable(run_dir, record)):
-        shutil.rmtree(run_dir)
+        if resume and read_record(run_dir).get("status") == "ok":
+            set_aside(run_dir)
+        else:
+            shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "FAILED.txt").unlink(missing_ok=True)
     if blocked:

@@ -34,7 +34,8 @@ runs, so a point shared with another sweep (or with the book's run) is computed 
 Each run executes through ``coarsecrop.runs.notebook.execute``.
 A complete run made by the same code is skipped; a failed one is recorded (run.json status "failed",
 FAILED.txt with the traceback) and the others still run; an unfinished or failed run of the same code is
-continued in its folder next time (the notebooks resume their crop job and trainer). The summary, one row
+continued in its folder next time (the notebooks resume their crop job and trainer); a complete run of other
+code (stale) is made again and the old one kept in runs/<notebook>/.replaced/<run id>/. The summary, one row
 per point, is runs/<notebook>/sweep-<NAME>.csv. Before anything runs, every data set the points read
 must exist (``missing_inputs``); ``plan_table`` is the dry run, and ``run_sweep(only=[k])`` runs one point
 (a Slurm array task).
@@ -46,6 +47,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -56,8 +58,9 @@ from coarsecrop.data.synthetic import shared_scenes_name
 from coarsecrop.io import file_sha256, write_atomic
 from coarsecrop.params import NOT_HASHED, project_root
 from coarsecrop.train.children import stop_with_parent
-from coarsecrop.runs.notebook import (code_fingerprint, execute, is_complete, notebook_defaults, notebook_task,
-                                      read_preset, read_record, runner_notebook, write_record, yaml_mapping)
+from coarsecrop.runs.notebook import (REPLACED, code_fingerprint, execute, is_complete, notebook_defaults,
+                                      notebook_task, read_preset, read_record, runner_notebook, write_record,
+                                      yaml_mapping)
 
 SWEEP_KEYS = ("notebook", "preset", "grid", "fixed", "presets", "checkpoints_of")
 EXTRA = "extra_points"  # a preset's points beyond its grid: a list of grids, planned after the grid's points
@@ -513,6 +516,11 @@ def run_sweep(sweep_file, jobs: int = 1, force: bool = False, progress: bool = T
         elif only is None or index in only:
             todo.setdefault(rid, {**p["task"], "resume": not force})  # points with the same parameters run once
     chosen = [p for i, p in enumerate(plan["points"]) if only is None or i in only]
+    stale = 0 if force else sum(1 for task in todo.values() if read_record(Path(task["run_dir"])).get("status") == "ok")
+    if stale and progress:
+        print(f"sweep {plan['name']}: {stale} finished run(s) of other code (or on a remade trunk) made again; each old "
+              f"one is kept in runs/{plan['notebook']}/{REPLACED}/<run id>/ until its point is made again",
+              file=sys.stderr, flush=True)
     bar = tqdm(total=len(chosen), desc=f"sweep {plan['name']}", unit="run", disable=not progress)
     bar.update(len(chosen) - sum(1 for p in chosen if p["run_dir"].name in todo))
     counts = {rid: sum(1 for p in chosen if p["run_dir"].name == rid) for rid in todo}

@@ -225,10 +225,13 @@ class TransferParams:
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:
-    """A checkpoint file, or the newest ``backbone.pt`` below a folder (e.g. runs/02_pretrain)."""
+    """A checkpoint file, or the newest ``backbone.pt`` below a folder (e.g. runs/02_pretrain), not in a
+    hidden folder (a sweep's runs/02_pretrain/.replaced/, the runs it made again)."""
     path = Path(spec)
     if path.is_dir():
-        found = sorted(path.rglob("backbone.pt"), key=lambda p: p.stat().st_mtime)
+        found = sorted((p for p in path.rglob("backbone.pt")
+                        if not any(part.startswith(".") for part in p.relative_to(path).parts)),
+                       key=lambda p: p.stat().st_mtime)
         if not found:
             raise ValueError(f"{path}: no backbone.pt below this folder (run notebooks/02_pretrain.py or "
                              "`coarsecrop pretrain` first, or give a checkpoint file)")
