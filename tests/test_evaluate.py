@@ -12,11 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
+from coarsecrop.data.masks import voc_colormap
+from coarsecrop.data.scenes import Scene, open_scenes
 from coarsecrop.data.synthetic import write_scenes
 from coarsecrop.evaluate import classify, multilabel, objects, segmentation
 from coarsecrop.evaluate.checkpoints import make_trunk
 from coarsecrop.evaluate.data import class_index, multilabel_targets, open_split
 from coarsecrop.evaluate.metrics import average_precision, confusion, mean_ap, segmentation_scores, summarise
+from coarsecrop.models.probe import multilabel_loss
 from coarsecrop.studies.transfer import evaluate, split_params
 
 TINY = "resnet10_w8"  # 8/16/32/64 channels: fast on CPU
@@ -91,6 +94,8 @@ def test_summarise_mean_and_sample_std():
     s = summarise([{"a": 1.0, "b": "x"}, {"a": 3.0, "b": "y"}])
     assert set(s) == {"a"}
     assert s["a"]["mean"] == 2.0 and s["a"]["std"] == pytest.approx(math.sqrt(2)) and s["a"]["n"] == 2
+    s = summarise([{"a": 1.0}, {"a": math.nan}, {"a": 3.0}])  # a run without a defined value (no positive)
+    assert s["a"]["mean"] == 2.0 and s["a"]["n"] == 2 and len(s["a"]["values"]) == 3
 
 
 # ------------------------------------------------------------------------------------------ tasks
@@ -102,6 +107,49 @@ def test_multilabel_targets_are_categories_present(splits):
     for row, scene in zip(t, train.scenes):
         present = {index[int(c)] for c in scene.labels.tolist()}
         assert set(torch.nonzero(row).flatten().tolist()) == present
+
+
+def test_a_class_present_only_as_voc_difficult_objects_counts_neither_way():
+    """VOC's rule: an image whose objects of a class are all "difficult" is neither a positive nor a negative
+    of that class, in the AP and in the training loss."""
+    def scene(labels, difficult):
+        return Scene(id=0, file="x.jpg", width=8, height=8, boxes=torch.zeros(len(labels), 4),
+                     labels=torch.tensor(labels), difficult=torch.tensor(difficult))
+
+    targets = multilabel_targets([scene([1, 2, 2], [True, True, False]), scene([3], [False])], {1: 0, 2: 1, 3: 2})
+    assert targets.tolist() == [[-1, 1, 0], [0, 0, 1]]
+    scores, labels = np.array([0.9, 0.8, 0.7, 0.6]), np.array([-1, 0, 1, 1])
+    assert average_precision(scores, labels) == pytest.approx(average_precision(scores[1:], labels[1:])) \
+        == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.1, -2.0]])
+    known = torch.nn.functional.binary_cross_entropy_with_logits(logits[targets >= 0], targets[targets >= 0])
+    assert multilabel_loss(logits, targets) == pytest.approx(float(known))
+
+
+def test_voc_void_pixels_are_ignored_by_semantic_segmentation(tmp_path):
+    """VOC's void band (index 255 of SegmentationObject) is ignored, not scored as background."""
+    root = tmp_path / "VOC2007"
+    for d in ("Annotations", "JPEGImages", "SegmentationObject"):
+        (root / d).mkdir(parents=True)
+    (root / "Annotations" / "1.xml").write_text(
+        "<annotation><filename>1.jpg</filename><size><width>20</width><height>10</height></size><object>"
+        "<name>dog</name><difficult>0</difficult><bndbox><xmin>3</xmin><ymin>3</ymin><xmax>8</xmax>"
+        "<ymax>8</ymax></bndbox></object></annotation>")
+    Image.new("RGB", (20, 10)).save(root / "JPEGImages" / "1.jpg")
+    index = np.zeros((10, 20), np.uint8)
+    index[2:8, 2:8] = 255
+    index[3:7, 3:7] = 1
+    png = Image.fromarray(index, "P")
+    png.putpalette(voc_colormap().flatten().tolist())  # as VOC's own files (without one, PIL renumbers)
+    png.save(root / "SegmentationObject" / "1.png")
+    scene = open_scenes(root)[0]
+    label = segmentation.semantic_map(scene, {c: i for i, c in enumerate(range(1, 21))})
+    assert (label[index == 255] == 255).all() and (label[index == 1] == 12).all() and (label[index == 0] == 0).all()
+
+
+def test_train_and_val_on_the_same_images_are_refused(scenes):
+    with pytest.raises(ValueError, match=r"share 24 image\(s\).*measured on training images"):
+        evaluate("objects", backbone=TINY, scenes=scenes, train_split=None, val_split=None)
 
 
 def test_linear_probe_and_finetuning_run_and_learn(splits):

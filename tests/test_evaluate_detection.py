@@ -3,10 +3,19 @@ detectors from torchvision on a tiny trunk, and training that lowers the loss.""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
+from coarsecrop.data.masks import filled_boxes
+from coarsecrop.data.scenes import Scene, open_scenes
 from coarsecrop.data.synthetic import write_scenes
 from coarsecrop.evaluate import detection
 from coarsecrop.evaluate.checkpoints import make_trunk
@@ -54,7 +63,8 @@ def test_cocoeval_perfect_predictions_score_one_and_shifted_less(splits):
     segm = coco_evaluate(gt, [{k: v for k, v in r.items() if k != "bbox"}
                               for r in _perfect(val.scenes, masks=True)], "segm")
     assert segm["AP"] == pytest.approx(100)
-    assert coco_evaluate(gt, [], "bbox")["AP"] == 0.0
+    none = coco_evaluate(gt, [], "bbox")
+    assert none["AP"] == 0.0 and none["APs"] == 0.0 and none["APl"] is None  # 64-px scenes: no large object
 
 
 def test_wrong_class_scores_zero(splits):
@@ -64,6 +74,72 @@ def test_wrong_class_scores_zero(splits):
     wrong = [{**r, "category_id": cats[(cats.index(r["category_id"]) + 1) % len(cats)]}
              for r in _perfect(val.scenes)]
     assert coco_evaluate(gt, wrong, "bbox")["AP"] < 5
+
+
+def _square(x, y, side):
+    return [[x, y, x + side, y, x + side, y + side, x, y + side]]
+
+
+def test_the_ground_truth_scores_as_cocoeval_on_the_original_file(tmp_path):
+    """Crowd regions ignored (a detection on one counts neither way) and the file's own ``area`` deciding
+    the size ranges: our ground truth, read back through the reader, gives COCOeval's numbers on the
+    original json for boxes and masks. Before, a detection on the crowd was a false positive and the
+    detection task sized objects by their boxes."""
+    anns = [  # image 1: a cat-1 object (annotated area 2000: medium, its box 400: small) and a cat-1 crowd
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 2000, "iscrowd": 0,
+         "segmentation": _square(4, 4, 20)},
+        {"id": 2, "image_id": 1, "category_id": 1, "bbox": [34, 34, 24, 24], "area": 576, "iscrowd": 1,
+         "segmentation": _square(34, 34, 24)},
+        {"id": 3, "image_id": 2, "category_id": 2, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0,
+         "segmentation": _square(10, 10, 30)},
+        {"id": 4, "image_id": 2, "category_id": 1, "bbox": [44, 2, 16, 16], "area": 5000, "iscrowd": 0,
+         "segmentation": _square(44, 2, 16)}]
+    data = {"images": [{"id": i, "file_name": f"{i}.jpg", "width": 64, "height": 64} for i in (1, 2)],
+            "annotations": anns, "categories": [{"id": 1, "name": "one"}, {"id": 2, "name": "two"}]}
+    for i in (1, 2):
+        Image.new("RGB", (64, 64)).save(tmp_path / f"{i}.jpg")
+    (tmp_path / "instances.json").write_text(json.dumps(data))
+    scenes = open_scenes(tmp_path / "instances.json")
+    assert [s.id for s in scenes] == [1, 2]
+    detections = [  # (image position, category, score, xywh)
+        (0, 1, 0.95, [35, 35, 22, 22]), (0, 1, 0.8, [4, 5, 20, 19]), (1, 2, 0.9, [11, 10, 29, 30]),
+        (1, 1, 0.7, [44, 2, 15, 16]), (1, 2, 0.3, [40, 40, 10, 10])]
+
+    def results(ids, segm):
+        out = []
+        for image, cat, score, (x, y, w, h) in detections:
+            r = {"image_id": ids[image], "category_id": cat, "score": score}
+            if segm:
+                r["segmentation"] = encode_masks(filled_boxes(torch.tensor([[x, y, x + w, y + h]]), 64, 64))[0]
+            else:
+                r["bbox"] = [x, y, w, h]
+            out.append(r)
+        return out
+
+    for iou_type in ("bbox", "segm"):
+        ours = coco_evaluate(scenes_to_coco(scenes.scenes, scenes.categories, masks=iou_type == "segm"),
+                             results([0, 1], iou_type == "segm"), iou_type)
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(tmp_path / "instances.json"))
+            ev = COCOeval(gt, gt.loadRes(results([1, 2], iou_type == "segm")), iou_type)
+            ev.evaluate(), ev.accumulate(), ev.summarize()
+        theirs = {k: None if v < 0 else 100 * float(v) for k, v in zip(("AP", "AP50", "AP75", "APs", "APm", "APl"),
+                                                                       ev.stats)}
+        assert ours == pytest.approx(theirs), iou_type
+        assert ours["AP50"] == pytest.approx(100)  # the 0.95 detection lies on the crowd: ignored
+
+
+def test_voc_difficult_objects_count_neither_way():
+    """A detection on a VOC "difficult" object is no false positive, a missed one no false negative."""
+    scene = Scene(id="1", file="1.jpg", width=64, height=64,
+                  boxes=torch.tensor([[4.0, 4, 24, 24], [30, 30, 60, 60]]), labels=torch.tensor([1, 1]),
+                  difficult=torch.tensor([False, True]))
+    gt = scenes_to_coco([scene], {1: "one"})
+    assert [a["iscrowd"] for a in gt["annotations"]] == [0, 1]
+    hit = {"image_id": 0, "category_id": 1, "score": 0.5, "bbox": [4, 4, 20, 20]}
+    on_difficult = {"image_id": 0, "category_id": 1, "score": 0.9, "bbox": [30, 30, 30, 30]}
+    assert coco_evaluate(gt, [hit], "bbox")["AP50"] == pytest.approx(100)
+    assert coco_evaluate(gt, [hit, on_difficult], "bbox")["AP50"] == pytest.approx(100)
 
 
 @pytest.mark.parametrize("head,masks", [("c4", False), ("c4", True), ("fpn", False), ("fpn", True)])

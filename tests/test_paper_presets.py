@@ -87,13 +87,15 @@ def shrink(path: Path, changes: dict) -> None:
 @pytest.fixture(scope="module")
 def paper_root(tmp_path_factory):
     """A copy of the book's sources with VOC2007 and COCO train2017 where the presets look for them
-    (data/VOCdevkit/VOC2007: train/val/trainval and test = val; data/coco: a json without splits), and
+    (data/VOCdevkit/VOC2007: trainval = train and test = val, disjoint as VOC's own; data/coco: a json
+    without splits), and
     the voc07 and coco presets shrunk to a CPU."""
     root = copy_book_sources(tmp_path_factory.mktemp("paper"))
     made = tmp_path_factory.mktemp("scenes")
     write_scenes(made / "voc", num_images=16, seed=0, size=64, progress=False)
     voc = write_voc(made / "voc", root / "data" / "VOCdevkit" / "VOC2007")
     shutil.copy(voc / "ImageSets" / "Main" / "val.txt", voc / "ImageSets" / "Main" / "test.txt")
+    shutil.copy(voc / "ImageSets" / "Main" / "train.txt", voc / "ImageSets" / "Main" / "trainval.txt")  # test apart
     write_scenes(made / "coco", num_images=16, seed=1, size=64, progress=False)
     coco = root / "data" / "coco"
     shutil.copytree(made / "coco" / "images", coco / "train2017" / "images")

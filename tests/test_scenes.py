@@ -119,6 +119,7 @@ def test_coco_reader_boxes_masks_crowd_and_one_warning(coco):
     obj = s.object_mask()
     assert obj[crowd].all() and obj.sum() == (masks.any(0) | crowd).sum()  # ... but counts as object
     assert ss[1].file == str(coco.parent / "sub" / "b.jpg") and len(ss[1].boxes) == 1
+    assert len(s.crowd) == 1 and s.crowd[0][:2] == (1, [30.0, 0.0, 40.0, 4.0])  # kept for the AP evaluation
     assert ss[2].file.endswith("missing.jpg")  # a missing image file is no reading error
 
 
@@ -295,7 +296,9 @@ def test_voc_reader(tmp_path):
     assert masks.shape == (4, VOC_H, VOC_W) and not s.masks_are_boxes
     for k, value in enumerate((1, 2, 3, 4)):
         np.testing.assert_array_equal(masks[k], index == value)
-    assert not s.object_mask()[index == 255].any()  # void is not object
+    assert not s.object_mask()[index == 255].any()  # void is not object ...
+    np.testing.assert_array_equal(s.void_decoder(), index == 255)  # ... but known, for semantic segmentation
+    assert s.difficult.tolist() == [False, True, False, False] and ss[1].void_decoder is None
     assert ss[1].masks_are_boxes and ss[1].instance_masks().sum() == 9 * 7  # VOC (2, 2, 10, 8) -> [1, 1, 10, 8]
 
 

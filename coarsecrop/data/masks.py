@@ -105,10 +105,22 @@ def voc_index_map(png: Path) -> np.ndarray:
     return out
 
 
-def decode_voc_masks(png: str, object_index: tuple[int, ...], height: int, width: int) -> np.ndarray:
-    """Bool [K, H, W]: instance k is the pixels labelled object_index[k] + 1; 0 and 255 are not object."""
+def _sized_index_map(png: str, height: int, width: int) -> np.ndarray:
+    """``voc_index_map`` of ``png``, which must have its annotation's size."""
     index = voc_index_map(Path(png))
     if index.shape != (height, width):
         raise ValueError(f"{png}: size {index.shape[::-1]} does not match its annotation ({width}x{height})")
+    return index
+
+
+def decode_voc_void(png: str, height: int, width: int) -> np.ndarray:
+    """Bool [H, W]: the void pixels (index 255) of a SegmentationObject png, object borders and regions VOC
+    leaves unlabelled; its semantic segmentation benchmark ignores them."""
+    return _sized_index_map(png, height, width) == 255
+
+
+def decode_voc_masks(png: str, object_index: tuple[int, ...], height: int, width: int) -> np.ndarray:
+    """Bool [K, H, W]: instance k is the pixels labelled object_index[k] + 1; 0 and 255 are not object."""
+    index = _sized_index_map(png, height, width)
     return np.stack([index == k + 1 for k in object_index]) if object_index else \
         np.zeros((0, height, width), dtype=bool)

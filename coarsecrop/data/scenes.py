@@ -53,7 +53,7 @@ import torch
 
 from coarsecrop.data.images import BadImage, image_size
 from coarsecrop.data.masks import (coco_rle, decode_coco_crowd, decode_coco_masks, decode_voc_masks,
-                                    filled_boxes)
+                                    decode_voc_void, filled_boxes)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -79,6 +79,14 @@ class Scene:
     annotated: False for plain image folders: only the unsupervised strategies apply.
     crowd_decoder: callable returning bool [H, W] of COCO crowd regions (object pixels that are not
         instances), or None.
+    areas: float32 [K] the source's annotated area of each instance (COCO's ``area``; NaN where an
+        annotation has none), or None: the evaluation's size ranges (APs/APm/APl) use it, as COCOeval does.
+    difficult: bool [K] VOC's ``<difficult>`` flags, or None (no instance is difficult): the evaluations
+        neither reward nor penalise them, as the VOC devkit.
+    crowd: COCO's crowd annotations, ((category id, xyxy box or None, area or NaN, segmentation or None), ...):
+        regions the AP evaluation ignores (a detection on one counts neither way).
+    void_decoder: callable returning bool [H, W] of VOC's void pixels (index 255 of SegmentationObject:
+        object borders and unlabelled regions), which semantic segmentation ignores; or None.
     """
 
     id: int | str
@@ -90,6 +98,10 @@ class Scene:
     mask_decoder: Callable[[], np.ndarray] | None = None
     annotated: bool = True
     crowd_decoder: Callable[[], np.ndarray] | None = None
+    areas: torch.Tensor | None = None
+    difficult: torch.Tensor | None = None
+    crowd: tuple = ()
+    void_decoder: Callable[[], np.ndarray] | None = None
 
     @property
     def masks_are_boxes(self) -> bool:
@@ -264,6 +276,12 @@ def _coco_box(ann: dict, height: int, width: int, where: str) -> list[float] | N
     return [x, y, x + w, y + h]
 
 
+def _coco_area(ann: dict) -> float:
+    """An annotation's ``area`` (COCOeval's size ranges read it), NaN when it has none or it is no number."""
+    area = ann.get("area")
+    return float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) else math.nan
+
+
 def _check_coco_images(images: list, source: Path) -> None:
     """Every image entry is an object with an int or str ``id`` and a ``file_name``, and no id repeats
     (annotations name their image by id); ValueError naming ``source`` otherwise."""
@@ -329,12 +347,14 @@ def read_coco(ann_file: str | Path, images: str | Path | None = None, split: str
         width, height = (_coco_int(img.get(key) or 0, entry, key) for key in ("width", "height"))
         if width < 0 or height < 0:
             raise ValueError(f"{entry}: negative size {width}x{height}; fix 'width' and 'height' in the file")
-        boxes, labels, segs, crowd_segs, crowd_boxes = [], [], [], [], []
+        boxes, labels, segs, areas, crowd_segs, crowd_boxes, crowd = [], [], [], [], [], [], []
         for ann in by_image.get(img["id"], []):
             where = f"{ann_file}: annotation id {ann.get('id')} (image id {img['id']})"
             if ann.get("iscrowd", 0):
                 crowd_segs.append(ann.get("segmentation"))
                 crowd_boxes.append(_coco_box(ann, height, width, where))
+                crowd.append((_coco_int(ann.get("category_id", 0), where, "category_id"), crowd_boxes[-1],
+                              _coco_area(ann), ann.get("segmentation")))
                 continue
             raw = _coco_box(ann, height, width, where)
             box = clean(*raw, width, height) if raw is not None else None
@@ -345,14 +365,16 @@ def read_coco(ann_file: str | Path, images: str | Path | None = None, split: str
             boxes.append(box)
             labels.append(_coco_int(ann.get("category_id", 0), where, "category_id"))
             segs.append(ann.get("segmentation") or None)
+            areas.append(_coco_area(ann))
         box_t = _box_tensor(boxes, width, height)
         sized = width > 0 and height > 0
         decoder = partial(decode_coco_masks, tuple(segs), box_t, height, width) if has_masks and sized else None
-        crowd = (partial(decode_coco_crowd, tuple(crowd_segs), tuple(crowd_boxes), height, width)
-                 if crowd_segs and sized else None)
+        crowd_union = (partial(decode_coco_crowd, tuple(crowd_segs), tuple(crowd_boxes), height, width)
+                       if crowd_segs and sized else None)
         scenes.append(Scene(id=img["id"], file=str(file), width=width, height=height, boxes=box_t,
                             labels=torch.tensor(labels, dtype=torch.int64), mask_decoder=decoder,
-                            annotated=True, crowd_decoder=crowd))
+                            annotated=True, crowd_decoder=crowd_union, areas=torch.tensor(areas, dtype=torch.float32),
+                            crowd=tuple(crowd)))
     _warn_boxes(ann_file, clean.clipped, clean.dropped)
     return SceneSet(scenes=scenes, format="coco", root=str(root), categories=categories,
                     source=str(ann_file), split=split)
@@ -438,7 +460,7 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
         width, height = (int(_text_number(size, tag, f"{xml}: <size>", required=False))
                          for tag in ("width", "height"))
         clean = _BoxCleaner()
-        boxes, labels, object_index = [], [], []
+        boxes, labels, object_index, difficult = [], [], [], []
         for k, obj in enumerate(node.findall("object")):
             name = (obj.findtext("name") or "").strip()
             bnd = obj.find("bndbox")
@@ -453,13 +475,16 @@ def read_voc(root: str | Path, images: str | Path | None = None, split: str | No
             boxes.append(box)
             labels.append(ids[name])
             object_index.append(k)
+            difficult.append((obj.findtext("difficult") or "0").strip() == "1")
         _warn_boxes(xml, clean.clipped, clean.dropped)
         png = root / "SegmentationObject" / f"{stem}.png"
-        decoder = (partial(decode_voc_masks, str(png), tuple(object_index), height, width)
-                   if png.is_file() and width > 0 and height > 0 else None)
+        with_png = png.is_file() and width > 0 and height > 0
+        decoder = partial(decode_voc_masks, str(png), tuple(object_index), height, width) if with_png else None
         scenes.append(Scene(id=stem, file=str(file), width=width, height=height,
                             boxes=_box_tensor(boxes, width, height),
-                            labels=torch.tensor(labels, dtype=torch.int64), mask_decoder=decoder))
+                            labels=torch.tensor(labels, dtype=torch.int64), mask_decoder=decoder,
+                            difficult=torch.tensor(difficult, dtype=torch.bool),
+                            void_decoder=partial(decode_voc_void, str(png), height, width) if with_png else None))
     return SceneSet(scenes=scenes, format="voc", root=str(img_dir), categories=categories,
                     source=str(root), split=split)
 

@@ -11,7 +11,8 @@ pseudo-image to S x S (aspect ratio not kept, nothing cut away): the paper's Tab
 Sources (the paper follows each method's own augmentations, Sec. 4.1):
 - MoCo-v2 (Chen et al. 2020, moco/main_moco.py --aug-plus): RRC scale (0.2, 1), colour jitter
   0.4/0.4/0.4/0.1 at p 0.8, grayscale p 0.2, Gaussian blur sigma 0.1-2.0 at p 0.5, flip.
-- BYOL (Grill et al. 2020, Table 6): RRC scale (0.08, 1), flip, colour jitter 0.4/0.4/0.2/0.1 at
+- BYOL (Grill et al. 2020, Table 6): RRC scale (0.08, 1) with bilinear interpolation (as PixPro's
+  PyTorch port; BYOL's own code resizes bicubic), flip, colour jitter 0.4/0.4/0.2/0.1 at
   p 0.8, grayscale p 0.2, blur p 1.0 / 0.1, solarize p 0.0 / 0.2 for the two views.
 - MAE (He et al. 2022, main_pretrain.py): RRC scale (0.2, 1) with bicubic interpolation, flip.
 - Multi-crop (SwAV, Caron et al. 2020): 2 global views + k local views of 96/224 of the global

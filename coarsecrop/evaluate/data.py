@@ -84,17 +84,30 @@ def require_same_classes(train, val, train_source: str | Path, val_source: str |
                          "must share one category list (e.g. COCO's instances_train2017 and instances_val2017)")
 
 
+def require_disjoint(train, val, train_source: str | Path, val_source: str | Path) -> None:
+    """Train and val must not share an image file: a probe or a detector scored on its own training images
+    (``--train-split all --val-split all`` of one data set) measures memory, not transfer. ValueError naming
+    the count, an example and both sources."""
+    shared = {s.file for s in train.scenes} & {s.file for s in val.scenes}
+    if shared:
+        raise ValueError(f"{train_source} (split {train.split}) and {val_source} (split {val.split}) share "
+                         f"{len(shared)} image(s), e.g. {min(shared)}: the scores would be measured on training "
+                         "images; give a val split (or --val-scenes) disjoint from the train split")
+
+
 def class_index(categories: dict[int, str]) -> dict[int, int]:
     """Category id -> contiguous index 0..C-1, in id order (the same for every split of a data set)."""
     return {cat: i for i, cat in enumerate(sorted(categories))}
 
 
 def multilabel_targets(scenes: Sequence, index: dict[int, int]) -> torch.Tensor:
-    """float [N, C]: 1 where the category is present in the scene."""
+    """float [N, C]: 1 where the category is present in the scene, -1 where it is present only as VOC
+    "difficult" objects (left out of the loss and of the AP, as the VOC devkit does), else 0."""
     targets = torch.zeros(len(scenes), len(index))
     for i, scene in enumerate(scenes):
-        for label in scene.labels.tolist():
-            targets[i, index[int(label)]] = 1.0
+        difficult = scene.difficult.tolist() if scene.difficult is not None else [False] * len(scene.labels)
+        for label, hard in sorted(zip(scene.labels.tolist(), difficult), key=lambda pair: not pair[1]):
+            targets[i, index[int(label)]] = -1.0 if hard else 1.0  # difficult first: a plain instance wins
     return targets
 
 

@@ -21,9 +21,11 @@ import torch
 def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """AP of one class: sum over distinct score thresholds of (recall gain) x precision. NaN without positives.
 
-    scores: float [N]; targets: {0, 1} [N]."""
+    scores: float [N]; targets: {0, 1} [N], or -1 for an entry left out (a class present only as VOC
+    "difficult" objects: neither a positive nor a negative, as in the VOC devkit)."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    targets = np.asarray(targets).ravel().astype(bool)
+    targets = np.asarray(targets).ravel()
+    scores, targets = scores[targets >= 0], targets[targets >= 0].astype(bool)
     positives = targets.sum()
     if positives == 0:
         return math.nan
@@ -38,7 +40,7 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 def per_class_ap(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """AP per column of [N, C] scores and {0, 1} targets (NaN for a class with no positive)."""
+    """AP per column of [N, C] scores and {0, 1} targets, -1 left out (NaN for a class with no positive)."""
     scores, targets = np.asarray(scores), np.asarray(targets)
     return np.array([average_precision(scores[:, c], targets[:, c]) for c in range(scores.shape[1])])
 
@@ -83,7 +85,8 @@ def segmentation_scores(conf: torch.Tensor) -> dict[str, float]:
 
 
 def summarise(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
-    """{metric: {mean, std, n, values}} over the scalar metrics every run has (std: sample, 0 for one run)."""
+    """{metric: {mean, std, n, values}} over the scalar metrics every run has: mean and std (sample, 0 for one
+    run) over the finite values, n their count; ``values`` keeps every run's, NaN included."""
     if not runs:
         return {}
     keys = [k for k, v in runs[0].items() if _scalar(v) and all(_scalar(r.get(k)) for r in runs)]
@@ -94,7 +97,7 @@ def summarise(runs: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float
         mean = sum(finite) / len(finite) if finite else math.nan
         std = (math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1))
                if len(finite) > 1 else 0.0)
-        out[k] = {"mean": mean, "std": std, "n": len(values), "values": values}
+        out[k] = {"mean": mean, "std": std, "n": len(finite), "values": values}
     return out
 
 

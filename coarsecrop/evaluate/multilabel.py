@@ -22,7 +22,7 @@ from coarsecrop.evaluate.data import augment, class_index, decode_images, multil
 from coarsecrop.device import autocast, prepare
 from coarsecrop.evaluate.features import pooled_features, stage_outputs
 from coarsecrop.evaluate.metrics import mean_ap, per_class_ap
-from coarsecrop.models.probe import fit_linear
+from coarsecrop.models.probe import fit_linear, multilabel_loss
 
 
 @dataclass
@@ -104,7 +104,7 @@ def run_finetune(trunk: nn.Module, data: MultilabelData, seed: int = 0, device: 
                 continue
             x = normalise(augment(data.train_images[idx], gen).to(device))
             with autocast(device):
-                loss = F.binary_cross_entropy_with_logits(model(x).float(), data.train_targets[idx].to(device))
+                loss = multilabel_loss(model(x).float(), data.train_targets[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

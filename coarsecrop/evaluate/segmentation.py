@@ -85,15 +85,16 @@ class FCN(nn.Module):
 
 
 def semantic_map(scene, index: dict[int, int]) -> np.ndarray:
-    """uint8 [H, W]: 0 background, index + 1 for object pixels, 255 for crowd regions."""
+    """uint8 [H, W]: 0 background, index + 1 for object pixels, 255 (ignored) for COCO's crowd regions and
+    VOC's void pixels (object borders, unlabelled regions)."""
     h, w = scene.height, scene.width
     out = np.zeros((h, w), dtype=np.uint8)
     masks = scene.instance_masks()
     for mask, label in zip(masks, scene.labels.tolist()):
         out[mask] = index[int(label)] + 1
-    crowd = getattr(scene, "crowd_decoder", None)
-    if crowd is not None:
-        out[crowd()] = IGNORE
+    for ignored in (scene.crowd_decoder, scene.void_decoder):
+        if ignored is not None:
+            out[ignored()] = IGNORE
     return out
 
 

@@ -6,7 +6,9 @@
 - DenseCL (Wang et al. 2021, openselfsup/models/necks.py DenseCLNeck): the MoCo-v2 MLP for the
   global vector plus a dense head conv1x1(C, 2048) - ReLU - conv1x1(2048, 128) applied at every
   location of the feature map.
-PyTorch's default initialisation throughout (as MoCo and BYOL reference code).
+PyTorch's default initialisation throughout (as MoCo and BYOL reference code). DenseCL's reference
+initialises its global MLP's Linear layers kaiming-normal (fan_in, bias 0) instead (openselfsup
+necks.py init_weights); ours keeps PyTorch's default there too.
 """
 
 from __future__ import annotations

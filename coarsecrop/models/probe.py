@@ -162,6 +162,17 @@ def linear_top1(train_x, train_y, test_x, test_y, weight_decay: float = 1e-3, st
         return float((linear(test_x).argmax(1) == test_y).float().mean())
 
 
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy per class, mean over the known entries: a target of -1 (a class present only
+    as VOC "difficult" objects) is left out, as the VOC benchmark leaves it out of the AP.
+    logits, targets: float [N, C]."""
+    known = targets >= 0
+    if bool(known.all()):
+        return F.binary_cross_entropy_with_logits(logits, targets)
+    loss = F.binary_cross_entropy_with_logits(logits, targets.clamp(min=0), reduction="none")
+    return (loss * known).sum() / known.sum().clamp(min=1)
+
+
 def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, multilabel: bool,
                epochs: int = 100, lr: float = 1e-2, weight_decay: float = 1e-4, batch_size: int = 256,
                seed: int = 0) -> nn.Module:
@@ -175,7 +186,8 @@ def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, m
     fixed trunk the seed only changes the batch order: when the training set fits in one batch, every
     seed gives the same probe (zero spread).
 
-    train_x: float [N, D]; train_y: float {0,1} [N, C] (multilabel) or int64 [N] class indices."""
+    train_x: float [N, D]; train_y: float {0,1} [N, C] (multilabel; -1: ignored, ``multilabel_loss``) or
+    int64 [N] class indices."""
     if len(train_x) == 0:
         raise ValueError("no training samples for the linear probe")
     gen = torch.Generator().manual_seed(seed)
@@ -195,7 +207,7 @@ def fit_linear(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, m
             idx = order[start : start + batch_size]
             logits = head(xs[idx])
             if multilabel:
-                loss = F.binary_cross_entropy_with_logits(logits, train_y[idx].float())
+                loss = multilabel_loss(logits, train_y[idx].float())
             else:
                 loss = F.cross_entropy(logits, train_y[idx].long())
             opt.zero_grad(set_to_none=True)

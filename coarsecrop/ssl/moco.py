@@ -13,6 +13,8 @@ Differences from builder.py, all behaviour-preserving:
   where shuffling inside the batch would change nothing, and when the key encoder already has
   SyncBatchNorm (the trainer converts on GPU), whose statistics span all processes anyway;
 - the loss is computed in float32 even under bf16 autocast.
+Not behaviour-preserving, and small: the cosine learning rate moves every step (``train.optim``), where
+main_moco.py sets it once per epoch (at most pi / (2 epochs) of the peak apart: 0.4% at 400 epochs).
 
 What DenseCL and BYOL share with it (the EMA update, InfoNCE, the queue write, the cross-process gather
 and shuffle helpers, the checks) is in ``coarsecrop.ssl.common``.

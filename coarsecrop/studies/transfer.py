@@ -33,7 +33,7 @@ from coarsecrop.device import resolve_device
 from coarsecrop.evaluate import ENGINE, HEADLINE, d2
 from coarsecrop.evaluate import TASKS as TASK_MODULES
 from coarsecrop.evaluate.checkpoints import infer_backbone, make_trunk
-from coarsecrop.evaluate.data import open_split, require_labels, require_same_classes, with_masks
+from coarsecrop.evaluate.data import open_split, require_disjoint, require_labels, require_same_classes, with_masks
 from coarsecrop.evaluate.metrics import summarise
 from coarsecrop.io import file_sha256, write_json
 from coarsecrop.params import check_value, default_run_dir
@@ -105,6 +105,7 @@ def prepare_task(task: str, scenes: str | Path, images: str | Path | None = None
     require_labels(train, task, scenes)
     require_labels(val, task, val_scenes or scenes)
     require_same_classes(train, val, scenes, val_scenes or scenes)
+    require_disjoint(train, val, scenes, val_scenes or scenes)
     train, val = with_masks(train, task, scenes), with_masks(val, task, val_scenes or scenes)
     return prepare(train, val, **prepare_kw)
 

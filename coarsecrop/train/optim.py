@@ -97,7 +97,8 @@ def scaled_lr(base_lr: float, global_batch: int, ref_batch: int, rule: str = "li
 
 
 class CosineSchedule:
-    """Per-step learning rate: linear warm-up from 0 over ``warmup_steps``, then half a cosine to ``min_lr``.
+    """Per-step learning rate: linear warm-up over ``warmup_steps`` (peak/W, 2 peak/W, ..., peak: the first
+    update already moves, where MAE's and BYOL's warm-ups start at 0), then half a cosine to ``min_lr``.
 
     Stateless (a function of the step), so resuming needs only the step; ``state_dict`` records the
     settings for the checkpoint."""
