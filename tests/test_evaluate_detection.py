@@ -21,6 +21,7 @@ from coarsecrop.evaluate import detection
 from coarsecrop.evaluate.checkpoints import make_trunk
 from coarsecrop.evaluate.coco import coco_evaluate, encode_masks, scenes_to_coco
 from coarsecrop.evaluate.data import open_split
+from coarsecrop.evaluate.metrics import voc_ap, voc_detection_scores
 
 TINY = "resnet10_w8"
 TOY = dict(min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 48, 64), rois_per_image=32,
@@ -140,6 +141,28 @@ def test_voc_difficult_objects_count_neither_way():
     on_difficult = {"image_id": 0, "category_id": 1, "score": 0.9, "bbox": [30, 30, 30, 30]}
     assert coco_evaluate(gt, [hit], "bbox")["AP50"] == pytest.approx(100)
     assert coco_evaluate(gt, [hit, on_difficult], "bbox")["AP50"] == pytest.approx(100)
+
+
+def test_voc_detection_ap_by_hand():
+    """PASCAL VOC's AP, worked by hand: two objects to find and a difficult one; detections by score: a hit, one
+    on the difficult object (ignored), a miss, a hit. Recall .5 .5 .5 1, precision 1 1 .5 .67. 11-point (VOC2007):
+    (6 x 1 + 5 x 2/3) / 11; the area under the envelope (VOC2010+): .5 x 1 + .5 x 2/3. A second detection of a
+    found object is a false positive; an image or class without objects gives no AP of its own."""
+    objects = [(0, [0, 0, 10, 10], 0), (1, [20, 20, 10, 10], 0), (1, [0, 0, 8, 8], 1)]
+    gt = {"images": [{"id": 0}, {"id": 1}], "categories": [{"id": 1}, {"id": 2}],
+          "annotations": [{"id": k + 1, "image_id": i, "category_id": 1, "bbox": b, "iscrowd": d}
+                          for k, (i, b, d) in enumerate(objects)]}
+    dets = [(0, 0.9, [0, 0, 10, 9]), (1, 0.8, [0, 0, 8, 8]), (0, 0.7, [30, 30, 5, 5]), (1, 0.6, [20, 20, 10, 10])]
+    results = [{"image_id": i, "category_id": 1, "score": sc, "bbox": b} for i, sc, b in dets]
+    voc07 = voc_detection_scores(gt, results, use_07=True)
+    assert voc07["AP50"] == pytest.approx(100 * (6 + 5 * 2 / 3) / 11)
+    assert voc_detection_scores(gt, results, use_07=False)["AP50"] == pytest.approx(100 * (0.5 + 0.5 * 2 / 3))
+    assert voc07["AP75"] == pytest.approx(voc07["AP50"])  # the hits have IoU 0.9 and 1
+    # at IoU > 0.90 and > 0.95 the first becomes a miss: recall 0 0 0 .5, precision 0 0 0 1/3 -> 6 x 1/3 / 11
+    assert voc07["AP"] == pytest.approx((8 * voc07["AP50"] + 2 * 100 * 2 / 11) / 10)
+    twice = results + [{"image_id": 0, "category_id": 1, "score": 0.95, "bbox": [0, 0, 10, 10]}]
+    assert voc_detection_scores(gt, twice, use_07=False)["AP50"] == pytest.approx(100 * (0.5 + 0.5 * 2 / 4))
+    assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 1.0]), use_07=True) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("head,masks", [("c4", False), ("c4", True), ("fpn", False), ("fpn", True)])

@@ -430,6 +430,12 @@ def voc_categories(nodes) -> dict[int, str]:
     return {i + 1: name for i, name in enumerate([*VOC_CLASSES, *extra])}
 
 
+def voc_year(root: str | Path) -> int:
+    """The PASCAL VOC year of a root, from its name (VOC2007 -> 2007; any other: 2012), which decides its AP
+    (the 11-point metric for 2007), as detectron2's data set names do."""
+    return 2007 if "2007" in Path(root).name else 2012
+
+
 def read_voc(root: str | Path, images: str | Path | None = None, split: str | None = None) -> SceneSet:
     """Scenes of a VOC root (Annotations/*.xml, JPEGImages/, ImageSets/Main/<split>.txt,
     SegmentationObject/<stem>.png when present). ``images`` overrides the JPEGImages folder. Class ids: VOC's

@@ -44,7 +44,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from coarsecrop.data.scenes import VOC_CLASSES, SceneSet, open_scenes
+from coarsecrop.data.scenes import VOC_CLASSES, SceneSet, open_scenes, voc_year
 
 MASK_FORMATS = ("polygon", "bitmask")
 SIZE_KEYS = ("INPUT.MIN_SIZE_TRAIN", "INPUT.MIN_SIZE_TEST", "INPUT.MAX_SIZE_TRAIN", "INPUT.MAX_SIZE_TEST")
@@ -267,7 +267,7 @@ def register(data: D2Data) -> None:
                                           image_root=part[1])
         else:
             source, _, split = part
-            year = 2007 if "2007" in Path(source).name else 2012
+            year = voc_year(source)
             DatasetCatalog.register(name, lambda p=part: _load_voc(p, data.classes))
             MetadataCatalog.get(name).set(thing_classes=list(data.classes), evaluator_type="pascal_voc",
                                           dirname=source, split=split, year=year)

@@ -15,7 +15,10 @@ BatchNorm over the batch (the same thing with one replica). torchvision pixel me
 
 Training: SGD momentum 0.9, weight decay 1e-4, linear warm-up, lr x0.1 at 75% and 92% of the
 iterations (detectron2's 18k/22k of 24k), horizontal flips. Evaluation: COCOeval on the val split
-(``coco.coco_evaluate``), AP/AP50/AP75 in percent, boxes and (with masks) segments.
+(``coco.coco_evaluate``), AP/AP50/AP75 in percent, boxes and (with masks) segments. On a VOC root the box
+AP, AP50 and AP75 are PASCAL VOC's instead (``metrics.voc_detection_scores``: the 11-point AP when the
+root's name holds 2007, as detectron2's ``PascalVOCDetectionEvaluator`` and so the paper's VOC tables),
+COCOeval's kept beside them as ``*_bbox_cocoeval``.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from coarsecrop.data.images import load_image
+from coarsecrop.data.scenes import voc_year
 from coarsecrop.evaluate.coco import coco_evaluate, encode_masks, scenes_to_coco
 from coarsecrop.data.images import IMAGENET_MEAN, IMAGENET_STD
 from coarsecrop.evaluate.data import class_index
 from coarsecrop.device import autocast
 from coarsecrop.evaluate.features import NAMES, TrunkStages, stage_channels, stem
+from coarsecrop.evaluate.metrics import voc_detection_scores
 
 HEADS = ("c4", "fpn")
 
@@ -197,13 +202,15 @@ class DetectionData:
     categories: dict[int, str]
     gt: dict
     masks: bool
+    voc_year: int | None = None  # the val split is a VOC root of this year: its box AP is VOC's
 
 
 def prepare_data(train, val, masks: bool = False) -> DetectionData:
     """Index the classes (by category id) and build the val ground truth."""
     index = class_index(train.categories)
     return DetectionData(list(train.scenes), list(val.scenes), index, dict(train.categories),
-                         scenes_to_coco(val.scenes, train.categories, masks=masks), masks)
+                         scenes_to_coco(val.scenes, train.categories, masks=masks), masks,
+                         voc_year(val.source) if val.format == "voc" else None)
 
 
 def lr_at(step: int, iterations: int, base_lr: float, warmup: int) -> float:
@@ -290,7 +297,8 @@ def run_detection(trunk: nn.Module, data: DetectionData, seed: int = 0, device: 
                   backend: str = "pycocotools") -> dict:
     """Train a detector (Mask R-CNN when ``data.masks``) from ``trunk`` and score the val split.
 
-    Returns AP, AP50, AP75 ... of boxes (and ``*_seg`` of masks) in percent, plus the loss curve ends."""
+    Returns AP, AP50, AP75 ... of boxes (VOC's on a VOC root, module docstring) and ``*_seg`` of masks in
+    percent, plus the loss curve ends."""
     model = build_detector(trunk, len(data.index), head=head, masks=data.masks, min_size=min_size,
                            max_size=max_size, anchor_sizes=anchor_sizes, rois_per_image=rois_per_image,
                            proposals_train=proposals_train, proposals_test=proposals_test,
@@ -299,6 +307,10 @@ def run_detection(trunk: nn.Module, data: DetectionData, seed: int = 0, device: 
                             seed=seed, device=device, workers=workers)
     results = predict(model, data.val, data.index, data.masks, device=device, workers=workers)
     out = {f"{k}_bbox": v for k, v in coco_evaluate(data.gt, results, "bbox", backend).items()}
+    if data.voc_year is not None:
+        out.update({f"{k}_bbox_cocoeval": out[f"{k}_bbox"] for k in ("AP", "AP50", "AP75")})
+        voc = voc_detection_scores(data.gt, results, use_07=data.voc_year == 2007)
+        out.update({f"{k}_bbox": v for k, v in voc.items()})
     if data.masks:
         segm = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
         out.update({f"{k}_seg": v for k, v in coco_evaluate(data.gt, segm, "segm", backend).items()})

@@ -5,6 +5,10 @@
   (11 points in VOC2007, the all-point monotone envelope from VOC2010), which gives slightly higher
   values. ``mean_ap`` = the paper's multi-label mAP: mean over classes of AP, classes without a positive
   in the evaluation set left out (their AP is undefined).
+- ``voc_ap`` / ``voc_detection_scores``: PASCAL VOC's detection AP (the devkit's ``VOCevaldet`` as
+  detectron2's ``voc_eval``: greedy matching by score at IoU > t, "difficult" objects neither found nor
+  missed, a second detection of one object a false positive; the 11-point AP for VOC2007, else the area
+  under the precision envelope).
 - ``confusion`` / ``segmentation_scores``: mIoU, mAcc, aAcc as in mmsegmentation (Table 6).
 - ``summarise``: mean and spread (sample std) of a metric over seeds.
 """
@@ -55,6 +59,71 @@ def top1(logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -
     """Share of rows whose arg-max equals the label."""
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else math.nan
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07: bool) -> float:
+    """AP of one class from its cumulative recall and precision: VOC2007's mean of the highest precision at
+    recall >= 0, 0.1, ..., 1 (``use_07``), else the area under the monotone precision envelope (VOC2010+)."""
+    if use_07:
+        return float(sum(precision[recall >= t].max() if (recall >= t).any() else 0.0
+                         for t in np.linspace(0, 1, 11)) / 11)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    steps = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+def voc_detection_scores(gt: Mapping, results: Sequence[Mapping], use_07: bool) -> dict[str, float]:
+    """PASCAL VOC detection scores in percent: AP (mean over IoU 0.50:0.95), AP50, AP75, each the mean over
+    the classes with a ground-truth object that is not difficult (the others have no AP).
+
+    gt: a COCO-style dict (``coco.scenes_to_coco``: ``iscrowd`` 1 marks a difficult object); results: COCO
+    result dicts (image_id, category_id, score, bbox xywh). Boxes are continuous pixel corners, so the IoU
+    is the plain one (VOC's "+1" widths belong to its 1-based inclusive pixel indices)."""
+    classes = sorted({a["category_id"] for a in gt["annotations"] if not a["iscrowd"]})
+    per_threshold = {}
+    for t in np.arange(50, 100, 5):
+        aps = [_voc_class_ap(gt, results, c, t / 100, use_07) for c in classes]
+        per_threshold[int(t)] = 100 * float(np.mean(aps)) if aps else math.nan
+    return {"AP": float(np.mean(list(per_threshold.values()))), "AP50": per_threshold[50], "AP75": per_threshold[75]}
+
+
+def _xyxy(box: Sequence[float]) -> np.ndarray:
+    x, y, w, h = box
+    return np.array([x, y, x + w, y + h], dtype=np.float64)
+
+
+def _voc_class_ap(gt: Mapping, results: Sequence[Mapping], category: int, threshold: float, use_07: bool) -> float:
+    objects: dict = {}  # image id -> (boxes [K, 4], difficult [K], found [K])
+    for a in gt["annotations"]:
+        if a["category_id"] == category:
+            objects.setdefault(a["image_id"], []).append((_xyxy(a["bbox"]), bool(a["iscrowd"])))
+    objects = {i: (np.stack([b for b, _ in objs]), np.array([d for _, d in objs]), np.zeros(len(objs), bool))
+               for i, objs in objects.items()}
+    positives = sum(int((~difficult).sum()) for _, difficult, _ in objects.values())
+    dets = sorted((r for r in results if r["category_id"] == category), key=lambda r: -r["score"])
+    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
+    for d, det in enumerate(dets):
+        if det["image_id"] not in objects:
+            fp[d] = 1
+            continue
+        boxes, difficult, found = objects[det["image_id"]]
+        b = _xyxy(det["bbox"])
+        inter = (np.clip(np.minimum(boxes[:, 2], b[2]) - np.maximum(boxes[:, 0], b[0]), 0, None)
+                 * np.clip(np.minimum(boxes[:, 3], b[3]) - np.maximum(boxes[:, 1], b[1]), 0, None))
+        union = (b[2] - b[0]) * (b[3] - b[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+        iou = inter / np.maximum(union, np.finfo(np.float64).eps)
+        best = int(iou.argmax())
+        if iou[best] <= threshold:
+            fp[d] = 1
+        elif not difficult[best]:  # a difficult object: neither a hit nor a false positive
+            if found[best]:
+                fp[d] = 1
+            else:
+                tp[d], found[best] = 1, True
+    tp, fp = np.cumsum(tp), np.cumsum(fp)
+    return voc_ap(tp / positives, tp / np.maximum(tp + fp, np.finfo(np.float64).eps), use_07)
 
 
 def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore: int = 255) -> torch.Tensor:
