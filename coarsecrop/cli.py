@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("crops", help="run a cropping strategy over a data set into a sharded manifest")
     p.add_argument("--scenes", required=True,
-                   help="COCO annotation file, VOC root, plain image folder, or a `coarsecrop scenes` folder")
+                   help="COCO annotation file, VOC root, Cityscapes root, plain image folder, or a `coarsecrop scenes` "
+                        "folder")
     p.add_argument("--images", default=None, help="image root for a COCO file (default: the file's folder)")
     p.add_argument("--split", default=None, help="train | val (COCO scenes) or a VOC ImageSets name")
     p.add_argument("--strategy", default="ours")
@@ -262,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=None, help="trainer checkpoint or backbone.pt (default: random init only)")
     p.add_argument("--backbone", default=None, help="architecture (default: read from the checkpoint)")
     p.add_argument("--scenes", required=True,
-                   help="COCO json / VOC root / `coarsecrop scenes` folder; for classify an ImageFolder root")
+                   help="COCO json / VOC root / `coarsecrop scenes` folder (semantic: also a Cityscapes root); for "
+                        "classify an ImageFolder root")
     p.add_argument("--images", default=None, help="image root for a COCO file (default: the file's folder)")
     p.add_argument("--train-split", default="train",
                    help="split to train on ('all': every image, e.g. COCO's instances_train2017.json)")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from coarsecrop.crops.job import run_crop_job
 from coarsecrop.data.masks import voc_colormap
 from coarsecrop.data.scenes import Scene, open_scenes
 from coarsecrop.data.synthetic import write_scenes
@@ -193,6 +195,59 @@ def test_semantic_segmentation_runs_and_learns(splits):
     r = segmentation.run_semantic(make_trunk(TINY, seed=0), data, epochs=4, batch_size=6, lr=0.02)
     assert 0 <= r["mIoU"] <= 100 and 0 < r["aAcc"] <= 100
     assert r["train_loss_last_epoch"] < r["train_loss_first_epoch"]
+
+
+def _cityscapes(root: Path, per_split: dict) -> Path:
+    """A Cityscapes root in its layout: sky (labelId 23) above, road (7) below, a car (26) and an unlabelled
+    patch (0); each in its own colour, so a few epochs learn them."""
+    rng = np.random.default_rng(0)
+    for split, cities in per_split.items():
+        for city, count in cities.items():
+            for k in range(count):
+                stem = f"{city}_{k:06d}_000019"
+                ids = np.full((16, 32), 23, np.uint8)
+                ids[8:] = 7
+                x = int(rng.integers(0, 20))
+                ids[6:12, x:x + 10] = 26
+                ids[0:2, 28:] = 0
+                colour = {23: (70, 130, 180), 7: (128, 64, 128), 26: (220, 20, 20), 0: (0, 0, 0)}
+                rgb = np.zeros((16, 32, 3), np.uint8)
+                for label, c in colour.items():
+                    rgb[ids == label] = c
+                rgb = np.clip(rgb + rng.normal(0, 8, rgb.shape), 0, 255).astype(np.uint8)
+                for folder, name, image in (("leftImg8bit", "leftImg8bit", Image.fromarray(rgb)),
+                                            ("gtFine", "gtFine_labelIds", Image.fromarray(ids, "L"))):
+                    out = root / folder / split / city / f"{stem}_{name}.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    image.save(out)
+    return root
+
+
+def test_a_cityscapes_root_is_read_with_its_19_classes_and_segmented(tmp_path):
+    """Table 6's data set: leftImg8bit/ + gtFine/ labelIds, the 19 evaluation classes (the rest ignored)."""
+    root = _cityscapes(tmp_path / "cityscapes", {"train": {"aachen": 6, "bochum": 4}, "val": {"lindau": 4},
+                                                  "test": {"berlin": 2}})
+    everything = open_scenes(root)
+    assert everything.format == "cityscapes" and len(everything) == 14  # train and val: test has no labels
+    val = open_scenes(root, split="val")
+    assert [s.id for s in val][:2] == ["lindau_000000_000019", "lindau_000001_000019"]
+    labels = val[0].semantic_decoder()
+    assert set(np.unique(labels).tolist()) == {0, 10, 13, 255}  # road, sky, car; unlabelled ignored
+    assert val.semantic_classes[0] == "road" and len(val.semantic_classes) == 19
+    record = evaluate("semantic", backbone=TINY, scenes=root, train_split="train", val_split="val",
+                      params={"image_size": 32, "epochs": 8, "batch_size": 4, "lr": 0.05})
+    runs = record["rows"]["random"]["runs"]
+    assert set(runs[0]["IoU_per_class"]) == set(val.semantic_classes)
+    assert runs[0]["IoU_per_class"]["bicycle"] is None and runs[0]["IoU_per_class"]["sky"] > 50
+    with pytest.raises(ValueError, match="labels pixels only"):
+        evaluate("objects", backbone=TINY, scenes=root, train_split="train", val_split="val")
+    with pytest.raises(ValueError, match="no split 'trainval'.*available: test, train, val"):
+        open_scenes(root, split="trainval")
+    with pytest.raises(ValueError, match="needs annotated scenes.*a Cityscapes root"):
+        run_crop_job(root, split="val", out=tmp_path / "crops", strategy="gt", progress=False)
+    next((root / "gtFine" / "val").rglob("*.png")).unlink()
+    with pytest.raises(ValueError, match="no label image .*_gtFine_labelIds.png"):
+        open_scenes(root, split="val")
 
 
 def _image_folder(root, per_class=6):

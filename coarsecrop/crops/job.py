@@ -478,8 +478,10 @@ def check_annotations(strategy, scene_set, source) -> None:
         return
     if scene_set.format == "folder" or not all(s.annotated for s in scene_set.scenes):
         free = sorted(k for k, c in STRATEGIES.items() if not getattr(c, "needs_annotations", False))
+        what = "a Cityscapes root (pixel labels, no boxes)" if scene_set.format == "cityscapes" else \
+            "a plain image folder"
         raise ValueError(f"strategy {strategy.name!r} needs annotated scenes (GT boxes or masks), but "
-                         f"{source} is a plain image folder; use a COCO file, a VOC root or a "
+                         f"{source} is {what}; use a COCO file, a VOC root or a "
                          f"`coarsecrop scenes` folder, or one of: {', '.join(free)}")
 
 

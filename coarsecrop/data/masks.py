@@ -105,6 +105,27 @@ def voc_index_map(png: Path) -> np.ndarray:
     return out
 
 
+# Cityscapes: its 19 evaluation classes (trainIds 0..18) and the labelId -> trainId map of cityscapesscripts'
+# labels.py (the 15 other labelIds, e.g. unlabeled, ego vehicle, parking, caravan, are ignored: 255).
+CITYSCAPES_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                      "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                      "bicycle")
+CITYSCAPES_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+                        26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+
+def decode_cityscapes_labels(png: str) -> np.ndarray:
+    """uint8 [H, W] trainIds (0..18, 255 ignored) of a gtFine ``*_labelIds.png``."""
+    lut = np.full(256, 255, np.uint8)
+    lut[list(CITYSCAPES_TRAIN_IDS)] = list(CITYSCAPES_TRAIN_IDS.values())
+    with Image.open(png) as im:
+        ids = np.asarray(im)
+    if ids.ndim != 2 or ids.dtype != np.uint8:
+        raise ValueError(f"{png}: not an 8-bit single-channel labelIds image (mode {im.mode}); gtFine's "
+                         "*_gtFine_labelIds.png is one")
+    return lut[ids]
+
+
 def _sized_index_map(png: str, height: int, width: int) -> np.ndarray:
     """``voc_index_map`` of ``png``, which must have its annotation's size."""
     index = voc_index_map(Path(png))

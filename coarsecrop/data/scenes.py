@@ -52,8 +52,8 @@ import pycocotools.mask as mask_util
 import torch
 
 from coarsecrop.data.images import BadImage, image_size
-from coarsecrop.data.masks import (coco_rle, decode_coco_crowd, decode_coco_masks, decode_voc_masks,
-                                    decode_voc_void, filled_boxes)
+from coarsecrop.data.masks import (CITYSCAPES_CLASSES, coco_rle, decode_cityscapes_labels, decode_coco_crowd,
+                                    decode_coco_masks, decode_voc_masks, decode_voc_void, filled_boxes)
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -87,6 +87,8 @@ class Scene:
         regions the AP evaluation ignores (a detection on one counts neither way).
     void_decoder: callable returning bool [H, W] of VOC's void pixels (index 255 of SegmentationObject:
         object borders and unlabelled regions), which semantic segmentation ignores; or None.
+    semantic_decoder: callable returning uint8 [H, W] class indices (of ``SceneSet.semantic_classes``, 255
+        ignored) where the source labels pixels itself (Cityscapes), or None.
     """
 
     id: int | str
@@ -102,6 +104,7 @@ class Scene:
     difficult: torch.Tensor | None = None
     crowd: tuple = ()
     void_decoder: Callable[[], np.ndarray] | None = None
+    semantic_decoder: Callable[[], np.ndarray] | None = None
 
     @property
     def masks_are_boxes(self) -> bool:
@@ -144,11 +147,12 @@ class SceneSet:
     """A list of scenes plus what describes the data set (format, root, categories)."""
 
     scenes: list[Scene]
-    format: str  # "coco" | "voc" | "folder"
+    format: str  # "coco" | "voc" | "cityscapes" | "folder"
     root: str
     categories: dict[int, str]
     source: str = ""  # the path given to open_scenes (annotation file or folder), absolute
     split: str | None = None
+    semantic_classes: tuple[str, ...] = ()  # the classes of Scene.semantic_decoder (Cityscapes' 19)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -542,13 +546,34 @@ def read_folder(root: str | Path, split: str | None = None) -> SceneSet:
 # ------------------------------------------------------------------------------------------ dispatch
 
 
+def read_cityscapes(root: str | Path, split: str | None = None) -> SceneSet:
+    """A Cityscapes root (leftImg8bit/<split>/<city>/*_leftImg8bit.png, gtFine/<split>/<city>/
+    *_gtFine_labelIds.png): every image of ``split`` (None: train and val; test's labels are placeholders)
+    with its semantic labels (``semantic_decoder``, the 19 CITYSCAPES_CLASSES): Table 6's segmentation data."""
+    root = Path(root).absolute()
+    splits = sorted(p.name for p in (root / "leftImg8bit").iterdir() if p.is_dir())
+    if split is not None and split not in splits:
+        raise ValueError(f"{root}: no split {split!r} (no leftImg8bit/{split}/); available: {', '.join(splits)}")
+    scenes = []
+    for name in [split] if split else [s for s in ("train", "val") if s in splits]:
+        for file in sorted((root / "leftImg8bit" / name).glob("*/*_leftImg8bit.png")):
+            label = root / "gtFine" / name / file.parent.name / file.name.replace("_leftImg8bit", "_gtFine_labelIds")
+            if not label.is_file():
+                raise ValueError(f"{file}: no label image {label}; gtFine/ must hold one per image "
+                                 "(*_gtFine_labelIds.png, as the Cityscapes download has it)")
+            scenes.append(Scene(id=file.name[: -len("_leftImg8bit.png")], file=str(file), width=0, height=0,
+                                annotated=False, semantic_decoder=partial(decode_cityscapes_labels, str(label))))
+    return SceneSet(scenes=scenes, format="cityscapes", root=str(root / "leftImg8bit"), categories={},
+                    source=str(root), split=split, semantic_classes=CITYSCAPES_CLASSES)
+
+
 def _is_voc_root(path: Path) -> bool:
     return (path / "Annotations").is_dir() and (path / "JPEGImages").is_dir()
 
 
 def open_scenes(path: str | Path, images: str | Path | None = None, split: str | None = None) -> SceneSet:
-    """Open any supported source: a COCO annotation file, a VOC root, a plain image folder, or a
-    folder written by ``coarsecrop scenes`` (holds ``annotations.json``)."""
+    """Open any supported source: a COCO annotation file, a VOC root, a Cityscapes root, a plain image
+    folder, or a folder written by ``coarsecrop scenes`` (holds ``annotations.json``)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"scene source not found: {path}")
@@ -561,6 +586,10 @@ def open_scenes(path: str | Path, images: str | Path | None = None, split: str |
         return read_coco(path / "annotations.json", images if images is not None else path, split)
     if _is_voc_root(path):
         return read_voc(path, images, split)
+    if (path / "leftImg8bit").is_dir() and (path / "gtFine").is_dir():
+        if images is not None:
+            raise ValueError(f"{path}: a Cityscapes root takes its images from leftImg8bit/ (got images={images})")
+        return read_cityscapes(path, split)
     nested = sorted(p.name for p in path.iterdir() if p.is_dir() and _is_voc_root(p))
     if nested:
         raise ValueError(f"{path}: holds VOC roots ({', '.join(nested)}); pass one of them, "

@@ -27,7 +27,8 @@ NEEDS = {
     "objects": "boxes with category labels (the probe classifies ground-truth object crops)",
     "detection": "boxes with category labels",
     "instance": "instance masks (COCO polygons / RLE or VOC SegmentationObject)",
-    "semantic": "instance masks (COCO polygons / RLE or VOC SegmentationObject) with category labels",
+    "semantic": "instance masks (COCO polygons / RLE or VOC SegmentationObject) with category labels, or a "
+                "Cityscapes root's pixel labels",
     "detectron2": "labelled boxes",
 }
 
@@ -45,6 +46,11 @@ def require_labels(sceneset, task: str, source: str | Path) -> None:
     """Fail with what ``task`` expected when the data set lacks it (no annotations, no boxes, no masks)."""
     scenes = sceneset.scenes
     need = NEEDS[task]
+    if sceneset.semantic_classes:  # Cityscapes: pixel labels, no boxes
+        if task != "semantic":
+            raise ValueError(f"{source}: task {task!r} needs {need}; this data set labels pixels only (a Cityscapes "
+                             "root: task semantic)")
+        return
     if not any(getattr(s, "annotated", True) for s in scenes):
         raise ValueError(f"{source}: task {task!r} needs {need}, but this data set has no annotations "
                          "(a plain image folder); give a COCO json, a VOC root or a `coarsecrop scenes` folder")

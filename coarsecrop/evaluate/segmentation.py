@@ -4,7 +4,9 @@ The paper finetunes PSANet on Cityscapes (40k iterations, 3 runs). Here: the tru
 dilated instead of strided (output stride 8 by default, as PSANet/FCN baselines), then FCN's head
 (3x3 conv 256 + BN + ReLU + dropout 0.1 + 1x1 classifier), logits upsampled bilinearly to the input.
 Targets from the scenes' instance masks: background 0, an object pixel takes its category's index + 1
-(a later instance wins where masks overlap, as painting order); COCO crowd regions are ignored (255).
+(a later instance wins where masks overlap, as painting order); COCO crowd regions and VOC's void border
+are ignored (255). A Cityscapes root gives its own labels instead: its 19 evaluation classes, the other
+labels ignored, as its benchmark (and mmsegmentation) scores it.
 Training: SGD momentum 0.9, poly learning rate (power 0.9), weight decay 5e-4, horizontal flips.
 """
 
@@ -68,7 +70,8 @@ def stage_strides(trunk: nn.Module, size: int = 64) -> dict[str, int]:
 
 
 class FCN(nn.Module):
-    """Dilated trunk + FCN head: [B, 3, H, W] -> logits [B, num_classes + 1, H, W]."""
+    """Dilated trunk + FCN head: [B, 3, H, W] -> logits [B, num_classes + 1, H, W] (+ 1: background, or the
+    first of a source's own classes)."""
 
     def __init__(self, trunk: nn.Module, num_classes: int, output_stride: int = 8, channels: int = 256):
         super().__init__()
@@ -115,15 +118,20 @@ class SegmentationData:
 
 
 def prepare_data(train, val, image_size: int = 128, workers: int = 0) -> SegmentationData:
-    """Decode both splits and their class maps at ``image_size``."""
+    """Decode both splits and their class maps at ``image_size``: a source's own pixel labels where it has
+    them (Cityscapes: its 19 classes, no background), else background + the categories of the instance masks."""
     index = class_index(train.categories)
+    if train.semantic_classes != val.semantic_classes:
+        raise ValueError(f"{train.source} and {val.source} label pixels with other classes; give splits of one "
+                         "data set")
 
     def labels(scenes: Sequence) -> torch.Tensor:
-        maps = [_resize_labels(semantic_map(s, index), image_size) for s in scenes]
+        maps = [_resize_labels(s.semantic_decoder() if s.semantic_decoder else semantic_map(s, index), image_size)
+                for s in scenes]
         return torch.stack(maps) if maps else torch.zeros(0, image_size, image_size, dtype=torch.uint8)
 
     return SegmentationData(
-        ["background"] + [train.categories[c] for c in sorted(index)],
+        list(train.semantic_classes) or ["background"] + [train.categories[c] for c in sorted(index)],
         decode_images([s.file for s in train.scenes], image_size, workers), labels(train.scenes),
         decode_images([s.file for s in val.scenes], image_size, workers), labels(val.scenes),
     )
