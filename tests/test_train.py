@@ -21,7 +21,7 @@ import yaml
 
 from coarsecrop.train import TrainingDiverged, load_pretrain_params, make_params, pretrain
 from coarsecrop.train.checkpoint import load_checkpoint
-from coarsecrop.train.optim import LARS, CosineSchedule, build_optimizer, scaled_lr
+from coarsecrop.train.optim import LARS, CosineSchedule, build_optimizer, resolve_optimizer, scaled_lr
 from coarsecrop.train.sampler import GlobalBatchSampler
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,6 +164,21 @@ def test_linear_lr_scaling_and_cosine_with_warmup():
     assert all(s(k) >= s(k + 1) for k in range(10, 110))
 
 
+def test_another_optimizer_than_the_methods_takes_none_of_its_settings(data):
+    """moco_v2's lr 0.3 and weight decay 1e-4 are SGD's: with optimizer=adamw they must be given, and biases
+    and norms follow AdamW's rule (excluded from decay), not SGD's; the method's warm-up stays."""
+    sgd = {"name": "sgd", "lr": 0.3, "weight_decay": 1e-4, "momentum": 0.9, "warmup_epochs": 2.0,
+           "exclude_bias_and_norm": False}
+    with pytest.raises(ValueError, match="optimizer=adamw is not the method's \\(sgd\\).*give lr=... and weight_decay=..."):
+        resolve_optimizer(params(data, "x", optimizer="adamw"), sgd)
+    cfg = resolve_optimizer(params(data, "x", optimizer="adamw", lr=1e-3, weight_decay=0.05), sgd)
+    assert (cfg["optimizer"], cfg["base_lr"], cfg["weight_decay"]) == ("adamw", 1e-3, 0.05)
+    assert cfg["exclude_bias_and_norm"] and cfg["warmup_epochs"] == 2.0
+    lars = {"name": "lars", "lr": 1.0, "weight_decay": 1e-5, "exclude_bias_and_norm": True, "trust_coefficient": 0.001}
+    assert not resolve_optimizer(params(data, "x", optimizer="sgd", lr=0.1, weight_decay=1e-4), lars)["exclude_bias_and_norm"]
+    assert resolve_optimizer(params(data, "x"), sgd)["base_lr"] == 0.3  # the method's own: its settings
+
+
 def test_lars_skips_biases_and_norms_and_scales_by_trust_ratio():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     opt = build_optimizer(model, "lars", lr=1.0, weight_decay=0.1, momentum=0.0, trust_coefficient=0.01)
@@ -304,6 +319,14 @@ def test_resuming_on_another_world_size_says_what_differs(data, tmp_path, capsys
     torch.save(ckpt, out / "checkpoint.pt")
     pretrain(params(data, out, resume=True))
     assert "resuming on 1 process(es) a run that started on 2" in capsys.readouterr().err
+    out = tmp_path / "threads"  # a CPU run's float sums depend on torch's thread count
+    pretrain(params(data, out, stop_at_step=2))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["resolved"]["threads"] == 1
+    ckpt["resolved"]["threads"] = 4  # as if started with OMP_NUM_THREADS=4
+    torch.save(ckpt, out / "checkpoint.pt")
+    pretrain(params(data, out, resume=True))
+    assert "resuming on 1 torch thread(s) a CPU run that started on 4" in capsys.readouterr().err
 
 
 def test_a_metrics_line_cut_off_by_a_crash_is_dropped_on_resume(data, reference, tmp_path, capsys):
@@ -373,6 +396,25 @@ def test_resume_refuses_another_architecture_or_changed_parameters(data, referen
     assert not (tmp_path / "v").exists()
     shutil.copytree(reference, tmp_path / "own")  # in its own folder: a no-op
     assert pretrain(params(data, tmp_path / "own", resume=True))["step"] > 0
+    shutil.copytree(reference, tmp_path / "another")  # another run's folder: never overwritten by a resume
+    before = (tmp_path / "another" / "checkpoint.pt").read_bytes()
+    with pytest.raises(ValueError, match="already holds a run.*resuming .* there would overwrite it"):
+        pretrain(params(data, tmp_path / "another", resume=str(tmp_path / "own" / "checkpoint.pt")))
+    assert (tmp_path / "another" / "checkpoint.pt").read_bytes() == before
+
+
+def test_the_trunk_is_written_before_the_checkpoint(data, tmp_path, monkeypatch, capsys):
+    """A stop between the two writes must leave the checkpoint behind (a resume remakes both), never a
+    finished checkpoint beside an older backbone.pt, which a resume of a finished run does not rewrite. A
+    warm-up as long as the run is said (the rate would never decay)."""
+    from coarsecrop.train import checkpoint
+
+    written = []
+    real = checkpoint.save_torch
+    monkeypatch.setattr(checkpoint, "save_torch", lambda obj, path: (written.append(Path(path).name), real(obj, path)))
+    pretrain(params(data, tmp_path / "run", epochs=1, warmup_epochs=1.0))
+    assert written and written[0] == "backbone.pt" and written[1] == "checkpoint.pt"
+    assert "warmup_epochs 1 >= epochs 1: the rate never decays" in capsys.readouterr().err
 
 
 @pytest.mark.slow

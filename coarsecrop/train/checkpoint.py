@@ -165,9 +165,9 @@ class CheckpointWriter:
     def _write(state, path, trunk, backbone_path, event) -> None:
         if event is not None:
             event.synchronize()  # the copies are done (this thread waits; training does not)
-        save_torch(state, path)
-        if trunk is not None:
-            save_torch(trunk, backbone_path)
+        if trunk is not None:  # the trunk first: a stop between the two leaves the checkpoint behind, and a resume
+            save_torch(trunk, backbone_path)  # from it remakes both (exact resume); the other order left a
+        save_torch(state, path)  # finished checkpoint beside an older backbone.pt that a resume never rewrote
 
     def wait(self) -> None:
         """Block until the write in flight (if any) is on disk; raise the error it met."""
@@ -206,6 +206,31 @@ def check_resume_data(stored: dict, current: dict, path: Path, manifest: str) ->
                          + f"\nThe manifest {manifest} changed since the run started (rewritten, or shards added or "
                            "removed): resume with the manifest the run started on, or start a new run (another "
                            "out folder).")
+
+
+def resume_differences(stored: dict, current: dict) -> list[str]:
+    """What makes a resumed run differ from the uninterrupted one although it may go on (``Resolved.to_dict()``
+    of both): another world size (BatchNorm statistics are per process) or, on a CPU, another torch thread
+    count (the float sums are split otherwise; ``threads`` unset follows OMP_NUM_THREADS, which torchrun sets
+    to 1)."""
+    lines = []
+    if stored.get("world_size", current["world_size"]) != current["world_size"]:
+        lines.append(f"resuming on {current['world_size']} process(es) a run that started on {stored['world_size']}: "
+                     "the same global batches, but BatchNorm statistics are per process, so the result is not bit for "
+                     "bit the run's on one world size")
+    if current["device"] == "cpu" and stored.get("threads", current["threads"]) != current["threads"]:
+        lines.append(f"resuming on {current['threads']} torch thread(s) a CPU run that started on {stored['threads']}: "
+                     "the result is not bit for bit the uninterrupted run's; set threads (or OMP_NUM_THREADS) as it was")
+    return lines
+
+
+def check_resume_into(path: Path, out: Path, run_files: list[str]) -> None:
+    """A checkpoint of another folder resumed into ``out`` that already holds a run (one of ``run_files``) would
+    overwrite that run's checkpoint and weights and append to its metrics: refused, naming both."""
+    found = [name for name in run_files if (Path(out) / name).exists()]
+    if found and Path(path).resolve().parent != Path(out).resolve():
+        raise ValueError(f"{out} already holds a run ({', '.join(found)}); resuming {path} there would overwrite it. "
+                         f"Resume {path} into its own folder (out={Path(path).parent}) or into an empty one")
 
 
 def check_resume_target(ckpt: dict, total_steps: int, path: Path, out: Path) -> None:

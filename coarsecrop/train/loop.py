@@ -62,7 +62,7 @@ from coarsecrop.train.clock import RunClock
 from coarsecrop.train.distributed import (Dist, any_true, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
 from coarsecrop.train.monitor import ObjectProbe
-from coarsecrop.train.optim import CosineSchedule, build_optimizer, scaled_lr
+from coarsecrop.train.optim import CosineSchedule, build_optimizer, resolve_optimizer, scaled_lr
 from coarsecrop.train.params import PretrainParams
 from coarsecrop.train.sampler import GlobalBatchSampler
 
@@ -99,29 +99,13 @@ class Resolved:
     device: str
     backend: str = "none"  # the process group's: gloo | nccl | none (one process, no group)
     photometric_on: str = "worker"  # where the views' photometric steps ran
+    threads: int = 0  # torch's CPU threads (a CPU run resumed on another count is not bit-identical)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 # ---------------------------------------------------------------- building blocks
-
-def resolve_optimizer(params: PretrainParams, defaults: dict) -> dict:
-    """The optimiser settings: each parameter that is None takes the method's default (the paper's)."""
-    def pick(ours, key, fallback=None):
-        return ours if ours is not None else defaults.get(key, fallback)
-
-    name = pick(params.optimizer, "name")
-    betas = list(defaults.get("betas", (0.9, 0.999)))
-    momentum = params.momentum if params.momentum is not None else defaults.get("momentum", betas[0])
-    return dict(optimizer=name, base_lr=float(pick(params.lr, "lr")),
-                ref_batch=int(pick(params.ref_batch, "ref_batch", 256)),
-                weight_decay=float(pick(params.weight_decay, "weight_decay", 0.0)),
-                momentum=float(momentum), beta2=float(betas[1]),
-                exclude_bias_and_norm=bool(defaults.get("exclude_bias_and_norm", name != "sgd")),
-                trust_coefficient=float(defaults.get("trust_coefficient", 0.001)),
-                warmup_epochs=float(pick(params.warmup_epochs, "warmup_epochs", 0.0)))
-
 
 def build_method(params: PretrainParams, seed: int) -> nn.Module:
     """The SSL method, its weights drawn from ``seed`` alone (the global RNG state is left as it was)."""
@@ -309,6 +293,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                          f"(resume=true), or choose another out folder")
     if params.resume:
         ckpt_path = out / ckpt_io.CHECKPOINT if params.resume is True else Path(params.resume)
+        ckpt_io.check_resume_into(ckpt_path, out, [ckpt_io.CHECKPOINT, METRICS])
         ckpt = ckpt_io.load_checkpoint(ckpt_path)
         ckpt_io.check_architecture(ckpt, arch, ckpt_path)
         ckpt_io.check_resume_params(ckpt["params"], params.to_dict(), ckpt_path)
@@ -332,15 +317,12 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                         local_batch=sampler.local_batch, steps_per_epoch=sampler.steps_per_epoch,
                         total_steps=total_steps, num_samples=len(dataset), num_images=dataset.num_images,
                         skipped_images=dataset.num_skipped, device=str(d.device),
-                        backend=d.backend or "none", photometric_on=photometric_on)
+                        backend=d.backend or "none", photometric_on=photometric_on, threads=torch.get_num_threads())
     if ckpt is not None:
         ckpt_io.check_resume_data(ckpt.get("resolved", {}), resolved.to_dict(), ckpt_path, params.manifest)
         ckpt_io.check_resume_target(ckpt, total_steps, ckpt_path, out)
-        started_on = ckpt.get("resolved", {}).get("world_size", d.world_size)
-        if started_on != d.world_size and d.is_main:
-            print(f"warning: resuming on {d.world_size} process(es) a run that started on {started_on}: the same "
-                  "global batches, but BatchNorm statistics are per process, so the result is not bit for bit the "
-                  "run's on one world size", file=sys.stderr, flush=True)
+        for line in ckpt_io.resume_differences(ckpt.get("resolved", {}), resolved.to_dict()) if d.is_main else []:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
 
     method = prepare_model(method, d)
     optimizer = build_optimizer(method, resolved.optimizer, peak_lr, resolved.weight_decay, resolved.momentum,
@@ -348,6 +330,9 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                                 trust_coefficient=resolved.trust_coefficient)
     schedule = CosineSchedule(peak_lr, total_steps, round(resolved.warmup_epochs * sampler.steps_per_epoch),
                               params.min_lr)
+    if resolved.warmup_epochs >= params.epochs and d.is_main:  # e.g. byol's default 10 in a shorter run
+        print(f"warning: warmup_epochs {resolved.warmup_epochs:g} >= epochs {params.epochs}: the rate never decays; "
+              "give warmup_epochs below epochs", file=sys.stderr, flush=True)
     scaler = torch.amp.GradScaler(d.device.type, enabled=False)  # bf16 needs no loss scaling; kept for the format
     step, monitor_state = 0, {"init": None, "history": []}
     if ckpt is not None:
@@ -364,7 +349,10 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
 
     if ckpt is not None:  # last: everything above may draw random numbers
         states = ckpt["rng"]
-        ckpt_io.set_rng_state(states[d.rank] if d.rank < len(states) else states[0], d.device)
+        if d.rank < len(states):
+            ckpt_io.set_rng_state(states[d.rank], d.device)
+        else:  # a rank the run did not have: a stream of its own (rank 0's would repeat its masks and views)
+            seed_everything(params.seed + d.rank + 65_536 * step)
 
     model = nn.parallel.DistributedDataParallel(method, device_ids=[d.device.index] if d.device.type == "cuda"
                                                 else None) if d.active else method

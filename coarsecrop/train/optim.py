@@ -96,6 +96,33 @@ def scaled_lr(base_lr: float, global_batch: int, ref_batch: int, rule: str = "li
     raise ValueError(f"unknown lr scaling rule {rule!r}; valid: linear, none")
 
 
+def resolve_optimizer(params, defaults: dict) -> dict:
+    """The optimiser settings of a run (``PretrainParams`` ``params``): each parameter that is None takes the
+    method's default (the paper's). An ``optimizer`` other than the method's takes none of the method's
+    settings, which belong to its own optimiser (moco_v2's lr 0.3 is SGD's): lr and weight_decay must then be
+    given, and biases and norms are excluded from weight decay by the chosen optimiser's rule (LARS and AdamW
+    exclude them, SGD decays everything); the warm-up and the batch the lr refers to stay the method's."""
+    def pick(ours, key, fallback=None):
+        return ours if ours is not None else defaults.get(key, fallback)
+
+    name = pick(params.optimizer, "name")
+    if name != defaults.get("name", name):
+        missing = [key for key in ("lr", "weight_decay") if getattr(params, key) is None]
+        if missing:
+            raise ValueError(f"optimizer={name} is not the method's ({defaults['name']}), whose {' and '.join(missing)} "
+                             f"belong to {defaults['name']}: give {' and '.join(f'{k}=...' for k in missing)} for {name}")
+        defaults = {key: defaults[key] for key in ("ref_batch", "warmup_epochs") if key in defaults}  # schedule
+    betas = list(defaults.get("betas", (0.9, 0.999)))
+    momentum = params.momentum if params.momentum is not None else defaults.get("momentum", betas[0])
+    return dict(optimizer=name, base_lr=float(pick(params.lr, "lr")),
+                ref_batch=int(pick(params.ref_batch, "ref_batch", 256)),
+                weight_decay=float(pick(params.weight_decay, "weight_decay", 0.0)),
+                momentum=float(momentum), beta2=float(betas[1]),
+                exclude_bias_and_norm=bool(defaults.get("exclude_bias_and_norm", name != "sgd")),
+                trust_coefficient=float(defaults.get("trust_coefficient", 0.001)),
+                warmup_epochs=float(pick(params.warmup_epochs, "warmup_epochs", 0.0)))
+
+
 class CosineSchedule:
     """Per-step learning rate: linear warm-up over ``warmup_steps`` (peak/W, 2 peak/W, ..., peak: the first
     update already moves, where MAE's and BYOL's warm-ups start at 0), then half a cosine to ``min_lr``.

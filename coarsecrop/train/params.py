@@ -37,11 +37,12 @@ class PretrainParams:
       max_side: decode images no larger than this before cutting crops (None: full size).
     Schedule and optimiser (None = the method's default, the paper's setting)
       epochs: passes over the pseudo-images (N crops per image = N samples per image per epoch).
-      batch_size: the GLOBAL batch over all processes; must divide by the world size.
+      batch_size: the GLOBAL batch over all processes (MAE's and PixPro's scripts take a per-GPU one); must divide
+        by the world size. 256 for every method: give BYOL's 512 or MAE's 4096 (the papers') explicitly.
       lr: base learning rate at ``ref_batch``; the rate used is lr * batch_size / ref_batch (lr_scaling=linear).
       ref_batch, lr_scaling: the reference batch of ``lr`` and the rule (linear | none).
       min_lr: final learning rate of the cosine schedule.
-      warmup_epochs: linear warm-up from 0 before the cosine decay (may be fractional).
+      warmup_epochs: linear warm-up before the cosine decay (may be fractional; the first step at peak / W).
       optimizer: sgd | lars | adamw;  weight_decay; momentum (SGD/LARS momentum, AdamW beta1).
     Runtime
       workers: DataLoader workers per process.  seed: weights, data order and augmentations.
