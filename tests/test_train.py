@@ -325,7 +325,9 @@ def test_resuming_on_another_world_size_says_what_differs(data, tmp_path, capsys
     assert ckpt["resolved"]["threads"] == 1
     ckpt["resolved"]["threads"] = 4  # as if started with OMP_NUM_THREADS=4
     torch.save(ckpt, out / "checkpoint.pt")
+    (out / "checkpoint.pt.tmp.node7.4242").write_bytes(b"half a checkpoint of a killed writer")
     pretrain(params(data, out, resume=True))
+    assert not list(out.glob("*.tmp.*"))  # the resume removed it
     assert "resuming on 1 torch thread(s) a CPU run that started on 4" in capsys.readouterr().err
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from coarsecrop.io import load_torch, save_torch
+from coarsecrop.io import TMP_MARK, load_torch, save_torch
 from coarsecrop.train.params import RUNTIME_KEYS
 
 FORMAT = "coarsecrop.pretrain/1"
@@ -206,6 +206,15 @@ def check_resume_data(stored: dict, current: dict, path: Path, manifest: str) ->
                          + f"\nThe manifest {manifest} changed since the run started (rewritten, or shards added or "
                            "removed): resume with the manifest the run started on, or start a new run (another "
                            "out folder).")
+
+
+def remove_temporaries(out: Path) -> list[Path]:
+    """Delete what a killed writer left of checkpoint.pt and backbone.pt (``<name>.tmp.<host>.<pid>``, as large
+    as a checkpoint): called by rank 0 on resume, before it writes any."""
+    found = [tmp for name in (CHECKPOINT, BACKBONE) for tmp in Path(out).glob(f"{name}{TMP_MARK}*")]
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return found
 
 
 def resume_differences(stored: dict, current: dict) -> list[str]:

@@ -323,6 +323,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
         ckpt_io.check_resume_target(ckpt, total_steps, ckpt_path, out)
         for line in ckpt_io.resume_differences(ckpt.get("resolved", {}), resolved.to_dict()) if d.is_main else []:
             print(f"warning: {line}", file=sys.stderr, flush=True)
+        if d.is_main:
+            ckpt_io.remove_temporaries(out)
 
     method = prepare_model(method, d)
     optimizer = build_optimizer(method, resolved.optimizer, peak_lr, resolved.weight_decay, resolved.momentum,
