@@ -20,7 +20,9 @@
 # is better". Fig. 5 plots accuracy against objectness.
 #
 # **Here**: every strategy of the crop chapter pretrains BYOL on the built-in scenes; objectness is measured
-# on the very pseudo-images each run trained on (share of object pixels under the GT masks); accuracy is the
+# on the very pseudo-images each run trained on (share of object pixels under the GT masks). GT-Crop and
+# GTPad-Crop are a scene's 5 largest boxes (N = 5, as every strategy), not every box as the paper's
+# (chapter "Table 1" says why); accuracy is the
 # object probe and mAP^l (the paper's linear multi-label probe). The paper's panel of Fig. 5 is drawn from its
 # Table 2 (its units: AP50 on VOC07).
 

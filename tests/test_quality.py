@@ -23,6 +23,8 @@ def test_crop_objectness_accepts_tensor_masks_and_no_boxes():
     mask[:4] = True
     assert crop_objectness(torch.tensor([[0.0, 0, 8, 8]]), mask).tolist() == [0.5]
     assert crop_objectness(torch.zeros(0, 4), mask).shape == (0,)
+    partly, outside = crop_objectness(torch.tensor([[-8.0, 0, 8, 8], [8.0, 8, 12, 12]]), mask).tolist()
+    assert partly == 0.5 and np.isnan(outside)  # the part inside; no pixel inside: NaN, not the corner's value
 
 
 def test_quality_buckets_shares():

@@ -21,12 +21,20 @@ PERCENTILES = (10, 50, 75, 90)
 
 
 def crop_objectness(boxes: torch.Tensor, object_mask) -> torch.Tensor:
-    """Share of each crop's pixels that are object pixels: boxes [M, 4], mask bool [H, W] -> float32 [M]."""
+    """Share of each crop's pixels that are object pixels: boxes [M, 4], mask bool [H, W] -> float32 [M].
+
+    A pixel counts whole when the box touches it (``scoring.pixel_bounds``: a fractional edge takes its
+    pixel in); a box reaching outside the image is measured on its part inside (the strategies' boxes are
+    clipped to the image, so the book never meets one), and a box with no pixel inside is NaN."""
     mask = torch.as_tensor(np.asarray(object_mask)).to(torch.float64)  # [H, W]
     boxes = torch.as_tensor(boxes).reshape(-1, 4)
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float32)
-    return box_means(summed_area_table(mask[None]), boxes)[0].cpu()
+    means = box_means(summed_area_table(mask[None]), boxes)[0].cpu()
+    H, W = mask.shape
+    b = boxes.to(torch.float64).cpu()
+    outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= W) | (b[:, 1] >= H)
+    return torch.where(outside, torch.full_like(means, float("nan")), means)
 
 
 def quality_buckets(values) -> dict[str, float]:

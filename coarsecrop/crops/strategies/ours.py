@@ -251,14 +251,20 @@ class OurCoarseCrop(_SpreadSelection):
 
     Measured on 100 built-in 256-px scenes with random-init phi and anchors 32 .. 256, ResNet-18 /
     ResNet-50: crop sides 53/112/128/189 and 59/112/128/186 px at the 10/50/75/90th percentiles
-    (ours: 32/32/32/64), mean objectness 0.34 / 0.36, Poor/Coarse/Precise 30/67/3 and 28/67/5 %,
-    3-6 % of crop pairs nested (> 80 % of the smaller inside the other). On the cube of those maps (a
+    (ours: 32/32/32/64), 3-6 % of crop pairs nested (> 80 % of the smaller inside the other); objectness,
+    measured again with today's masks (twenty-sixth session, ResNet-18): 0.47 on scenes v1 and 0.40 on v3,
+    Poor/Coarse/Precise 16/74/10 and 26/67/7 % (the first measurement, on an earlier version of the masks:
+    0.34, 30/67/3). On the cube of those maps (a
     stand-in for a peakier map) it stayed coarse (0.46-0.50 objectness, 64-128 px crops), and on toy
     Gaussian blobs (64-217 px), where ``ours_zscore`` falls back to the smallest anchors. With a phi
     actually trained by SSL it does not stay coarse: the committed cpu-full-v1 s6 runs (Table 11; v1 128-px
     scenes, anchors 16 .. 128, MoCo-v2 phi on Image-Crop, 3 seeds) measure 0.69 mean objectness, 57 %
     Precise crops and a median side of 28 px: precise crops (the chapter shows this beside s5); the cpu-full
-    s6 runs (scenes v3, 5 seeds) measure 0.71, 53 % and 23 px. Ring 0.5
+    s6 runs (scenes v3, 5 seeds) measure 0.71, 53 % and 23 px. Most of that is phi's architecture, not its
+    training: s6's phi is the pretraining trunk (resnet10_w16_cifar, stride 8: 3,072 anchors on a 128-px
+    scene), and the same trunk randomly initialised already gives 0.61, 35 % and 31 px on 100 v3 128-px
+    scenes (a random ResNet-18, stride 32, 192 anchors: 0.35, 6 % and 64 px; Table 11's "random phi of s6's
+    trunk" row pretrains on those crops). Ring 0.5
     gave more Poor crops (43 %), 1.5 smaller crops; suppression at IoU 0.4 / containment 0.7 more
     Poor crops, at 0.6 / 0.9 nested crops (22-26 % of pairs)."""
 
@@ -288,7 +294,8 @@ class OurZScoreCrop(_SpreadSelection):
 
     Measured as ``ours_coarse`` (100 scenes, random-init phi, anchors 32 .. 256, ResNet-18 / -50):
     the widest spread of sizes, 32/128/156/189 and 32/128/145/183 px, mean objectness 0.35 / 0.41,
-    Poor/Coarse/Precise 27/67/5 and 20/72/8 %, <= 1 % nested pairs, and 65-69 % of GT objects at
+    Poor/Coarse/Precise 27/67/5 and 20/72/8 % (again with today's masks, ResNet-18: 0.52 on v1, 0.46 on v3,
+    13/69/18 and 21/66/13 %), <= 1 % nested pairs, and 65-69 % of GT objects at
     least half inside some crop (ours: 8-11 %). Its weakness: on a peaky map (few bright blobs on a
     flat background, as a trained phi gives) the small anchors' score distribution has the longest
     tail, so their z-scores win and it returns the smallest anchors again -- hence ``ours_coarse``
