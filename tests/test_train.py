@@ -405,6 +405,14 @@ def test_resume_refuses_another_architecture_or_changed_parameters(data, referen
     assert (tmp_path / "another" / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_auto_starts_a_new_run_and_continues_a_stopped_one(data, reference, tmp_path):
+    """resume=auto: one command line for a first start and a requeued job, the run as the uninterrupted one."""
+    out = tmp_path / "auto"
+    assert pretrain(params(data, out, resume="auto", stop_at_step=3))["step"] == 3
+    assert pretrain(params(data, out, resume="auto"))["step"] == load_checkpoint(reference / "checkpoint.pt")["step"]
+    assert_same_weights(final_weights(out), final_weights(reference))
+
+
 def test_the_trunk_is_written_before_the_checkpoint(data, tmp_path, monkeypatch, capsys):
     """A stop between the two writes must leave the checkpoint behind (a resume remakes both), never a
     finished checkpoint beside an older backbone.pt, which a resume of a finished run does not rewrite. A

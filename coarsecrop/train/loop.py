@@ -41,7 +41,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +288,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
     arch = dict(method=params.method, backbone=params.backbone, image_size=params.image_size)
 
     ckpt, ckpt_path = None, None
+    if params.resume == "auto":  # one command line for a first start and a requeued job (Slurm, torchrun restarts)
+        params = replace(params, resume=(out / ckpt_io.CHECKPOINT).exists())
     if not params.resume and (out / ckpt_io.CHECKPOINT).exists():
         raise ValueError(f"{out} already holds a run ({ckpt_io.CHECKPOINT}); continue it with --resume "
                          f"(resume=true), or choose another out folder")

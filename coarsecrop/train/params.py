@@ -56,7 +56,8 @@ class PretrainParams:
       out: run folder (checkpoint.pt, backbone.pt, metrics.jsonl, params.yaml).
       checkpoint_every: save every this many epochs (and always at the end and on SIGTERM/SIGINT).
       log_every: write a metrics line every this many steps.  progress: tqdm bar on rank 0.
-      resume: continue the run in ``out`` (True) or from this checkpoint file.
+      resume: continue the run in ``out`` (True) or from this checkpoint file; "auto": continue the run in
+        ``out`` when it holds a checkpoint, else start one (the same command for a first start and a requeued job).
       stop_at_step: stop as on SIGTERM after this global step (time-boxed jobs, tests).
     Quality monitor (rank 0, at epoch ends): a probe on frozen features of GT object crops
       monitor: knn | linear | both | none.  monitor_scenes: scene source with train/val splits
