@@ -144,6 +144,8 @@ def collect(sweep: str, preset: str, source: str = "build", root: Path | None = 
         prov = m.get("provenance") or {}
         row = {"run_id": point["run_id"], "strategy": p["strategy"], "method": p["method"], "seed": p["seed"],
                "n": p["n"], "epochs": p["epochs"], "phi": p.get("phi", "random"),
+               # phi of the pretraining trunk's architecture (s6's, or s5's at the paper's presets), or another
+               "phi_as_trunk": p.get("phi") == "ssl" or p.get("crop_backbone") == p.get("backbone"),
                "budget": ("full" if p["epochs"] == full else "half" if 2 * p["epochs"] == full
                           else f"{p['epochs']} epochs"),
                "multi_crop": int((p.get("method_params") or {}).get("local_views", 0)),
