@@ -190,10 +190,11 @@ def test_every_cpu_full_byol_row_runs_the_one_calibrated_recipe_and_the_tables_s
             assert recipe == ({} if table == "table15" else {"random_resized_crop": False}), (table, q)
             if q["method_params"] == {"random_resized_crop": False} and q["n"] == 5 and q["epochs"] == full_epochs \
                     and q["phi"] == "random":
-                shared.setdefault((q["strategy"], q["seed"]), set()).add(p["run_dir"].name)
+                # a row is also its phi (Table 11's s5 on a random phi of s6's trunk is another row)
+                shared.setdefault((q["strategy"], q["seed"], q["crop_backbone"]), set()).add(p["run_dir"].name)
     assert {k: ids for k, ids in shared.items() if len(ids) > 1} == {}
     # Table 1's rows are the ones the other tables reuse (its Image-Crop seed 0 sits in all seven)
-    assert {("image", 0), ("gt", 0), ("grid", 0), ("ours", 0), ("ours_coarse", 0)} <= set(shared)
+    assert {(s, 0, "resnet18") for s in ("image", "gt", "grid", "ours", "ours_coarse")} <= set(shared)
 
 
 def seed0_rows(plan: dict) -> list[str]:
