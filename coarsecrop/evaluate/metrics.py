@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -82,9 +83,15 @@ def voc_detection_scores(gt: Mapping, results: Sequence[Mapping], use_07: bool) 
     result dicts (image_id, category_id, score, bbox xywh). Boxes are continuous pixel corners, so the IoU
     is the plain one (VOC's "+1" widths belong to its 1-based inclusive pixel indices)."""
     classes = sorted({a["category_id"] for a in gt["annotations"] if not a["iscrowd"]})
+    anns, dets = defaultdict(list), defaultdict(list)  # by class, one pass each
+    for a in gt["annotations"]:
+        anns[a["category_id"]].append(a)
+    for r in results:
+        dets[r["category_id"]].append(r)
+    matches = {c: _voc_best_matches(anns[c], dets[c]) for c in classes}  # the same at every threshold
     per_threshold = {}
     for t in np.arange(50, 100, 5):
-        aps = [_voc_class_ap(gt, results, c, t / 100, use_07) for c in classes]
+        aps = [_voc_class_ap(*matches[c], t / 100, use_07) for c in classes]
         per_threshold[int(t)] = 100 * float(np.mean(aps)) if aps else math.nan
     return {"AP": float(np.mean(list(per_threshold.values()))), "AP50": per_threshold[50], "AP75": per_threshold[75]}
 
@@ -94,35 +101,47 @@ def _xyxy(box: Sequence[float]) -> np.ndarray:
     return np.array([x, y, x + w, y + h], dtype=np.float64)
 
 
-def _voc_class_ap(gt: Mapping, results: Sequence[Mapping], category: int, threshold: float, use_07: bool) -> float:
-    objects: dict = {}  # image id -> (boxes [K, 4], difficult [K], found [K])
-    for a in gt["annotations"]:
-        if a["category_id"] == category:
-            objects.setdefault(a["image_id"], []).append((_xyxy(a["bbox"]), bool(a["iscrowd"])))
-    objects = {i: (np.stack([b for b, _ in objs]), np.array([d for _, d in objs]), np.zeros(len(objs), bool))
-               for i, objs in objects.items()}
-    positives = sum(int((~difficult).sum()) for _, difficult, _ in objects.values())
-    dets = sorted((r for r in results if r["category_id"] == category), key=lambda r: -r["score"])
-    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
+def _voc_best_matches(anns: Sequence[Mapping], dets: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class's detections by descending score: the object each overlaps most (its index in ``anns``, -1
+    where its image has none) and that IoU; and which objects are difficult."""
+    by_image: dict = {}
+    for k, a in enumerate(anns):
+        by_image.setdefault(a["image_id"], []).append(k)
+    boxes = np.stack([_xyxy(a["bbox"]) for a in anns]) if anns else np.zeros((0, 4))
+    difficult = np.array([bool(a["iscrowd"]) for a in anns], dtype=bool)
+    dets = sorted(dets, key=lambda r: -r["score"])
+    best, best_iou = np.full(len(dets), -1), np.zeros(len(dets))
     for d, det in enumerate(dets):
-        if det["image_id"] not in objects:
-            fp[d] = 1
+        own = by_image.get(det["image_id"])
+        if not own:
             continue
-        boxes, difficult, found = objects[det["image_id"]]
-        b = _xyxy(det["bbox"])
-        inter = (np.clip(np.minimum(boxes[:, 2], b[2]) - np.maximum(boxes[:, 0], b[0]), 0, None)
-                 * np.clip(np.minimum(boxes[:, 3], b[3]) - np.maximum(boxes[:, 1], b[1]), 0, None))
-        union = (b[2] - b[0]) * (b[3] - b[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+        b, boxes_here = _xyxy(det["bbox"]), boxes[own]
+        inter = (np.clip(np.minimum(boxes_here[:, 2], b[2]) - np.maximum(boxes_here[:, 0], b[0]), 0, None)
+                 * np.clip(np.minimum(boxes_here[:, 3], b[3]) - np.maximum(boxes_here[:, 1], b[1]), 0, None))
+        union = ((b[2] - b[0]) * (b[3] - b[1]) + (boxes_here[:, 2] - boxes_here[:, 0])
+                 * (boxes_here[:, 3] - boxes_here[:, 1]) - inter)
         iou = inter / np.maximum(union, np.finfo(np.float64).eps)
-        best = int(iou.argmax())
-        if iou[best] <= threshold:
+        k = int(iou.argmax())
+        best[d], best_iou[d] = own[k], iou[k]
+    return best, best_iou, difficult
+
+
+def _voc_class_ap(best: np.ndarray, best_iou: np.ndarray, difficult: np.ndarray, threshold: float,
+                  use_07: bool) -> float:
+    """The devkit's greedy matching at IoU > ``threshold``: a hit finds its object once (again: a false
+    positive), a detection on a difficult object counts neither way."""
+    found = np.zeros(len(difficult), dtype=bool)
+    tp, fp = np.zeros(len(best)), np.zeros(len(best))
+    for d, (k, iou) in enumerate(zip(best.tolist(), best_iou.tolist())):
+        if k < 0 or iou <= threshold:
             fp[d] = 1
-        elif not difficult[best]:  # a difficult object: neither a hit nor a false positive
-            if found[best]:
+        elif not difficult[k]:
+            if found[k]:
                 fp[d] = 1
             else:
-                tp[d], found[best] = 1, True
+                tp[d], found[k] = 1, True
     tp, fp = np.cumsum(tp), np.cumsum(fp)
+    positives = int((~difficult).sum())
     return voc_ap(tp / positives, tp / np.maximum(tp + fp, np.finfo(np.float64).eps), use_07)
 
 
