@@ -19,7 +19,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -39,6 +41,79 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 KERNEL_STARTS = 3
 # Where a sweep keeps the previous finished run of a point it makes again (runs/<notebook>/.replaced/<id>/).
 REPLACED = ".replaced"
+# A run's lock is refreshed (its mtime) every LOCK_BEAT_S seconds while the run goes on; one not refreshed for
+# LOCK_STALE_S seconds belongs to a process that is gone (killed at a time limit on another node), and so does
+# one of a process of this host that no longer exists: either is taken over.
+LOCK_BEAT_S, LOCK_STALE_S = 15, 120
+
+
+class RunBusy(RuntimeError):
+    """Another live process holds the run's lock."""
+
+
+def _holder_gone(holder: dict, age: float) -> bool:
+    if age > LOCK_STALE_S:
+        return True
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False  # another node's process: only its silence (age) says it is gone
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _take(lock: Path, me: dict) -> None:
+    """Create ``lock`` (O_EXCL: of two processes at once, one wins) or take over a stale one; else RunBusy."""
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text(encoding="utf-8") or "{}")
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile
+            except (OSError, ValueError):
+                holder, age = {}, 0.0  # being written this very moment: a live holder
+            if not _holder_gone(holder, age):
+                raise RunBusy(
+                    f"{lock.parent / lock.name[1:-len('.lock')]}: another process is making this run "
+                    f"(host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}; "
+                    f"its lock {lock} was refreshed {age:.0f} s ago). Wait for it to finish; a lock not refreshed "
+                    f"for {LOCK_STALE_S} s is taken over by itself, or delete it if that process is gone") from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(me, f)
+        return
+    raise RunBusy(f"{lock}: taken over by another process at the same moment; run again")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold runs/<notebook>/.<run id>.lock (host, pid, start) while the block runs, refreshing it every
+    LOCK_BEAT_S seconds from a thread; raises RunBusy naming the holder when a live process holds it."""
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    _take(lock, {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(LOCK_BEAT_S):
+            with contextlib.suppress(OSError):
+                os.utime(lock)
+
+    thread = threading.Thread(target=beat, name=f"lock-{run_dir.name}", daemon=True)
+    thread.start()
+    try:
+        yield lock
+    finally:
+        stop.set()
+        thread.join()
+        lock.unlink(missing_ok=True)
 
 
 def convert(source: Path, target: Path) -> Path:
@@ -225,7 +300,20 @@ def execute(task: dict, resume: bool = True, show_output: bool = False, blocked:
     blocked: a reason the run cannot start (a transfer point whose pretraining run is missing): recorded
         as its failure, nothing runs.
     Never raises for a failing notebook: the failure is recorded in the folder (run.json status "failed",
-    FAILED.txt with the traceback) and returned as {"status": "failed", "error": ...}."""
+    FAILED.txt with the traceback) and returned as {"status": "failed", "error": ...}. A run another live
+    process is making (its lock, ``run_lock``) is left alone, folder and record, and returned as
+    {"status": "busy", "error": who holds it}."""
+    run_dir = Path(task["run_dir"])
+    try:
+        with run_lock(run_dir):
+            return _execute(task, resume, show_output, blocked)
+    except RunBusy as busy:
+        print(busy, file=sys.stderr, flush=True)
+        return {"status": "busy", "wall_time_s": 0.0, "error": str(busy)}
+
+
+def _execute(task: dict, resume: bool, show_output: bool, blocked: str) -> dict:
+    """``execute`` under the run's lock."""
     import papermill
 
     run_dir, record = Path(task["run_dir"]), task["record"]
