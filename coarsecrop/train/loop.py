@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import random
 import signal
@@ -61,6 +60,7 @@ from coarsecrop.train import checkpoint as ckpt_io
 from coarsecrop.train.clock import RunClock
 from coarsecrop.train.distributed import (Dist, any_true, gather_objects, init_distributed,
                                           mean_over_ranks, shutdown)
+from coarsecrop.train.losses import StepLosses, stop_if_diverged
 from coarsecrop.train.monitor import ObjectProbe
 from coarsecrop.train.optim import CosineSchedule, build_optimizer, resolve_optimizer, scaled_lr
 from coarsecrop.train.params import PretrainParams
@@ -68,10 +68,6 @@ from coarsecrop.train.sampler import GlobalBatchSampler
 
 METRICS = "metrics.jsonl"
 PARAMS = "params.yaml"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 @dataclass
@@ -433,6 +429,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                     run.stepped(step)
                     if step % params.log_every == 0 or step == total_steps:
                         read_losses()
+                        stop_if_diverged(losses, d)  # every process reads at this step: a collective is safe
                         elapsed = time.time() - window_start
                         rate = window_steps * params.batch_size / max(elapsed, 1e-9)
                         window_rates.append(rate)
@@ -452,13 +449,16 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                         break
                 if interrupted and step % spe:  # stopped inside the epoch: the next batch is this epoch's
                     losses.read()  # one host wait: the epoch's losses so far go into the checkpoint
+                    stop_if_diverged(losses, d)
                     save(epoch)
                     break
 
                 epoch_done, scores = epoch + 1, None
                 line = {"epoch": epoch_done, "step": step, "lr": lr, "scores": None,
                         "images_per_s": epoch_steps * params.batch_size / max(time.time() - epoch_start, 1e-9)}
-                if probe is not None and (epoch_done % params.monitor_every == 0 or epoch_done == params.epochs):
+                probing = params.monitor != "none" and (epoch_done % params.monitor_every == 0 or
+                                                        epoch_done == params.epochs)  # alike on every process
+                if probe is not None and probing:
                     probe_start = time.time()
                     scores = probe.score(method.backbone)  # a measured probe: it waits for the device
                     line["scores"], line["probe_s"] = scores, time.time() - probe_start
@@ -472,6 +472,8 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 if scores is not None:  # the probe waited for the device: reading the losses is free now
                     read_losses()
                     window_start, window_steps = time.time(), 0  # the windows' img/s leave out the probe
+                if probing:  # rank 0 alone read its losses: every process learns what it found
+                    stop_if_diverged(losses, d)
                 if interrupted and step == total_steps:  # the stop came with the last step: the run is complete
                     interrupted = None
                 if interrupted or epoch_done % params.checkpoint_every == 0 or epoch_done == params.epochs:
@@ -480,6 +482,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
                 if interrupted:  # stopped on the epoch's last step, after the epoch's end
                     break
             read_losses()
+            stop_if_diverged(losses, d)
             if writer is not None:
                 writer.wait()  # the final checkpoint is on disk before the run returns
             run.finished(step)
@@ -515,36 +518,6 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
             print(f"stopped at step {step}/{total_steps} ({interrupted}); checkpoint {out / ckpt_io.CHECKPOINT}; "
                   f"continue with --resume", file=sys.stderr, flush=True)
     return summary
-
-
-class StepLosses:
-    """The steps' losses, kept on the device until a log window reads them all in one transfer.
-
-    ``add`` after each step (no host wait); ``read`` brings every loss since the last read to the host
-    at once, checks them in step order (the first NaN / inf raises TrainingDiverged naming its step,
-    epoch and lr) and sums each epoch's losses in step order, as Python floats (the epoch line)."""
-
-    def __init__(self):
-        self._queued: list[tuple[int, int, float, torch.Tensor]] = []  # (step, epoch, lr, loss [])
-        self.last: float | None = None  # the loss of the last step read
-        self.read_through = 0  # the last step read
-        self.epoch_sums: dict[int, list] = {}  # epoch -> [sum, steps]
-
-    def add(self, step: int, epoch: int, lr: float, loss: torch.Tensor) -> None:
-        self._queued.append((step, epoch, lr, loss))
-
-    def read(self) -> None:
-        if not self._queued:
-            return
-        values = torch.stack([q[3] for q in self._queued]).tolist()  # the host waits here, once
-        queued, self._queued = self._queued, []
-        for (step, epoch, lr, _), value in zip(queued, values):
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"loss is {value} at step {step} (epoch {epoch}, lr {lr:.4g}): "
-                                       f"lower lr or raise warmup_epochs")
-            total = self.epoch_sums.setdefault(epoch, [0.0, 0])
-            total[0], total[1] = total[0] + value, total[1] + 1
-            self.last, self.read_through = value, step
 
 
 def _print_epoch(line: dict, losses: StepLosses, params: PretrainParams, total_steps: int, monitor_state: dict,
