@@ -95,6 +95,12 @@ def test_wrong_type_and_unknown_choices_fail(data, tmp_path):
         make_params({**TINY, "manifest": data["manifest"], "out": str(tmp_path / "afile")})
     with pytest.raises(ValueError, match=r"method_params: moco_v2's queue_size = 'abc': got str \(expected int\)"):
         pretrain(params(data, tmp_path / "q", method_params={"queue_size": "abc"}))
+    # a queue that cannot hold one step's keys fails before training, naming the numbers (symmetric: 2 per image)
+    with pytest.raises(ValueError, match=r"queue_size 12 is smaller than the 16 keys .*batch_size 8 x 2 per image"):
+        pretrain(params(data, tmp_path / "q2", method_params={"queue_size": 12, "symmetric": True}))
+    with pytest.raises(ValueError, match=r"queue_size 4 is smaller than the 8 keys .*batch_size 8 x 1 per image"):
+        pretrain(params(data, tmp_path / "q3", method="densecl", method_params={"queue_size": 4}))
+    assert not (tmp_path / "q2" / "metrics.jsonl").exists()
     with pytest.raises(ValueError, match="unknown method 'simclr'.*byol.*moco_v2"):
         make_params({**TINY, "manifest": data["manifest"], "method": "simclr"})
     with pytest.raises(ValueError, match="unknown optimizer 'adam'.*lars"):

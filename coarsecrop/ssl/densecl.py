@@ -51,6 +51,7 @@ class DenseCL(nn.Module):
         self.image_size, self.random_resized_crop, self.local_views = image_size, random_resized_crop, 0
         self.queue_size, self.momentum, self.temperature = queue_size, momentum, temperature
         self.loss_lambda, self.shuffle_bn = loss_lambda, shuffle_bn
+        self.keys_per_image = 1  # what one step enqueues into each queue, per image of the batch
 
         channels = trunk_channels(backbone)
         self.backbone = backbone

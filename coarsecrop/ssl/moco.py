@@ -66,6 +66,7 @@ class MoCoV2(nn.Module):
         self.image_size, self.random_resized_crop, self.local_views = image_size, random_resized_crop, local_views
         self.queue_size, self.momentum, self.temperature = queue_size, momentum, temperature
         self.symmetric, self.shuffle_bn = symmetric, shuffle_bn
+        self.keys_per_image = len(enqueued_views(symmetric))  # what one step enqueues, per image of the batch
 
         # query encoder: trunk + MLP; key encoder: a copy updated only by momentum_update()
         self.backbone = backbone

@@ -108,6 +108,16 @@ def build_method(params: PretrainParams, seed: int) -> nn.Module:
     return ssl.build_method(params.method, params.backbone, params.image_size, seed=seed, **params.method_params)
 
 
+def check_queue(method: nn.Module, params: PretrainParams) -> None:
+    """A queue method (MoCo-v2, DenseCL) must hold every key one step enqueues (all processes' together):
+    say so before training, not at the first step's enqueue."""
+    queue, keys = getattr(method, "queue_size", None), params.batch_size * getattr(method, "keys_per_image", 0)
+    if queue is not None and keys > queue:
+        raise ValueError(f"method_params.queue_size {queue} is smaller than the {keys} keys one step enqueues "
+                         f"(batch_size {params.batch_size} x {method.keys_per_image} per image): raise queue_size "
+                         f"to at least {keys} (MoCo's is many batches: 65,536 at batch 256) or lower batch_size")
+
+
 def prepare_model(method: nn.Module, d: Dist) -> nn.Module:
     """Move to the device; on CUDA channels_last, and SyncBN whenever a process group trains."""
     if d.device.type == "cuda":
@@ -298,6 +308,7 @@ def _pretrain(params: PretrainParams, d: Dist) -> dict:
 
     manifest = read_manifest(params.manifest)
     method = build_method(params, seed=params.seed)  # identical weights on every process
+    check_queue(method, params)
     seed_everything(params.seed + d.rank)  # independent random streams per process (masks, shuffles)
     optim_cfg = resolve_optimizer(params, dict(method.optimizer_defaults))
     on_device = params.photometric_on == "device" or (params.photometric_on == "auto" and d.device.type == "cuda")
