@@ -27,6 +27,20 @@ def test_crop_objectness_accepts_tensor_masks_and_no_boxes():
     assert partly == 0.5 and np.isnan(outside)  # the part inside; no pixel inside: NaN, not the corner's value
 
 
+def test_unlabelled_pixels_count_neither_as_object_nor_as_background():
+    """VOC's void band: objectness is object pixels over labelled pixels; a box of void alone is NaN."""
+    mask = np.zeros((10, 10), bool)
+    mask[2:6, 2:6] = True  # 16 object pixels
+    void = np.zeros((10, 10), bool)
+    void[1:7, 1:7] = ~mask[1:7, 1:7]  # a one-pixel band around the object: 20 pixels
+    boxes = torch.tensor([[1.0, 1, 7, 7], [0, 0, 10, 10], [2, 2, 6, 6], [1, 1, 2, 7], [7, 7, 10, 10]])
+    with_void = crop_objectness(boxes, mask, void).tolist()
+    assert with_void[:3] == pytest.approx([1.0, 16 / 80, 1.0]) and np.isnan(with_void[3]) and with_void[4] == 0.0
+    as_background = crop_objectness(boxes, mask).tolist()  # no unlabelled mask: every pixel counts
+    assert as_background[:4] == pytest.approx([16 / 36, 16 / 100, 1.0, 0.0])
+    assert crop_objectness(boxes, mask, np.zeros((10, 10), bool)).tolist() == pytest.approx(as_background)
+
+
 def test_quality_buckets_shares():
     q = quality_buckets(torch.tensor([0.0, 0.1, 0.19999, 0.2, 0.5, 0.8, 0.81, 1.0]))
     assert q == pytest.approx({"poor": 3 / 8, "coarse": 3 / 8, "precise": 2 / 8})

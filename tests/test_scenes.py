@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from coarsecrop.boxes import is_valid
+from coarsecrop.crops.quality import crop_objectness, labelled_masks
 from coarsecrop.data.masks import filled_boxes, voc_colormap
 from coarsecrop.data.scenes import VOC_CLASSES, Scene, open_scenes
 from coarsecrop.data.synthetic import render_scene, write_scenes
@@ -299,6 +300,13 @@ def test_voc_reader(tmp_path):
     assert not s.object_mask()[index == 255].any()  # void is not object ...
     np.testing.assert_array_equal(s.void_decoder(), index == 255)  # ... but known, for semantic segmentation
     assert s.difficult.tolist() == [False, True, False, False] and ss[1].void_decoder is None
+    # crop objectness leaves the void band out of both counts: a GT box holds its object and void only
+    obj, void = labelled_masks(s)
+    np.testing.assert_array_equal(void, index == 255)
+    gt = crop_objectness(s.boxes[:1], obj, void).item()
+    band = (index[0:20, 0:20] == 255).mean()
+    assert band > 0 and gt == pytest.approx((index[0:20, 0:20] == 1).mean() / (1 - band))
+    assert labelled_masks(ss[1])[1] is None
     assert ss[1].masks_are_boxes and ss[1].instance_masks().sum() == 9 * 7  # VOC (2, 2, 10, 8) -> [1, 1, 10, 8]
 
 

@@ -1,6 +1,7 @@
 """Every crop strategy behind one signature, on hand-made scenes."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -202,6 +203,20 @@ def test_poor_crops_reach_the_target_objectness():
     assert torch.equal(boxes, again)
     (other, _), = make_strategy("poor", seed=4)([make_image(scene)], [scene])
     assert not torch.equal(boxes, other)
+
+
+def test_poor_crops_leave_unlabelled_pixels_out_of_their_objectness():
+    """VOC's void band is neither object nor background, also on a half-size decode of the scene."""
+    scene = make_scene(6, 128, 160, [[10, 10, 70, 60], [90, 40, 150, 120], [30, 80, 60, 120]])
+    objects = scene.object_mask()
+    void = np.zeros_like(objects)
+    void[:, :80] = ~objects[:, :80]  # the left half's background is unlabelled
+    scene = replace(scene, void_decoder=lambda: void)
+    for image in (make_image(scene), make_image(scene)[:, ::2, ::2].contiguous()):
+        (boxes, scores), = make_strategy("poor", seed=3)([image], [scene])
+        scale = 160 / image.shape[-1]
+        obj = crop_objectness(boxes * scale, objects, void)
+        assert torch.allclose(obj, scores, atol=0.05) and not torch.allclose(obj, crop_objectness(boxes * scale, objects))
 
 
 def test_random_draws_from_the_anchor_set(scenes):

@@ -3,7 +3,10 @@ by the union of the GT instance masks; crops are Poor (< 20 %), Precise (> 80 %)
 Crop size is summarised by the side sqrt(w * h) in pixels.
 
 Objectness uses the same pixel convention and summed-area scoring as the box scores
-(``coarsecrop.crops.scoring``): a box covers every pixel it touches.
+(``coarsecrop.crops.scoring``): a box covers every pixel it touches. Pixels the source leaves unlabelled
+(VOC's void band, 255 in SegmentationObject: object borders and ambiguous regions) count neither as object
+nor as background: objectness is object pixels over labelled pixels, as the VOC devkit ignores void in
+segmentation (counting void as background understated a tight GT box's objectness by the band's share).
 """
 
 from __future__ import annotations
@@ -20,17 +23,29 @@ PRECISE_ABOVE = 0.8
 PERCENTILES = (10, 50, 75, 90)
 
 
-def crop_objectness(boxes: torch.Tensor, object_mask) -> torch.Tensor:
-    """Share of each crop's pixels that are object pixels: boxes [M, 4], mask bool [H, W] -> float32 [M].
+def labelled_masks(scene) -> tuple[np.ndarray, np.ndarray | None]:
+    """A scene's object pixels (bool [H, W], ``Scene.object_mask``) and the pixels its source leaves
+    unlabelled (VOC's void, bool [H, W]; None where the source labels every pixel), for ``crop_objectness``."""
+    return scene.object_mask(), (np.asarray(scene.void_decoder(), dtype=bool) if scene.void_decoder else None)
+
+
+def crop_objectness(boxes: torch.Tensor, object_mask, unlabelled=None) -> torch.Tensor:
+    """Share of each crop's labelled pixels that are object pixels: boxes [M, 4], mask bool [H, W],
+    unlabelled bool [H, W] or None (every pixel labelled) -> float32 [M].
 
     A pixel counts whole when the box touches it (``scoring.pixel_bounds``: a fractional edge takes its
     pixel in); a box reaching outside the image is measured on its part inside (the strategies' boxes are
-    clipped to the image, so the book never meets one), and a box with no pixel inside is NaN."""
+    clipped to the image, so the book never meets one), and a box with no labelled pixel inside is NaN."""
     mask = torch.as_tensor(np.asarray(object_mask)).to(torch.float64)  # [H, W]
     boxes = torch.as_tensor(boxes).reshape(-1, 4)
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.float32)
-    means = box_means(summed_area_table(mask[None]), boxes)[0].cpu()
+    if unlabelled is None:
+        means = box_means(summed_area_table(mask[None]), boxes)[0].cpu()
+    else:  # object pixels over labelled pixels: the ratio of the two boxes' means (0 / 0: NaN)
+        labelled = 1.0 - torch.as_tensor(np.asarray(unlabelled)).to(torch.float64)
+        both = box_means(summed_area_table(torch.stack([mask * labelled, labelled])), boxes).cpu()  # [2, M]
+        means = both[0] / both[1]
     H, W = mask.shape
     b = boxes.to(torch.float64).cpu()
     outside = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 0] >= W) | (b[:, 1] >= H)

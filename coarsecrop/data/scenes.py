@@ -17,8 +17,8 @@ Reading choices (documented once, here):
   all gives scenes with ``mask_decoder=None`` (``masks_are_boxes``).
 - VOC ``difficult`` objects are kept (they are real objects; for objectness they are object pixels).
 - VOC ``SegmentationObject/<stem>.png``: palette index k is the k-th object of the XML (1-based), 0 is
-  background, 255 (the void band along object borders) counts as **not object**: instance masks hold
-  only the pixels labelled with the instance. Images without such a png fall back to filled boxes.
+  background, 255 (the void band along object borders) is in no instance mask (``void_decoder`` gives it:
+  crop objectness and segmentation leave it out). Images without such a png fall back to filled boxes.
   VOC boxes are 1-based inclusive pixel indices: ``[xmin - 1, ymin - 1, xmax, ymax]`` in our coordinates.
 - Boxes reaching more than ``CLIP_TOLERANCE`` px outside their image are clipped, boxes of zero or
   negative size (given so, or after clipping: wholly outside the image) are dropped, with one ``warnings.warn`` per annotation file

@@ -30,7 +30,7 @@ from matplotlib.patches import Rectangle
 
 from coarsecrop.crops.job import build_strategy, run_crop_job
 from coarsecrop.crops.manifest import read_manifest
-from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, quality_buckets
+from coarsecrop.crops.quality import POOR_BELOW, PRECISE_ABOVE, crop_objectness, labelled_masks, quality_buckets
 from coarsecrop.crops.strategies import STRATEGIES, strategy_parameters
 from coarsecrop.data.images import load_image
 from coarsecrop.data.scenes import open_scenes
@@ -199,7 +199,7 @@ def run_strategies(params: CropStudyParams, scene_path: Path, run_dir: Path, pro
 def crop_table(manifests: dict[str, Path], scenes) -> pd.DataFrame:
     """One row per crop of every strategy, with its objectness against the scene's GT masks."""
     by_id = {str(s.id): s for s in scenes.scenes}
-    masks: dict[str, torch.Tensor] = {}
+    masks: dict[str, tuple] = {}
     rows = []
     for name, folder in manifests.items():
         for rec in read_manifest(folder).records():
@@ -210,8 +210,8 @@ def crop_table(manifests: dict[str, Path], scenes) -> pd.DataFrame:
             boxes = torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4)
             if scene is not None and scene.annotated:
                 if key not in masks:
-                    masks[key] = torch.from_numpy(np.ascontiguousarray(scene.object_mask()))
-                obj = crop_objectness(boxes, masks[key]).tolist()
+                    masks[key] = labelled_masks(scene)
+                obj = crop_objectness(boxes, *masks[key]).tolist()
             else:
                 obj = [float("nan")] * len(boxes)
             side_img = max(rec["width"], rec["height"])

@@ -13,7 +13,7 @@ import torchvision
 
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops.anchors import FEATURE_STRIDE, RATIOS, SIZES, cached_anchors, feature_size
-from coarsecrop.crops.quality import crop_objectness
+from coarsecrop.crops.quality import crop_objectness, labelled_masks
 from coarsecrop.crops.strategies.base import (Strategy, _check_anchor_params, _check_int, _check_range, _generator,
                                               _ones, _positive_int, phi_input_size, register)
 
@@ -27,14 +27,15 @@ def gt_boxes(scene, height: int, width: int) -> torch.Tensor:
     return clip_boxes(boxes, width, height)
 
 
-def object_mask(scene, height: int, width: int) -> torch.Tensor:
-    """Union of the scene's GT instance masks in the frame of an H x W image: bool [H, W]. ValueError when
-    the image is not a uniform rescale of the annotated size (``_annotation_scale``)."""
+def object_mask(scene, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The union of the scene's GT instance masks and its unlabelled pixels (``quality.labelled_masks``; None
+    where every pixel is labelled) in the frame of an H x W image: bool [H, W] each. ValueError when the image
+    is not a uniform rescale of the annotated size (``_annotation_scale``)."""
     _annotation_scale(scene, height, width)
-    mask = torch.as_tensor(np.asarray(scene.object_mask(), dtype=bool))
-    if tuple(mask.shape) != (height, width):
-        mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0] > 0.5
-    return mask
+    masks = [None if m is None else torch.as_tensor(np.asarray(m, dtype=bool)) for m in labelled_masks(scene)]
+    return tuple(m if m is None or tuple(m.shape) == (height, width) else
+                 F.interpolate(m[None, None].float(), size=(height, width), mode="nearest")[0, 0] > 0.5
+                 for m in masks)
 
 
 def _annotation_scale(scene, height: int, width: int) -> tuple[float, float]:
@@ -178,7 +179,9 @@ class PoorCrop(Strategy):
         x1 = torch.rand(k, generator=g, dtype=torch.float64) * (W - bw)
         y1 = torch.rand(k, generator=g, dtype=torch.float64) * (H - bh)
         boxes = clip_boxes(torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1), W, H)
-        objectness = crop_objectness(boxes, object_mask(scene, H, W))
+        objectness = crop_objectness(boxes, *object_mask(scene, H, W))
+        labelled = ~objectness.isnan()  # a box of unlabelled pixels alone (VOC's void) has no objectness
+        boxes, objectness = boxes[labelled], objectness[labelled]
         closeness = -(objectness.double() - p["target"]).abs()  # higher is closer to the target
         keep = torchvision.ops.nms(boxes, closeness.float(), 0.5)[: self.n]
         return boxes[keep], objectness[keep]
