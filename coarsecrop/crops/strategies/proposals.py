@@ -1,10 +1,12 @@
 """Object proposals as crop strategies: OpenCV's selective search (seeded through libc's rand, which it
-draws from) and EdgeBox (structured edges replaced by Sobel magnitudes thinned along the gradient)."""
+draws from) and EdgeBox (on Sobel magnitudes thinned along the gradient, or on structured edges when the
+user has the model file)."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 import cv2
 import numpy as np
@@ -12,6 +14,9 @@ import torch
 
 from coarsecrop.crops.strategies.base import (Strategy, _check_int, _check_range, _ones, _positive_int, image_seed,
                                               register)
+from coarsecrop.io import file_sha256
+
+SED_MIN_SIDE = 16  # structured edges: OpenCV fails on a side under the model's inner patch (16 px in Dollar's)
 
 
 def _bgr(image: torch.Tensor) -> np.ndarray:
@@ -83,21 +88,36 @@ class SelectiveSearch(Strategy):
 class EdgeBox(Strategy):
     """EdgeBoxes (Zitnick & Dollar) from OpenCV contrib; the n best-scored boxes (Sec. 5.2).
 
-    EdgeBoxes normally runs on the structured-forest edge map (``model.yml.gz``), which cannot be
-    downloaded here. Instead ``edge_maps`` computes the edges in code: Gaussian smoothing (sigma
-    ``blur``) of the image in Lab, Sobel gradients per channel, the strongest channel per pixel,
-    magnitude divided by its 99th percentile and clipped to [0, 1] (float32), orientation =
-    atan2(gy, gx) mod pi (the edge normal, the convention EdgeBoxes expects), thinned by non-maximum
-    suppression along the gradient. Difference from structured edges: these respond to every
-    intensity / colour step -- texture and background clutter included -- where the learned edges
-    fire mostly on object boundaries, so boxes enclosing textured stuff score higher than they would
-    with the real model. OpenCV's defaults otherwise (alpha 0.65, beta 0.75, min_score 0.01); the
-    minimum box area (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. Fewer than
-    n boxes when EdgeBoxes finds fewer (few edges, e.g. flat or noise-only images); an image with no
-    proposal, or under 8 px on a side, gets the whole image."""
+    Two edge sources. EdgeBoxes normally runs on the structured-forest edge map of Dollar & Zitnick
+    (``model.yml.gz``), which cannot be downloaded here. By default (``edge_model`` None) ``edge_maps``
+    computes the edges in code: Gaussian smoothing (sigma ``blur``) of the image in Lab, Sobel gradients
+    per channel, the strongest channel per pixel, magnitude divided by its 99th percentile and clipped
+    to [0, 1] (float32), orientation = atan2(gy, gx) mod pi (the edge normal, the convention EdgeBoxes
+    expects), thinned by non-maximum suppression along the gradient. Difference from structured edges:
+    these respond to every intensity / colour step -- texture and background clutter included -- where
+    the learned edges fire mostly on object boundaries, so boxes enclosing textured stuff score higher
+    than they would with the real model. With ``edge_model`` the path of that file (opencv_extra's
+    testdata/cv/ximgproc/model.yml.gz, placed by the user), ``structured_edge_maps`` runs the real
+    detector as OpenCV's EdgeBoxes sample does (``blur`` is then unused); the detector is loaded once,
+    on the first image, and the recorded parameter is {"path", "sha256"} of the file, so another
+    model is another crop job. Without it the parameter is left out of ``params``, so configurations
+    written before it existed stay the same.
+
+    OpenCV's defaults otherwise (alpha 0.65, beta 0.75, min_score 0.01); the minimum box area
+    (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. Fewer than n boxes when
+    EdgeBoxes finds fewer (few edges, e.g. flat or noise-only images); an image with no proposal, or
+    under 8 px on a side (``SED_MIN_SIDE`` = 16 px with structured edges), gets the whole image."""
 
     name = "edgebox"
-    defaults = {"n": 5, "alpha": 0.65, "beta": 0.75, "min_score": 0.01, "min_box_area": 1000, "blur": 1.0}
+    defaults = {"n": 5, "alpha": 0.65, "beta": 0.75, "min_score": 0.01, "min_box_area": 1000, "blur": 1.0,
+                "edge_model": None}
+
+    def __init__(self, device="cpu", **params):
+        super().__init__(device, **params)
+        self._detector = None  # OpenCV's structured edge detector, loaded on first use
+
+    def __getstate__(self):  # the OpenCV detector does not pickle; a copy loads its own
+        return {**self.__dict__, "_detector": None}
 
     def check_params(self, params):
         _check_range(self.name, "alpha", params["alpha"], 0.0, 1.0)
@@ -105,13 +125,32 @@ class EdgeBox(Strategy):
         _check_range(self.name, "min_score", params["min_score"], 0.0, 1e9)
         _check_range(self.name, "min_box_area", params["min_box_area"], 0.0, 1e12)
         _check_range(self.name, "blur", params["blur"], 0.0, 100.0)
+        path = params["edge_model"]
+        if path is None:  # left out, as before the parameter existed
+            del params["edge_model"]
+            return
+        if not isinstance(path, str) or not os.path.isfile(path):
+            raise ValueError(
+                f"strategy {self.name!r}: edge_model {path!r} is not a file; it is the model of Dollar & "
+                "Zitnick's structured edge detector, model.yml.gz from opencv_extra "
+                "(testdata/cv/ximgproc/model.yml.gz), which you download and place yourself "
+                "(or leave edge_model out for the Sobel edges)")
+        params["edge_model"] = {"path": os.path.abspath(path), "sha256": file_sha256(path)}
+
+    @property
+    def detector(self):
+        """cv2.ximgproc.StructuredEdgeDetection of ``edge_model``, loaded on first use; None without one."""
+        if self._detector is None and "edge_model" in self.params:
+            self._detector = cv2.ximgproc.createStructuredEdgeDetection(self.params["edge_model"]["path"])
+        return self._detector
 
     def crop(self, image, scene):
         H, W = image.shape[-2:]
         p = self.params
-        if min(H, W) < 8:  # EdgeBoxes ignores a 1-px border and needs room for a box
+        structured = "edge_model" in p
+        if min(H, W) < (SED_MIN_SIDE if structured else 8):  # EdgeBoxes ignores a 1-px border, needs room for a box
             return _whole_image(H, W)
-        edges, orientation = edge_maps(image, p["blur"])
+        edges, orientation = structured_edge_maps(image, self.detector) if structured else edge_maps(image, p["blur"])
         eb = cv2.ximgproc.createEdgeBoxes(
             alpha=float(p["alpha"]), beta=float(p["beta"]), minScore=float(p["min_score"]),
             maxBoxes=self.n, minBoxArea=float(min(p["min_box_area"], 0.1 * H * W)),
@@ -128,6 +167,16 @@ class EdgeBox(Strategy):
         boxes = torch.from_numpy(rects[order]).clone()
         boxes[:, 2:] += boxes[:, :2]
         return boxes, torch.from_numpy(scores[order])
+
+
+def structured_edge_maps(image: torch.Tensor, detector) -> tuple[np.ndarray, np.ndarray]:
+    """Structured-forest edges and their orientation, both float32 [H, W], as OpenCV's EdgeBoxes sample
+    computes them: ``detector.detectEdges`` on the RGB image as float32 in [0, 1], ``computeOrientation``
+    of that map (in [0, pi]), ``edgesNms`` (radius 2, no border suppression, multiplier 1)."""
+    rgb = np.ascontiguousarray(image.permute(1, 2, 0).numpy(), dtype=np.float32) / 255.0
+    edges = detector.detectEdges(rgb)
+    orientation = detector.computeOrientation(edges)
+    return detector.edgesNms(edges, orientation, r=2, s=0, m=1, isParallel=True), orientation
 
 
 def edge_maps(image: torch.Tensor, blur: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
