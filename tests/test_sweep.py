@@ -555,3 +555,18 @@ def test_a_preset_adds_extra_points_after_its_grid_and_the_grid_points_keep_thei
     with pytest.raises(ValueError, match="unknown parameter.*sede"):
         runs.plan_sweep(write_sweep(root, "extra_typo", {**spec, "presets": {"quick": {"extra_points": [
             {"sede": [3]}]}}}), root, preset="quick")
+
+
+def test_a_point_another_sweep_completed_meanwhile_is_reused(root):
+    """Sweeps sharing a row plan their points at their start; the later one, reaching a run the other has
+    finished since, reuses it instead of setting it aside and making it again."""
+    sweep = write_sweep(root, "meanwhile", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [2]},
+                                            "fixed": TINY})
+    point = runs.plan_sweep(sweep, root)["points"][0]
+    assert runs.point_state(point, point["task"]["record"]["code"]) == "new"
+    fake_execute([])(point["task"])  # the other sweep finishes the run
+    made = (point["run_dir"] / "metrics.json").read_text()
+    result = runs.execute_point({**point["task"], "resume": True})
+    assert result == {"status": "ok", "wall_time_s": 0.0, "error": "", "reused": True}
+    assert (point["run_dir"] / "metrics.json").read_text() == made
+    assert not (point["run_dir"].parent / runs.REPLACED / point["run_dir"].name).exists()

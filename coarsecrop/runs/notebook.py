@@ -287,7 +287,8 @@ def set_aside(run_dir: Path) -> Path:
     return kept
 
 
-def execute(task: dict, resume: bool = True, show_output: bool = False, blocked: str = "") -> dict:
+def execute(task: dict, resume: bool = True, show_output: bool = False, blocked: str = "",
+            done_meanwhile=None) -> dict:
     """Execute one run (papermill; the kernel is its own process) into its run folder.
 
     resume: True continues an unfinished or failed run of the same code and parameters in place (the
@@ -302,10 +303,14 @@ def execute(task: dict, resume: bool = True, show_output: bool = False, blocked:
     Never raises for a failing notebook: the failure is recorded in the folder (run.json status "failed",
     FAILED.txt with the traceback) and returned as {"status": "failed", "error": ...}. A run another live
     process is making (its lock, ``run_lock``) is left alone, folder and record, and returned as
-    {"status": "busy", "error": who holds it}."""
+    {"status": "busy", "error": who holds it}. ``done_meanwhile``: a check, made once the lock is held, that
+    the run is complete after all (another process finished it since the caller planned it: a sweep's
+    points are planned at its start); then nothing runs and {"status": "ok", "reused": True} returns."""
     run_dir = Path(task["run_dir"])
     try:
         with run_lock(run_dir):
+            if done_meanwhile is not None and done_meanwhile():
+                return {"status": "ok", "wall_time_s": 0.0, "error": "", "reused": True}
             return _execute(task, resume, show_output, blocked)
     except RunBusy as busy:
         print(busy, file=sys.stderr, flush=True)

@@ -272,8 +272,12 @@ def execute_point(task: dict) -> dict:
     """Execute one point (``coarsecrop.runs.notebook.execute``): an unfinished or failed run of the same code
     and parameters is continued in place unless ``task["resume"]`` is False (``--force``); a checkpoints_of
     point whose pretraining run is not complete is recorded as failed, saying what to run first. Never
-    raises for a failing notebook: returns {"status", "wall_time_s", "error"}."""
-    return execute(task, resume=task.get("resume", True), blocked=missing_pretraining(task))
+    raises for a failing notebook: returns {"status", "wall_time_s", "error"}. A point another sweep completed
+    since this one planned it (two sweeps sharing a row) is reused, checked under the run's lock."""
+    resume = task.get("resume", True)
+    point = {"run_dir": Path(task["run_dir"]), "task": task}
+    return execute(task, resume=resume, blocked=missing_pretraining(task),
+                   done_meanwhile=(lambda: point_state(point, task["record"]["code"]) == "complete") if resume else None)
 
 
 # ---------------------------------------------------------------- the summary table
