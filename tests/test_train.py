@@ -156,7 +156,7 @@ def test_batch_not_divisible_by_world_size_fails_before_anything_starts(data, tm
 
 def test_too_few_pseudo_images_for_one_batch(data, tmp_path):
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        pretrain(params(data, tmp_path / "run", batch_size=4096))
+        pretrain(params(data, tmp_path / "run", batch_size=4096, method_params={"queue_size": 4096}))
 
 
 # ---------------------------------------------------------------- schedule, optimisers, sampler
