@@ -557,9 +557,10 @@ def test_a_preset_adds_extra_points_after_its_grid_and_the_grid_points_keep_thei
             {"sede": [3]}]}}}), root, preset="quick")
 
 
-def test_a_point_another_sweep_completed_meanwhile_is_reused(root):
+def test_a_point_another_sweep_completed_meanwhile_is_reused(tmp_path):
     """Sweeps sharing a row plan their points at their start; the later one, reaching a run the other has
     finished since, reuses it instead of setting it aside and making it again."""
+    root = copy_book_sources(tmp_path)  # its own runs/: no other test has made this point
     sweep = write_sweep(root, "meanwhile", {"notebook": "01_crops", "preset": "smoke", "grid": {"n": [2]},
                                             "fixed": TINY})
     point = runs.plan_sweep(sweep, root)["points"][0]
