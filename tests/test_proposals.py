@@ -13,7 +13,8 @@ import torchvision
 from coarsecrop.boxes import is_valid
 from coarsecrop.crops.job import job_config
 from coarsecrop.crops.strategies import make_strategy, strategy_parameters
-from coarsecrop.crops.strategies.proposals import SED_MIN_SIDE, edge_maps, structured_edge_maps
+from coarsecrop.crops.strategies.proposals import (SED_MIN_SIDE, check_edge_model, edge_maps,
+                                                   structured_edge_maps)
 from coarsecrop.data.scenes import Scene
 from coarsecrop.io import file_sha256
 
@@ -22,7 +23,7 @@ GRADIENT_MAGNITUDE = 3  # feature channels: L, U, V, then the normalised gradien
 OBJECT = [40, 20, 100, 80]  # x1 y1 x2 y2 of the ellipse in ``lone_object``
 
 
-def write_forest(path, threshold: float) -> str:
+def write_forest(path, threshold: float, drop: tuple = (), **changed) -> str:
     """A one-tree structured edge forest that OpenCV's createStructuredEdgeDetection loads (the reader in
     opencv_contrib modules/ximgproc/src/structured_edge_detection.cpp): ``options`` (ints), and per tree
     one int / float sequence in each of childs, featureIds, thresholds, edgeBoundaries and edgeBins.
@@ -32,7 +33,8 @@ def write_forest(path, threshold: float) -> str:
     (a leaf marking nothing) and the rest to node 2 (a leaf marking the 2x2 pixels under that feature
     cell, each bin listed 32 times: a patch adds 2 stride^2 / INNER^2 = 1/32 per listed bin, so a firing
     pixel gets edge 1). So edges follow strong gradients that stand out from their neighbourhood (the
-    magnitude is normalised by its local mean): object boundaries, not the texture around them."""
+    magnitude is normalised by its local mean): object boundaries, not the texture around them.
+    ``drop`` leaves options or sequences out and ``changed`` sets options: a malformed model."""
     c = PATCH // SHRINK // 2
     feature = GRADIENT_MAGNITUDE * (PATCH // SHRINK) ** 2 + c * (PATCH // SHRINK) + c
     first = SHRINK * c - (PATCH - INNER) // 2  # the cell's first pixel row in the inner patch (padding cut off)
@@ -43,6 +45,8 @@ def write_forest(path, threshold: float) -> str:
                    numberOfTrees=1, numberOfTreesToEvaluate=1)
     trees = {"childs": [2, 0, 0], "featureIds": [feature, 0, 0], "thresholds": [float(threshold), 0.0, 0.0],
              "edgeBoundaries": [0, 0, 0, len(bins)], "edgeBins": bins}
+    options = {k: v for k, v in {**options, **changed}.items() if k not in drop}
+    trees = {k: v for k, v in trees.items() if k not in drop}
     fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
     fs.startWriteStruct("options", cv2.FileNode_MAP)
     for key, value in options.items():
@@ -146,6 +150,41 @@ def test_missing_model_fails_when_the_strategy_is_built(tmp_path):
         make_strategy("edgebox", edge_model=missing)
     for part in (missing, "opencv_extra", "testdata/cv/ximgproc/model.yml.gz", "Dollar & Zitnick", "place yourself"):
         assert part in str(err.value)
+
+
+@pytest.mark.parametrize("drop,changed,says", [
+    ((), {"numberOfTrees": 0}, "options/numberOfTrees is 0, must be at least 1"),  # OpenCV: SIGFPE
+    (("shrinkNumber",), {}, "options/shrinkNumber is missing"),
+    ((), {"patchInnerSize": 40}, "patchInnerSize 40 exceeds patchSize 32"),
+    ((), {"numberOfTrees": 2, "numberOfTreesToEvaluate": 2}, "'childs' is not a sequence of numberOfTrees (2)"),
+    (("edgeBins",), {}, "'edgeBins' is not a sequence"),  # OpenCV: SIGSEGV at the first image
+    ("not yaml", {}, "OpenCV cannot read it"),
+    ("no options", {}, "no 'options' mapping"),
+])
+def test_a_malformed_model_fails_when_the_strategy_is_built_naming_the_file(tmp_path, drop, changed, says):
+    """A forest OpenCV would load without checking and then crash on (or refuse with a bare cv2.error at the
+    first image, inside a worker) is refused when the strategy is built: the file and what is wrong in it."""
+    path = tmp_path / "model.yml.gz"
+    if drop == "not yaml":
+        path.write_text("this is { not yaml")
+    elif drop == "no options":
+        fs = cv2.FileStorage(str(path), cv2.FILE_STORAGE_WRITE)
+        fs.write("childs", 1)
+        fs.release()
+    else:
+        write_forest(path, 1.05, drop=drop, **changed)
+    with pytest.raises(ValueError) as err:
+        make_strategy("edgebox", edge_model=str(path))
+    for part in (str(path), says, "testdata/cv/ximgproc/model.yml.gz"):
+        assert part in str(err.value)
+
+
+def test_the_checked_forest_is_one_opencv_runs(models):
+    """What ``check_edge_model`` accepts is what OpenCV loads and detects edges with: the fixture's forest."""
+    check_edge_model(models["boundary"])
+    img, _, _ = lone_object()
+    edges, _ = structured_edge_maps(img, cv2.ximgproc.createStructuredEdgeDetection(models["boundary"]))
+    assert edges.shape == tuple(img.shape[-2:]) and edges.max() > 0
 
 
 def test_default_config_unchanged_and_the_model_file_fingerprinted(models, tmp_path):

@@ -82,6 +82,24 @@ def test_another_nodes_lock_is_taken_over_only_when_it_went_silent(tmp_path, age
                 pass
 
 
+def test_silence_is_read_on_the_file_systems_clock_not_this_hosts(tmp_path, monkeypatch):
+    """On a shared file system this node's clock may run ahead of the one that stamps the lock's mtime:
+    another node's fresh lock stays held however far off ``time.time`` is, and a silent one is still taken."""
+    real = time.time
+    run_dir = tmp_path / "r"
+    hold(run_dir, "some-other-node", 4242, age=5.0)
+    monkeypatch.setattr(notebook.time, "time", lambda: real() + 10 * notebook.LOCK_STALE_S)  # ahead: looks silent
+    with pytest.raises(RunBusy, match="refreshed [0-9] s ago"):
+        with run_lock(run_dir):
+            pass
+    monkeypatch.setattr(notebook.time, "time", real)
+    hold(run_dir, "some-other-node", 4242, age=notebook.LOCK_STALE_S + 60)
+    monkeypatch.setattr(notebook.time, "time", lambda: real() - 10 * notebook.LOCK_STALE_S)  # behind: looks fresh
+    with run_lock(run_dir) as lock:
+        assert json.loads(lock.read_text())["host"] == socket.gethostname()
+    assert [p.name for p in run_dir.parent.iterdir()] == []  # the clock probe is gone too
+
+
 def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(notebook, "LOCK_BEAT_S", 0.05)
     run_dir = tmp_path / "r"

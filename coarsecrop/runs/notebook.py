@@ -43,7 +43,9 @@ KERNEL_STARTS = 3
 REPLACED = ".replaced"
 # A run's lock is refreshed (its mtime) every LOCK_BEAT_S seconds while the run goes on; one not refreshed for
 # LOCK_STALE_S seconds belongs to a process that is gone (killed at a time limit on another node), and so does
-# one of a process of this host that no longer exists: either is taken over.
+# one of a process of this host that no longer exists: either is taken over. The silence is read on the
+# file system's clock (the lock's mtime against that of a file touched beside it just now), not this host's:
+# on a shared file system the nodes' clocks may disagree by more than LOCK_STALE_S.
 LOCK_BEAT_S, LOCK_STALE_S = 15, 120
 
 
@@ -65,7 +67,17 @@ def _holder_gone(holder: dict, age: float) -> bool:
     return False
 
 
-def _take(lock: Path, me: dict) -> None:
+def _fs_now(folder: Path) -> float:
+    """The time now on the clock of the file system holding ``folder``: the mtime of a file created there."""
+    probe = folder / f".clock.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        probe.touch()
+        return probe.stat().st_mtime
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def _take(lock: Path, run_dir: Path, me: dict) -> None:
     """Create ``lock`` (O_EXCL: of two processes at once, one wins) or take over a stale one; else RunBusy."""
     for _ in range(2):
         try:
@@ -73,14 +85,14 @@ def _take(lock: Path, me: dict) -> None:
         except FileExistsError:
             try:
                 holder = json.loads(lock.read_text(encoding="utf-8") or "{}")
-                age = time.time() - lock.stat().st_mtime
+                age = _fs_now(lock.parent) - lock.stat().st_mtime
             except FileNotFoundError:
                 continue  # released meanwhile
             except (OSError, ValueError):
                 holder, age = {}, 0.0  # being written this very moment: a live holder
             if not _holder_gone(holder, age):
                 raise RunBusy(
-                    f"{lock.parent / lock.name[1:-len('.lock')]}: another process is making this run "
+                    f"{run_dir}: another process is making this run "
                     f"(host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}; "
                     f"its lock {lock} was refreshed {age:.0f} s ago). Wait for it to finish; a lock not refreshed "
                     f"for {LOCK_STALE_S} s is taken over by itself, or delete it if that process is gone") from None
@@ -98,7 +110,8 @@ def run_lock(run_dir: Path):
     LOCK_BEAT_S seconds from a thread; raises RunBusy naming the holder when a live process holds it."""
     lock = run_dir.parent / f".{run_dir.name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
-    _take(lock, {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _take(lock, run_dir, me)
     stop = threading.Event()
 
     def beat():

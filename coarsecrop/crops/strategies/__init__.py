@@ -37,13 +37,13 @@ package registers them all, in that order.
 from coarsecrop.crops.strategies.base import (STRATEGIES, Strategy, image_seed, make_strategy, phi_input_size,
                                               register, strategy_parameters)
 from coarsecrop.crops.strategies.baselines import (GridCrop, GTCrop, GTPadCrop, ImageCrop, PoorCrop, RandomCrop,
-                                                   grid_boxes, gt_boxes, object_mask, pad_boxes)
+                                                   grid_boxes, gt_boxes, labelled_masks_at, pad_boxes)
 from coarsecrop.crops.strategies.proposals import EdgeBox, SelectiveSearch, edge_maps, thin_edges
 from coarsecrop.crops.strategies.ours import (PRE_NMS_TOP, OurCoarseCrop, OurCrop, OurZScoreCrop, ring_contrast,
                                               standardise_per_shape, suppress)
 
 __all__ = ["STRATEGIES", "Strategy", "make_strategy", "strategy_parameters", "register", "image_seed",
            "phi_input_size", "ImageCrop", "GTCrop", "GTPadCrop", "GridCrop", "PoorCrop", "RandomCrop", "grid_boxes",
-           "gt_boxes", "object_mask", "pad_boxes", "SelectiveSearch", "EdgeBox", "edge_maps", "thin_edges",
+           "gt_boxes", "labelled_masks_at", "pad_boxes", "SelectiveSearch", "EdgeBox", "edge_maps", "thin_edges",
            "OurCrop", "OurCoarseCrop", "OurZScoreCrop", "PRE_NMS_TOP", "ring_contrast", "standardise_per_shape",
            "suppress"]

@@ -27,7 +27,7 @@ def gt_boxes(scene, height: int, width: int) -> torch.Tensor:
     return clip_boxes(boxes, width, height)
 
 
-def object_mask(scene, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def labelled_masks_at(scene, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The union of the scene's GT instance masks and its unlabelled pixels (``quality.labelled_masks``; None
     where every pixel is labelled) in the frame of an H x W image: bool [H, W] each. ValueError when the image
     is not a uniform rescale of the annotated size (``_annotation_scale``)."""
@@ -179,7 +179,7 @@ class PoorCrop(Strategy):
         x1 = torch.rand(k, generator=g, dtype=torch.float64) * (W - bw)
         y1 = torch.rand(k, generator=g, dtype=torch.float64) * (H - bh)
         boxes = clip_boxes(torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1), W, H)
-        objectness = crop_objectness(boxes, *object_mask(scene, H, W))
+        objectness = crop_objectness(boxes, *labelled_masks_at(scene, H, W))
         labelled = ~objectness.isnan()  # a box of unlabelled pixels alone (VOC's void) has no objectness
         boxes, objectness = boxes[labelled], objectness[labelled]
         closeness = -(objectness.double() - p["target"]).abs()  # higher is closer to the target

@@ -17,6 +17,15 @@ from coarsecrop.crops.strategies.base import (Strategy, _check_int, _check_range
 from coarsecrop.io import file_sha256
 
 SED_MIN_SIDE = 16  # structured edges: OpenCV fails on a side under the model's inner patch (16 px in Dollar's)
+# What OpenCV's structured edge reader (opencv_contrib ximgproc structured_edge_detection.cpp) takes from
+# model.yml.gz without checking: the ``options`` it divides by or sizes arrays with, and the forest's sequences,
+# one entry per tree each. A file lacking one of them crashes the process inside OpenCV (numberOfTrees 0 is a
+# division by zero), so ``check_edge_model`` reads them first.
+SED_POSITIVE_OPTIONS = ("numberOfTrees", "numberOfTreesToEvaluate", "stride", "shrinkNumber", "patchSize",
+                        "patchInnerSize", "selfsimilarityGridSize", "numberOfGradientOrientations")
+SED_OPTIONS = SED_POSITIVE_OPTIONS + ("gradientSmoothingRadius", "regFeatureSmoothingRadius",
+                                      "ssFeatureSmoothingRadius", "gradientNormalizationRadius")
+SED_FOREST = ("childs", "featureIds", "thresholds", "edgeBoundaries", "edgeBins")
 
 
 def _bgr(image: torch.Tensor) -> np.ndarray:
@@ -98,10 +107,10 @@ class EdgeBox(Strategy):
     the learned edges fire mostly on object boundaries, so boxes enclosing textured stuff score higher
     than they would with the real model. With ``edge_model`` the path of that file (opencv_extra's
     testdata/cv/ximgproc/model.yml.gz, placed by the user), ``structured_edge_maps`` runs the real
-    detector as OpenCV's EdgeBoxes sample does (``blur`` is then unused); the detector is loaded once,
-    on the first image, and the recorded parameter is {"path", "sha256"} of the file, so another
-    model is another crop job. Without it the parameter is left out of ``params``, so configurations
-    written before it existed stay the same.
+    detector as OpenCV's EdgeBoxes sample does (``blur`` is then unused); the file is checked when the
+    strategy is built (``check_edge_model``), the detector is loaded once, on the first image, and the
+    recorded parameter is {"path", "sha256"} of the file, so another model is another crop job. Without
+    it the parameter is left out of ``params``, so configurations written before it existed stay the same.
 
     OpenCV's defaults otherwise (alpha 0.65, beta 0.75, min_score 0.01); the minimum box area
     (``min_box_area`` px, OpenCV's 1000) is capped at 10 % of the image. Fewer than n boxes when
@@ -130,11 +139,8 @@ class EdgeBox(Strategy):
             del params["edge_model"]
             return
         if not isinstance(path, str) or not os.path.isfile(path):
-            raise ValueError(
-                f"strategy {self.name!r}: edge_model {path!r} is not a file; it is the model of Dollar & "
-                "Zitnick's structured edge detector, model.yml.gz from opencv_extra "
-                "(testdata/cv/ximgproc/model.yml.gz), which you download and place yourself "
-                "(or leave edge_model out for the Sobel edges)")
+            raise ValueError(f"strategy {self.name!r}: edge_model {path!r} is not a file; {SED_MODEL_IS}")
+        check_edge_model(path)
         params["edge_model"] = {"path": os.path.abspath(path), "sha256": file_sha256(path)}
 
     @property
@@ -167,6 +173,50 @@ class EdgeBox(Strategy):
         boxes = torch.from_numpy(rects[order]).clone()
         boxes[:, 2:] += boxes[:, :2]
         return boxes, torch.from_numpy(scores[order])
+
+
+SED_MODEL_IS = ("it is the model of Dollar & Zitnick's structured edge detector, model.yml.gz from opencv_extra "
+                "(testdata/cv/ximgproc/model.yml.gz), which you download and place yourself (or leave edge_model "
+                "out for the Sobel edges)")
+
+
+def check_edge_model(path: str) -> None:
+    """ValueError naming the file and what is wrong when ``path`` is not a structured edge forest OpenCV can
+    run (not an OpenCV YAML / XML file, an option of SED_OPTIONS missing or not positive where it must be,
+    patchInnerSize above patchSize, a sequence of SED_FOREST missing or not one entry per tree), rather than
+    a crash inside OpenCV later (measured: numberOfTrees 0 kills the process with SIGFPE, a missing edgeBins
+    with SIGSEGV). Reads the options and the sequences' lengths only, not the trees."""
+    def bad(what: str) -> ValueError:
+        return ValueError(f"edgebox: edge_model {path}: {what}; {SED_MODEL_IS}")
+
+    try:
+        fs = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
+        opened = fs.isOpened()
+    except (cv2.error, SystemError) as err:  # OpenCV's parser reports a malformed file as either
+        raise bad(f"OpenCV cannot read it ({str(err).strip().splitlines()[-1]})") from None
+    if not opened:
+        raise bad("OpenCV cannot open it")
+    try:
+        options = fs.getNode("options")
+        if not options.isMap():
+            raise bad("no 'options' mapping")
+        values = {}
+        for key in SED_OPTIONS:
+            node = options.getNode(key)
+            if not node.isInt():
+                raise bad(f"options/{key} is missing or not an integer")
+            values[key] = int(node.real())
+        for key in SED_OPTIONS:
+            if values[key] < (1 if key in SED_POSITIVE_OPTIONS else 0):
+                raise bad(f"options/{key} is {values[key]}, must be at least {int(key in SED_POSITIVE_OPTIONS)}")
+        if values["patchInnerSize"] > values["patchSize"]:
+            raise bad(f"options/patchInnerSize {values['patchInnerSize']} exceeds patchSize {values['patchSize']}")
+        for key in SED_FOREST:
+            node = fs.getNode(key)
+            if not node.isSeq() or node.size() != values["numberOfTrees"]:
+                raise bad(f"{key!r} is not a sequence of numberOfTrees ({values['numberOfTrees']}) trees")
+    finally:
+        fs.release()
 
 
 def structured_edge_maps(image: torch.Tensor, detector) -> tuple[np.ndarray, np.ndarray]:
