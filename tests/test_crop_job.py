@@ -24,6 +24,7 @@ from coarsecrop.cli import main
 from coarsecrop.crops import job as job_module
 from coarsecrop.crops import manifest as mf
 from coarsecrop.crops.job import default_workers, dist_env, run_crop_job
+from coarsecrop.data.synthetic_voc import write_voc
 from coarsecrop.device import resolve_device
 from coarsecrop.models.backbones import build_backbone
 
@@ -171,6 +172,42 @@ def test_resume_after_the_annotations_changed_is_refused(scenes, tmp_path):
     grid = tmp_path / "grid"
     run_crop_job(ann, out=grid, **{**job, "strategy": "grid"})
     assert "annotations_sha256" not in json.loads((grid / mf.CONFIG_NAME).read_text())["config"]
+
+
+def test_a_poor_job_fingerprints_the_masks_it_reads(scenes, tmp_path):
+    """Poor-Crop picks boxes by their share of mask pixels: a segmentation edited between its start and its
+    resume (COCO's RLE in the json; VOC's SegmentationObject png, by its content) is refused, naming
+    masks_sha256; gt reads boxes only, so the same edit leaves its job resumable."""
+    ann = _moved_json(scenes, tmp_path / "ann" / "instances.json")
+    job = dict(images=scenes, shard_size=SHARD, workers=0, progress=False)
+    for strategy in ("poor", "gt"):
+        run_crop_job(ann, out=tmp_path / strategy, strategy=strategy, **job)
+    assert "masks_sha256" in json.loads((tmp_path / "poor" / mf.CONFIG_NAME).read_text())["config"]
+    assert "masks_sha256" not in json.loads((tmp_path / "gt" / mf.CONFIG_NAME).read_text())["config"]
+
+    def box_as_mask(data):  # the same box and label, another mask: the filled box as a polygon
+        a = data["annotations"][0]
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+
+    _moved_json(scenes, ann, box_as_mask)
+    assert run_crop_job(ann, out=tmp_path / "gt", strategy="gt", **job)["shards_written"] == 0
+    with pytest.raises(ValueError, match=r"masks_sha256: '[0-9a-f]+' there, '[0-9a-f]+' now"):
+        run_crop_job(ann, out=tmp_path / "poor", strategy="poor", **job)
+
+    voc = write_voc(scenes, tmp_path / "voc")
+    vjob = dict(strategy="poor", shard_size=SHARD, workers=0, progress=False)
+    run_crop_job(voc, out=tmp_path / "voc_poor", **vjob)
+    assert run_crop_job(voc, out=tmp_path / "voc_poor", **vjob)["shards_written"] == 0  # unchanged: resumes
+    png = sorted((voc / "SegmentationObject").glob("*.png"))[0]
+    index = Image.open(png)
+    pixels = np.array(index)
+    pixels[0, 0] = 255 if pixels[0, 0] != 255 else 0
+    edited = Image.fromarray(pixels, mode="P")
+    edited.putpalette(index.getpalette())
+    edited.save(png)
+    with pytest.raises(ValueError, match="masks_sha256"):
+        run_crop_job(voc, out=tmp_path / "voc_poor", **vjob)
 
 
 def test_images_that_are_all_missing_stop_the_job(scenes, tmp_path, capsys):

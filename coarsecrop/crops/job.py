@@ -49,7 +49,6 @@ a RuntimeError otherwise: likely a bug).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -60,13 +59,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm  # the text bar: tqdm.auto warns in every kernel without ipywidgets (not a dependency)
 
 from coarsecrop.boxes import clip_boxes
 from coarsecrop.crops import manifest as mf
 from coarsecrop.crops.decode import BatchDecoder, cpu_item, resolve_decode, worker_item
+from coarsecrop.crops.fingerprint import annotations_sha256, masks_sha256, relative_file, scene_list_sha256
 from coarsecrop.crops.strategies import STRATEGIES, make_strategy
 from coarsecrop.data.scenes import open_scenes
 from coarsecrop.device import resolve_device
@@ -178,37 +177,13 @@ def sorted_scenes(scene_set) -> list:
     return sorted(scene_set.scenes, key=lambda s: (relative_file(s.file, root), str(s.id)))
 
 
-def relative_file(file: str, root: str) -> str:
-    """Path of ``file`` relative to the scene set root, with forward slashes."""
-    return Path(os.path.relpath(os.path.abspath(file), os.path.abspath(root))).as_posix()
-
-
-def scene_list_sha256(scenes: list, root: str) -> str:
-    """Fingerprint of the image list: a data set that gained or lost images is a different job."""
-    h = hashlib.sha256()
-    for s in scenes:
-        h.update(f"{s.id}\t{relative_file(s.file, root)}\n".encode())
-    return h.hexdigest()
-
-
-def annotations_sha256(scenes: list) -> str:
-    """Fingerprint of the annotations the ``gt`` family crops from: each scene's annotated size, boxes and
-    labels (not the instance masks, which are decoded only on demand). An annotation file edited between
-    a job's start and its resume is then a different job."""
-    h = hashlib.sha256()
-    for s in scenes:
-        h.update(f"{s.id}\t{s.width}\t{s.height}\t{len(s.boxes)}\n".encode())
-        h.update(np.ascontiguousarray(s.boxes.numpy(), dtype=np.float32).tobytes())
-        h.update(np.ascontiguousarray(s.labels.numpy(), dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
 def job_config(scene_set, scenes: list, source, images, split, strategy, n: int, backbone, checkpoint,
                shard_size: int, max_side: int, device: torch.device, decode: str = "cpu") -> dict:
     """Everything that decides the manifest's bytes (and nothing that does not: workers, batch size,
     rank count, timing). Two runs with equal configs resume each other. The decode path is recorded
     only when it is not the CPU's, so configs written before it existed stay the same; likewise
-    ``annotations_sha256`` only for strategies that crop from the annotations (``needs_annotations``)."""
+    ``annotations_sha256`` only for strategies that crop from the annotations (``needs_annotations``) and
+    ``masks_sha256`` only for those that read the masks (``needs_masks``; ``crops.fingerprint``)."""
     params = {k: v for k, v in dict(strategy.params).items() if k != "device"}
     uses_backbone = _takes(type(strategy), "backbone")
     return {
@@ -231,6 +206,7 @@ def job_config(scene_set, scenes: list, source, images, split, strategy, n: int,
         **({} if decode == "cpu" else {"decode": decode}),  # nvJPEG's pixels differ slightly from PIL's
         **({"annotations_sha256": annotations_sha256(scenes)} if getattr(strategy, "needs_annotations", False)
            else {}),
+        **({"masks_sha256": masks_sha256(scenes)} if getattr(strategy, "needs_masks", False) else {}),
     }
 
 

@@ -6,7 +6,7 @@
       scenes: list of coarsecrop.data.scenes.Scene (annotations used only by gt, gtpad, poor)
       results: list of (boxes float32 [M, 4] xyxy pixels, scores float32 [M]), M <= n
     strategy.name, strategy.params (dict of the effective parameters, JSON-able),
-    strategy.needs_annotations (bool)
+    strategy.needs_annotations (bool: boxes and labels), strategy.needs_masks (bool: instance masks, poor only)
 
 STRATEGIES maps each name to its class; names: image, gt, gtpad, grid, poor, random, selective_search,
 edgebox, ours, plus the documented coarse variant(s) of ours: ours_coarse (centre-surround contrast,

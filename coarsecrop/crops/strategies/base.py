@@ -22,7 +22,8 @@ class Strategy:
     or ``crop_batch`` (a batch)."""
 
     name = ""
-    needs_annotations = False
+    needs_annotations = False  # crops from the GT boxes / labels (the crop job fingerprints them)
+    needs_masks = False  # reads the GT masks (fingerprinted too)
     defaults: dict = {"n": 5}
 
     def __init__(self, device: str | torch.device = "cpu", **params):

@@ -157,6 +157,7 @@ class PoorCrop(Strategy):
 
     name = "poor"
     needs_annotations = True
+    needs_masks = True
     defaults = {"n": 5, "seed": 0, "target": 0.2, "candidates": 512, "min_side": 0.2, "max_side": 0.6}
 
     def check_params(self, params):
