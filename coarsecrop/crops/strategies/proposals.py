@@ -192,8 +192,9 @@ def check_edge_model(path: str) -> None:
     try:
         fs = cv2.FileStorage(path, cv2.FILE_STORAGE_READ)
         opened = fs.isOpened()
-    except (cv2.error, SystemError) as err:  # OpenCV's parser reports a malformed file as either
-        raise bad(f"OpenCV cannot read it ({str(err).strip().splitlines()[-1]})") from None
+    except (cv2.error, SystemError) as err:  # a malformed file: cv2.error, or a SystemError raised from one
+        cause = err.__cause__ if isinstance(err.__cause__, cv2.error) else err
+        raise bad(f"OpenCV cannot read it ({str(cause).strip().splitlines()[-1]})") from None
     if not opened:
         raise bad("OpenCV cannot open it")
     try:
