@@ -210,6 +210,27 @@ def test_a_poor_job_fingerprints_the_masks_it_reads(scenes, tmp_path):
         run_crop_job(voc, out=tmp_path / "voc_poor", **vjob)
 
 
+def test_the_mask_fingerprint_follows_values_not_print_options(scenes):
+    """The COCO decoders hold the boxes as a tensor, whose repr rounds to the print precision and elides
+    past the print threshold: the fingerprint reads its bytes, so a notebook's print options do not turn a
+    resume into "a different configuration", and a change below the printed precision still counts."""
+    from coarsecrop.crops.fingerprint import masks_sha256
+    from coarsecrop.data.scenes import open_scenes
+
+    listed = open_scenes(scenes).scenes
+    box = listed[0].mask_decoder.args[1]
+    assert isinstance(box, torch.Tensor)
+    box[0, 0] += 0.123456  # a box off the pixel grid, as COCO's are
+    before = masks_sha256(listed)
+    torch.set_printoptions(precision=1)
+    try:
+        assert masks_sha256(listed) == before
+    finally:
+        torch.set_printoptions(profile="default")
+    box[0, 0] += 1e-5  # below the default print precision (4 decimals)
+    assert masks_sha256(listed) != before
+
+
 def test_images_that_are_all_missing_stop_the_job(scenes, tmp_path, capsys):
     """A COCO json away from its images, without --images: every image is a missing file; the job stops
     naming the json, the first missing path and --images, rather than write a manifest of skips."""

@@ -6,7 +6,8 @@ inputs changed between its start and its resume is a different job, refused rath
   (``needs_annotations``: gt, gtpad, poor);
 - ``masks_sha256``: the instance, crowd and void masks, for the strategies that read them (``needs_masks``:
   poor). A mask is described by what its lazy decoder reads: the segmentations it holds (COCO polygons and
-  RLE) and the content (sha256) of any file it opens (VOC's SegmentationObject png), so nothing is decoded.
+  RLE), the bytes of its arrays (the boxes) and the content (sha256) of any file it opens (VOC's
+  SegmentationObject png), so nothing is decoded and the text does not depend on print options.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from coarsecrop.io import file_sha256
 
@@ -46,16 +48,30 @@ def annotations_sha256(scenes: list) -> str:
     return h.hexdigest()
 
 
+def _argument_text(value) -> str:
+    """A decoder argument as text that depends on its value only: a file by its content's sha256, an array
+    or tensor by its dtype, shape and bytes (their repr rounds and elides, and follows the print options
+    a notebook may have set), anything else (the segmentations: lists, dicts, numbers) by its repr."""
+    if isinstance(value, str) and os.path.isfile(value):
+        return f"sha256:{file_sha256(value)}"
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        return f"array({data.dtype},{data.shape}):{hashlib.sha256(data.tobytes()).hexdigest()}"
+    return repr(value)
+
+
 def _decoder_source(decoder) -> str:
-    """What a scene's lazy mask decoder reads, as text: None, or the function's name and its arguments,
-    a file argument by its content's sha256."""
+    """What a scene's lazy mask decoder reads, as text: None, or the function's name and its arguments
+    (``_argument_text``)."""
     if decoder is None:
         return "-"
     if not isinstance(decoder, partial):
         raise TypeError(f"a mask decoder that is not a functools.partial cannot be fingerprinted: {decoder!r}")
-    args = [f"sha256:{file_sha256(a)}" if isinstance(a, str) and os.path.isfile(a) else repr(a)
-            for a in decoder.args]
-    return f"{decoder.func.__name__}({', '.join(args)}, {sorted(decoder.keywords.items())!r})"
+    args = [_argument_text(a) for a in decoder.args]
+    keywords = [f"{k}={_argument_text(v)}" for k, v in sorted(decoder.keywords.items())]
+    return f"{decoder.func.__name__}({', '.join(args + keywords)})"
 
 
 def masks_sha256(scenes: list) -> str:
