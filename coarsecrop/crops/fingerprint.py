@@ -48,12 +48,15 @@ def annotations_sha256(scenes: list) -> str:
     return h.hexdigest()
 
 
-def _argument_text(value) -> str:
-    """A decoder argument as text that depends on its value only: a file by its content's sha256, an array
-    or tensor by its dtype, shape and bytes (their repr rounds and elides, and follows the print options
-    a notebook may have set), anything else (the segmentations: lists, dicts, numbers) by its repr."""
+def _argument_text(value, files: dict) -> str:
+    """A decoder argument as text that depends on its value only: a file by its content's sha256 (read once
+    per ``files``, the cache of one fingerprint: VOC's instance and void decoders open the same png), an
+    array or tensor by its dtype, shape and bytes (their repr rounds and elides, and follows the print
+    options a notebook may have set), anything else (the segmentations: lists, dicts, numbers) by its repr."""
     if isinstance(value, str) and os.path.isfile(value):
-        return f"sha256:{file_sha256(value)}"
+        if value not in files:
+            files[value] = file_sha256(value)
+        return f"sha256:{files[value]}"
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):
@@ -62,23 +65,23 @@ def _argument_text(value) -> str:
     return repr(value)
 
 
-def _decoder_source(decoder) -> str:
+def _decoder_source(decoder, files: dict) -> str:
     """What a scene's lazy mask decoder reads, as text: None, or the function's name and its arguments
     (``_argument_text``)."""
     if decoder is None:
         return "-"
     if not isinstance(decoder, partial):
         raise TypeError(f"a mask decoder that is not a functools.partial cannot be fingerprinted: {decoder!r}")
-    args = [_argument_text(a) for a in decoder.args]
-    keywords = [f"{k}={_argument_text(v)}" for k, v in sorted(decoder.keywords.items())]
+    args = [_argument_text(a, files) for a in decoder.args]
+    keywords = [f"{k}={_argument_text(v, files)}" for k, v in sorted(decoder.keywords.items())]
     return f"{decoder.func.__name__}({', '.join(args + keywords)})"
 
 
 def masks_sha256(scenes: list) -> str:
     """Fingerprint of each scene's instance, crowd and void masks, by what their decoders read (module
     docstring): a segmentation edited between a Poor-Crop job's start and its resume is a different job."""
-    h = hashlib.sha256()
+    h, files = hashlib.sha256(), {}
     for s in scenes:
-        h.update(f"{s.id}\t{_decoder_source(s.mask_decoder)}\t{_decoder_source(s.crowd_decoder)}\t"
-                 f"{_decoder_source(s.void_decoder)}\n".encode())
+        sources = [_decoder_source(d, files) for d in (s.mask_decoder, s.crowd_decoder, s.void_decoder)]
+        h.update(("\t".join([str(s.id), *sources]) + "\n").encode())
     return h.hexdigest()

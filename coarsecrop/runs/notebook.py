@@ -77,8 +77,11 @@ def _fs_now(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
-def _take(lock: Path, run_dir: Path, me: dict) -> None:
-    """Create ``lock`` (O_EXCL: of two processes at once, one wins) or take over a stale one; else RunBusy."""
+def _take(run_dir: Path, me: dict) -> Path:
+    """Create the run's lock, runs/<notebook>/.<run id>.lock (O_EXCL: of two processes at once, one wins), or
+    take over a stale one, and return it; else RunBusy."""
+    lock = run_dir.parent / f".{run_dir.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -100,7 +103,7 @@ def _take(lock: Path, run_dir: Path, me: dict) -> None:
             continue
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(me, f)
-        return
+        return lock
     raise RunBusy(f"{lock}: taken over by another process at the same moment; run again")
 
 
@@ -108,10 +111,8 @@ def _take(lock: Path, run_dir: Path, me: dict) -> None:
 def run_lock(run_dir: Path):
     """Hold runs/<notebook>/.<run id>.lock (host, pid, start) while the block runs, refreshing it every
     LOCK_BEAT_S seconds from a thread; raises RunBusy naming the holder when a live process holds it."""
-    lock = run_dir.parent / f".{run_dir.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    _take(lock, run_dir, me)
+    lock = _take(run_dir, {"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%S")})
     stop = threading.Event()
 
     def beat():

@@ -203,13 +203,12 @@ def check_edge_model(path: str) -> None:
             raise bad("no 'options' mapping")
         values = {}
         for key in SED_OPTIONS:
-            node = options.getNode(key)
+            node, least = options.getNode(key), int(key in SED_POSITIVE_OPTIONS)
             if not node.isInt():
                 raise bad(f"options/{key} is missing or not an integer")
             values[key] = int(node.real())
-        for key in SED_OPTIONS:
-            if values[key] < (1 if key in SED_POSITIVE_OPTIONS else 0):
-                raise bad(f"options/{key} is {values[key]}, must be at least {int(key in SED_POSITIVE_OPTIONS)}")
+            if values[key] < least:
+                raise bad(f"options/{key} is {values[key]}, must be at least {least}")
         if values["patchInnerSize"] > values["patchSize"]:
             raise bad(f"options/patchInnerSize {values['patchInnerSize']} exceeds patchSize {values['patchSize']}")
         for key in SED_FOREST:
