@@ -100,6 +100,25 @@ def test_silence_is_read_on_the_file_systems_clock_not_this_hosts(tmp_path, monk
     assert [p.name for p in run_dir.parent.iterdir()] == []  # the clock probe is gone too
 
 
+def test_a_folder_where_the_clock_probe_cannot_be_written_is_named_not_taken_for_a_live_holder(tmp_path, monkeypatch):
+    """A full (or read-only) file system: the probe beside a held lock cannot be created. The error names the
+    folder and the cause; it used to read as a live holder "refreshed 0 s ago"."""
+    run_dir = tmp_path / "r"
+    hold(run_dir, "some-other-node", 4242, age=notebook.LOCK_STALE_S + 60)
+    real_touch = Path.touch
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".clock."):
+            raise OSError(28, "No space left on device", str(self))
+        return real_touch(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "touch", full)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        with run_lock(run_dir):
+            pass
+    assert str(run_dir.parent) in str(caught.value) and "writable" in str(caught.value)
+
+
 def test_the_holder_refreshes_its_lock(tmp_path, monkeypatch):
     monkeypatch.setattr(notebook, "LOCK_BEAT_S", 0.05)
     run_dir = tmp_path / "r"

@@ -87,8 +87,13 @@ def _take(run_dir: Path, me: dict) -> Path:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
+                now = _fs_now(lock.parent)
+            except OSError as e:
+                raise OSError(f"{lock.parent}: cannot create a file there ({e}); a run is held by a lock file in "
+                              f"this folder, so it needs a writable file system with free space") from e
+            try:
                 holder = json.loads(lock.read_text(encoding="utf-8") or "{}")
-                age = _fs_now(lock.parent) - lock.stat().st_mtime
+                age = now - lock.stat().st_mtime
             except FileNotFoundError:
                 continue  # released meanwhile
             except (OSError, ValueError):
