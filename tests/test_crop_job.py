@@ -24,6 +24,7 @@ from coarsecrop.cli import main
 from coarsecrop.crops import job as job_module
 from coarsecrop.crops import manifest as mf
 from coarsecrop.crops.job import default_workers, dist_env, run_crop_job
+from coarsecrop.data.images import load_image
 from coarsecrop.data.synthetic_voc import write_voc
 from coarsecrop.device import resolve_device
 from coarsecrop.models.backbones import build_backbone
@@ -781,3 +782,18 @@ def test_default_workers_leave_phis_cores_alone(monkeypatch):
     assert default_workers(torch.device("cuda")) == 8
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     assert default_workers(torch.device("cuda")) == 1
+
+
+@pytest.mark.parametrize("recorded", [(0, 0), (640, 480)])
+def test_an_image_decoded_smaller_maps_back_to_its_true_size_without_a_record(tmp_path, recorded):
+    """A reduced image's original size without a record (Cityscapes, COCO entries without width/height) or with
+    a wrong one: decoded size x scale is exact along the long side only (400 x 200 at max_side 133 -> 400 x 198);
+    the size comes from the file's header."""
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (400, 200), (1, 2, 3)).save(path)
+    image, scale = load_image(path, max_side=133)
+    assert image.shape[:2] == (66, 133) and round(66 * scale) == 198  # what rounding alone gives
+    scene = type("Scene", (), {"id": 1, "file": str(path), "width": recorded[0], "height": recorded[1]})()
+    assert job_module.original_size(scene, image.shape[:2], scale) == (400, 200)
+    cropped = job_module.Cropped((66, 133), scale, torch.tensor([[0.0, 0.0, 133.0, 66.0]]), torch.ones(1))
+    assert job_module.crop_record(scene, "wide.png", cropped)["boxes"] == [[0, 0, 400, 200]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from coarsecrop.data import images as images_mod
 from coarsecrop.data.images import BadImage, image_size, load_image, load_image_or_reason
@@ -188,3 +188,64 @@ def test_image_size_reads_header_and_fails_clearly(tmp_path):
     assert image_size(path) == (33, 17)
     with pytest.raises(BadImage, match="missing"):
         image_size(tmp_path / "nope.png")
+
+
+def _count_decodes(monkeypatch) -> list:
+    decoded, real = [], PngImagePlugin.PngImageFile.load
+
+    def load(self):
+        decoded.append(self.filename)
+        return real(self)
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", load)
+    return decoded
+
+
+def _rotated_png(path, orientation: int = 6):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", (40, 20), (9, 9, 9)).save(path, exif=exif.tobytes())
+    return path
+
+
+def test_a_pngs_size_and_orientation_are_read_without_decoding_a_pixel(tmp_path, monkeypatch):
+    """PIL's PNG reader decodes the whole image to look for EXIF that is not in the headers: image_size (one
+    call per file when a folder is opened) and load_image's size checks must not."""
+    plain = _save(Image.new("RGB", (33, 17)), tmp_path / "a.png")
+    rotated = _rotated_png(tmp_path / "r.png")
+    decoded = _count_decodes(monkeypatch)
+    assert image_size(plain) == (33, 17)
+    assert image_size(rotated) == (20, 40)  # its eXIf chunk is in the headers
+    monkeypatch.setattr(images_mod, "MAX_FULL_DECODE_PIXELS", 100)
+    with pytest.raises(BadImage, match="too large to decode"):  # refused before any decoding
+        load_image(plain, max_side=10)
+    assert decoded == []
+
+
+def test_a_png_exif_chunk_after_the_pixels_counts_as_absent_on_every_path(tmp_path):
+    """Such a chunk is found only by decoding; the size read and the decode agree that it is not there."""
+    data = _rotated_png(tmp_path / "r.png").read_bytes()
+    start = data.index(b"eXIf") - 4
+    end = start + 12 + int.from_bytes(data[start:start + 4], "big")
+    chunk, rest = data[start:end], data[:start] + data[end:]
+    late = tmp_path / "late.png"
+    late.write_bytes(rest[:-12] + chunk + rest[-12:])  # moved to just before IEND
+    assert Image.open(late).getexif().get(0x0112) == 6  # PIL reads it, after decoding
+    assert image_size(late) == (40, 20)
+    assert load_image(late)[0].shape == (20, 40, 3)
+    assert load_image(tmp_path / "r.png")[0].shape == (40, 20, 3)  # in the headers: applied
+
+
+def test_a_camera_jpeg_opened_as_mpo_is_decoded_reduced(tmp_path, monkeypatch):
+    """Phone and camera JPEGs with an MPF block open as MPO (a JPEG reader): DCT-scaled under max_side too."""
+    a = np.zeros((400, 800, 3), np.uint8)
+    a[:, :400] = (250, 0, 0)
+    path = tmp_path / "cam.jpg"
+    Image.fromarray(a).save(path, format="MPO", save_all=True, append_images=[Image.new("RGB", (80, 40))])
+    assert Image.open(path).format == "MPO"
+    drafts = []
+    real = JpegImagePlugin.JpegImageFile.draft
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft",
+                        lambda self, *args: drafts.append(args) or real(self, *args))
+    img, scale = load_image(path, max_side=100)
+    assert drafts and img.shape == (50, 100, 3) and scale == pytest.approx(8.0)
+    assert img[25, 20, 0] > 200 and img[25, 80, 0] < 50

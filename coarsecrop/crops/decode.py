@@ -34,12 +34,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from coarsecrop.data.images import BadImage, load_image, target_size
+from coarsecrop.data.images import BadImage, header_orientation, load_image, target_size
 
 DECODE_MODES = ("auto", "cpu", "gpu")
 GPU_MAX_PIXELS = 1 << 24  # 16.8 Mpx stored (e.g. 5000 x 3300): larger JPEGs decode reduced on the CPU
 GPU_FRAMES = (0xC0, 0xC1)  # SOF0 baseline, SOF1 extended sequential (Huffman): nvJPEG's batched decoder
-_ORIENTATION = 0x0112
 
 
 # ---------------------------------------------------------------- the CPU path (unchanged)
@@ -91,10 +90,7 @@ def header_facts(data: bytes) -> dict | None:
     and ``complete`` (a JPEG ending with its end-of-image marker)."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            try:
-                orientation = int(im.getexif().get(_ORIENTATION, 1))
-            except Exception:  # noqa: BLE001 - a broken EXIF block loses only the rotation
-                orientation = 1
+            orientation = header_orientation(im)
             facts = {"format": im.format, "size": tuple(im.size), "mode": im.mode,
                      "bits": int(getattr(im, "bits", 16 if im.mode.startswith("I;16") else 8)),
                      "progressive": bool(im.info.get("progressive") or im.info.get("progression")),

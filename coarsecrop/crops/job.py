@@ -67,6 +67,7 @@ from coarsecrop.crops import manifest as mf
 from coarsecrop.crops.decode import BatchDecoder, cpu_item, resolve_decode, worker_item
 from coarsecrop.crops.fingerprint import annotations_sha256, masks_sha256, relative_file, scene_list_sha256
 from coarsecrop.crops.strategies import STRATEGIES, make_strategy
+from coarsecrop.data.images import BadImage, image_size
 from coarsecrop.data.scenes import open_scenes
 from coarsecrop.device import resolve_device
 from coarsecrop.io import file_sha256
@@ -302,8 +303,9 @@ def checked(image: torch.Tensor, scale: float, boxes: torch.Tensor, scores: torc
 
 
 def original_size(scene, decoded_hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    """(width, height) of the original image: the decoded size, or the recorded one when the image
-    was decoded smaller and the record agrees (decoded size x scale is off by rounding)."""
+    """(width, height) of the original image: the decoded size; when the image was decoded smaller, the
+    recorded size where it agrees, else the file's header (decoded size x scale is exact along the long side
+    only: a 2048 x 1024 image decoded at 1333 px would come back 2048 x 1023)."""
     h, w = decoded_hw
     if scale == 1.0:
         return int(w), int(h)
@@ -311,7 +313,10 @@ def original_size(scene, decoded_hw: tuple[int, int], scale: float) -> tuple[int
     if scene.width and scene.height and abs(scene.width - width) <= scale + 1 \
             and abs(scene.height - height) <= scale + 1:
         return int(scene.width), int(scene.height)
-    return int(width), int(height)
+    try:
+        return image_size(scene.file)  # header only; the file was decoded a moment ago
+    except BadImage:
+        return int(width), int(height)
 
 
 def crop_record(scene, file: str, cropped: Cropped) -> dict:

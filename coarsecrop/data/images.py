@@ -13,9 +13,12 @@ Choices:
   rounded: the full range is kept, nothing is clipped. Mode I with values outside 0..65535 (32-bit TIFF)
   and float images (F) are min-max stretched to 0..255.
 - CMYK is converted by PIL's formula (no colour management); Adobe's inverted CMYK JPEGs are handled by PIL.
-- The EXIF orientation is applied (``ImageOps.exif_transpose``); sizes are those of the upright image.
+- The EXIF orientation is applied (as ``ImageOps.exif_transpose``); sizes are those of the upright image. It is
+  read from the headers only (``header_orientation``), so a size read never decodes pixels: a PNG's eXIf chunk
+  after its pixel data (PIL finds it only by decoding the whole image) is not read, by every path alike.
 - Multi-frame files (GIF, TIFF) give their first frame.
-- ``max_side``: a larger image is decoded smaller (JPEG: DCT scaling through ``draft``, so a 100-megapixel
+- ``max_side``: a larger image is decoded smaller (JPEG, and the camera JPEGs PIL opens as MPO: DCT scaling
+  through ``draft``, so a 100-megapixel
   JPEG never exists in memory at full size; other formats: decoded, then ``reduce`` + resize) and
   ``scale`` = original long side / returned long side. Boxes on the returned image times ``scale`` are in
   original pixels: exact along the long side, within one returned pixel along the short side (the aspect
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 MAX_FULL_DECODE_PIXELS = 1 << 28  # 268 Mpx (~800 MB as RGB): the most we decode at full size
 # torchvision's ImageNet normalisation (RGB in [0, 1]), the one our trunks see everywhere: the SSL views,
@@ -44,6 +47,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _ORIENTATION = 0x0112
 _SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that rotate by 90 degrees
+# EXIF orientation -> the transpose that makes the stored image upright (PIL's ImageOps.exif_transpose)
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
 _BOMB_LOCK = threading.Lock()
 
 
@@ -100,13 +107,22 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def _upright_size(im: Image.Image) -> tuple[int, int]:
+def header_orientation(im: Image.Image) -> int:
+    """The EXIF orientation of an opened image, 1..8 (1 when absent, unreadable or out of range), read from
+    the headers without decoding a pixel. PIL's PNG reader looks for an eXIf chunk that is not in the
+    headers by decoding the whole image: such a chunk (after the pixel data) counts as absent."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1
+    try:
+        orientation = int(im.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block only loses the rotation, never the image
+        return 1
+    return orientation if orientation in _UPRIGHT else 1
+
+
+def _upright_size(im: Image.Image, orientation: int) -> tuple[int, int]:
     """(width, height) after the EXIF orientation is applied."""
     w, h = im.size
-    try:
-        orientation = im.getexif().get(_ORIENTATION, 1)
-    except Exception:  # a broken EXIF block only loses the rotation, never the image
-        orientation = 1
     return (h, w) if orientation in _SWAPPED_ORIENTATIONS else (w, h)
 
 
@@ -115,7 +131,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     path = Path(path)
     im, _ = _open(path)
     with im:
-        return _upright_size(im)
+        return _upright_size(im, header_orientation(im))
 
 
 def _sixteen_to_eight(a: np.ndarray) -> np.ndarray:
@@ -176,20 +192,20 @@ def load_image(path: str | Path, max_side: int | None = None) -> tuple[np.ndarra
         raise ValueError(f"max_side must be >= 1, got {max_side}")
     im, limit = _open(path)
     with im:
-        w0, h0 = _upright_size(im)
+        orientation = header_orientation(im)
+        w0, h0 = _upright_size(im, orientation)
         long0 = max(w0, h0)
         pixels = im.size[0] * im.size[1]
         reduce = max_side is not None and long0 > max_side
         if not reduce and limit is not None and pixels > 2 * limit:
             raise _bad(path, f"{w0}x{h0} = {pixels / 1e6:.0f} Mpx is over PIL's decompression-bomb limit; "
                              "pass max_side to decode a reduced copy")
-        if reduce and im.format == "JPEG":
+        if reduce and isinstance(im, JpegImagePlugin.JpegImageFile):  # JPEG and MPO
             tw, th = target_size(*im.size, int(max_side))
             im.draft(im.mode, (tw, th))  # DCT scaling by 1/2, 1/4 or 1/8, never below the target
         elif im.size[0] * im.size[1] > MAX_FULL_DECODE_PIXELS:
             raise _bad(path, f"{w0}x{h0} is too large to decode ({im.format} has no reduced decoding; "
                              f"limit {MAX_FULL_DECODE_PIXELS / 1e6:.0f} Mpx)")
-        stored = im.size
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
@@ -197,10 +213,7 @@ def load_image(path: str | Path, max_side: int | None = None) -> tuple[np.ndarra
             if "truncated" in reason or isinstance(err, EOFError):
                 raise _bad(path, f"truncated image file ({reason})") from err
             raise _bad(path, f"corrupt image data ({reason})") from err
-        try:
-            upright = ImageOps.exif_transpose(im)
-        except Exception:  # a broken EXIF block loses only the rotation, never the image
-            upright, (w0, h0) = im, stored
+        upright = im.transpose(_UPRIGHT[orientation]) if orientation in _UPRIGHT else im
         try:
             rgb = _to_rgb(upright)
         except (OSError, ValueError, MemoryError) as err:
@@ -231,7 +244,8 @@ def load_image_or_reason(path: str | Path, max_side: int | None = None
     return image, scale, None
 
 
-__all__ = ["BadImage", "load_image", "image_size", "load_image_or_reason", "target_size", "MAX_FULL_DECODE_PIXELS"]
+__all__ = ["BadImage", "load_image", "image_size", "header_orientation", "load_image_or_reason", "target_size",
+           "MAX_FULL_DECODE_PIXELS"]
 
 
 def normalise(x: torch.Tensor) -> torch.Tensor:
